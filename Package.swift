@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Release builds of the numeric code want the vectoriser at full strength; debug builds stay debuggable.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "unimoe",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "unimoe", targets: ["unimoe"]),
+    ],
+    targets: [
+        // C libraries from Debian, each behind a shim header (see Sources/C*/shim.h).
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        // zmq.h lives in /usr/include; no pkg-config (libzmq.pc drags in krb5 -isystem flags SwiftPM rejects).
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CFFmpeg", path: "Sources/CFFmpeg",
+                       pkgConfig: "libavformat libavcodec libavutil libswscale libswresample",
+                       providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev",
+                                         "libswscale-dev", "libswresample-dev"])]),
+
+        // Libraries: one module per concern.
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: fast),
+        .target(name: "Checkpoint", dependencies: ["Tensor"], swiftSettings: fast),
+        .target(name: "Tokenizer", swiftSettings: fast),
+        .target(name: "Models", dependencies: ["Tensor", "Checkpoint"], swiftSettings: fast),
+        .target(name: "Media", dependencies: ["CFFmpeg", "Tensor"], swiftSettings: fast),
+        .target(name: "Wire", dependencies: ["CZeroMQ", "Tensor"], swiftSettings: fast),
+        .target(name: "Options"),
+        .target(name: "Stages", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Options"],
+                swiftSettings: fast),
+        .target(name: "UnimoeCLI", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Stages", "Options"],
+                swiftSettings: fast),
+
+        // Thin executables.
+        .executableTarget(name: "unimoe", dependencies: ["UnimoeCLI"]),
+
+        // Tests mirror modules one to one; fixtures live in Tests/Fixtures (made by scripts/make-fixtures).
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "TestSupport"]),
+        .target(name: "TestSupport", dependencies: ["Tensor", "Checkpoint"], path: "Tests/TestSupport"),
+    ]
+)

@@ -1,0 +1,1 @@
+// Media module: see docs/ and the issue that builds it.

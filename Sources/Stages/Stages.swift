@@ -1,0 +1,1 @@
+// Stages module: see docs/ and the issue that builds it.

@@ -1,0 +1,94 @@
+import Foundation
+
+/// Element-wise and row-wise kernels, in place over f32 buffers, matching PyTorch's formulas.
+public enum Activations {
+    /// x · σ(x)
+    public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { let v = x[i]; x[i] = v / (1 + expf(-v)) }
+    }
+
+    /// SwiGLU gate: gate[i] = silu(gate[i]) · up[i].
+    public static func siluMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { let v = gate[i]; gate[i] = v / (1 + expf(-v)) * up[i] }
+    }
+
+    /// Exact GELU, 0.5·x·(1 + erf(x/√2)) (torch `gelu`, approximate='none').
+    public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let r: Float = 0.70710678118654752440
+        for i in 0..<count { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * r)) }
+    }
+
+    /// tanh GELU (torch `gelu`, approximate='tanh'; HF `gelu_new` / `gelu_pytorch_tanh`).
+    public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let c: Float = 0.7978845608028654
+        for i in 0..<count { let v = x[i]; x[i] = 0.5 * v * (1 + tanhf(c * (v + 0.044715 * v * v * v))) }
+    }
+
+    /// x · σ(1.702·x) (CLIP's quick_gelu).
+    public static func quickGelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { let v = x[i]; x[i] = v / (1 + expf(-1.702 * v)) }
+    }
+
+    /// Numerically stable softmax over each row of `[rows, cols]`.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        for r in 0..<rows {
+            let row = x + r * cols
+            var m = -Float.infinity
+            for i in 0..<cols { m = max(m, row[i]) }
+            if m == -Float.infinity { for i in 0..<cols { row[i] = 0 }; continue }
+            var s: Float = 0
+            for i in 0..<cols { let e = expf(row[i] - m); row[i] = e; s += e }
+            let inv = 1 / s
+            for i in 0..<cols { row[i] *= inv }
+        }
+    }
+
+    /// Applies an activation named as in Hugging Face configs (`hidden_act`).
+    public static func apply(_ name: String, _ x: UnsafeMutablePointer<Float>, count: Int) throws {
+        switch name {
+        case "silu", "swish": silu(x, count: count)
+        case "gelu": gelu(x, count: count)
+        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": geluTanh(x, count: count)
+        case "quick_gelu": quickGelu(x, count: count)
+        case "relu": for i in 0..<count { x[i] = max(0, x[i]) }
+        default: throw TensorError.unsupported("activation '\(name)'")
+        }
+    }
+}
+
+/// Normalisation layers over the last dimension, computed in f32 as transformers does.
+public enum Norm {
+    /// LLaMA RMSNorm: w · x / √(mean(x²) + eps), weight in any dtype.
+    public static func rms(_ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: Tensor, eps: Float,
+                           into y: UnsafeMutablePointer<Float>) {
+        let w = weight.converted(to: .f32).floats
+        for r in 0..<rows {
+            let xr = x + r * dim, yr = y + r * dim
+            var ss: Float = 0
+            for i in 0..<dim { ss += xr[i] * xr[i] }
+            let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+            for i in 0..<dim { yr[i] = w[i] * (xr[i] * inv) }
+        }
+    }
+
+    /// LayerNorm with affine weight and bias (biased variance, as torch).
+    public static func layer(_ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: Tensor, bias: Tensor?, eps: Float,
+                             into y: UnsafeMutablePointer<Float>) {
+        let w = weight.converted(to: .f32).floats
+        let b = bias?.converted(to: .f32)
+        for r in 0..<rows {
+            let xr = x + r * dim, yr = y + r * dim
+            var mean: Float = 0
+            for i in 0..<dim { mean += xr[i] }
+            mean /= Float(dim)
+            var v: Float = 0
+            for i in 0..<dim { let d = xr[i] - mean; v += d * d }
+            let inv = 1 / (v / Float(dim) + eps).squareRoot()
+            if let b {
+                for i in 0..<dim { yr[i] = (xr[i] - mean) * inv * w[i] + b.floats[i] }
+            } else {
+                for i in 0..<dim { yr[i] = (xr[i] - mean) * inv * w[i] }
+            }
+        }
+    }
+}

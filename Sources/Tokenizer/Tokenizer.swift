@@ -1,0 +1,1 @@
+// Tokenizer module: see docs/ and the issue that builds it.

@@ -1,0 +1,3 @@
+/// Every `unimoe` subcommand, in the order `unimoe help` lists them. Add one line per command.
+public let allCommands: [any Command.Type] = [
+]

@@ -1,0 +1,1 @@
+// Wire module: see docs/ and the issue that builds it.

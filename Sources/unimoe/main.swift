@@ -1,0 +1,4 @@
+import Foundation
+import UnimoeCLI
+
+exit(CLI.main(CommandLine.arguments, commands: allCommands))
