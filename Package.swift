@@ -39,8 +39,17 @@ let package = Package(
         .executableTarget(name: "unimoe", dependencies: ["UnimoeCLI"]),
 
         // Tests mirror modules one to one; fixtures live in Tests/Fixtures (made by scripts/make-fixtures).
-        .testTarget(name: "TensorTests", dependencies: ["Tensor", "Checkpoint", "TestSupport"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["Tensor", "Checkpoint"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
+        .testTarget(name: "OptionsTests", dependencies: ["Options", "UnimoeCLI", "TestSupport"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
+        .testTarget(name: "EncodersTests", dependencies: ["Models", "Media", "Tensor", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "MediaTests", dependencies: ["Media", "Tensor", "TestSupport"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Tensor", "TestSupport"]),
+        .testTarget(name: "StagesTests", dependencies: ["Stages", "Models", "Media", "Tokenizer", "Wire", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "TestSupport"]),
     ]
 )

@@ -1,0 +1,1 @@
+// CLITests: tests for this module live beside this file.

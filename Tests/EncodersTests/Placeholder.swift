@@ -1,0 +1,1 @@
+// EncodersTests: tests for this module live beside this file.

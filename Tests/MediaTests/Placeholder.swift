@@ -1,0 +1,1 @@
+// MediaTests: tests for this module live beside this file.

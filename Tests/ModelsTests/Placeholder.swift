@@ -1,0 +1,1 @@
+// ModelsTests: tests for this module live beside this file.

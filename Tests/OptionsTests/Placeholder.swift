@@ -1,0 +1,1 @@
+// OptionsTests: tests for this module live beside this file.

@@ -1,0 +1,1 @@
+// PipelineTests: tests for this module live beside this file.

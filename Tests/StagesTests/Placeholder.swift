@@ -1,0 +1,1 @@
+// StagesTests: tests for this module live beside this file.

@@ -1,0 +1,1 @@
+// TokenizerTests: tests for this module live beside this file.

@@ -1,0 +1,1 @@
+// WireTests: tests for this module live beside this file.
