@@ -1,1 +1,0 @@
-// Wire module: see docs/ and the issue that builds it.

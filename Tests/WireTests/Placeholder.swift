@@ -1,1 +1,0 @@
-// WireTests: tests for this module live beside this file.
