@@ -19,29 +19,51 @@ public final class Checkpoint: @unchecked Sendable {
         let index = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
         let single = (directory as NSString).appendingPathComponent("model.safetensors")
         if fm.fileExists(atPath: index) {
-            guard let data = fm.contents(atPath: index) else { throw CheckpointError.io(path: index, reason: "cannot read") }
-            guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-                  let map = obj["weight_map"] as? [String: Any] else {
-                throw CheckpointError.malformed(path: index, reason: "no weight_map object")
-            }
-            for (name, fileAny) in map {
-                guard let file = fileAny as? String, !file.contains("/"), !file.hasPrefix(".") else {
-                    throw CheckpointError.malformed(path: index, reason: "weight_map entry '\(name)' is not a file name in the directory")
-                }
-                if files[file] == nil {
-                    files[file] = try SafeTensorsFile(path: (directory as NSString).appendingPathComponent(file))
-                }
-                guard files[file]!.entries[name] != nil else {
-                    throw CheckpointError.malformed(path: index, reason: "'\(name)' is listed in \(file) but that shard does not hold it")
-                }
-                location[name] = file
-            }
+            try loadIndex(index)
         } else if fm.fileExists(atPath: single) {
             let f = try SafeTensorsFile(path: single)
             files["model.safetensors"] = f
-            for n in f.entries.keys { location[n] = "model.safetensors" }
+            for n in f.names { location[n] = "model.safetensors" }
         } else {
             throw CheckpointError.io(path: directory, reason: "no model.safetensors or model.safetensors.index.json")
+        }
+    }
+
+    /// Reads `model.safetensors.index.json`: every `weight_map` entry must name a shard file in this
+    /// directory that holds the tensor, and every tensor of a shard must be listed.
+    private func loadIndex(_ index: String) throws {
+        func bad(_ reason: String) -> CheckpointError { .malformed(path: index, reason: reason) }
+        guard let data = FileManager.default.contents(atPath: index) else { throw CheckpointError.io(path: index, reason: "cannot be read") }
+        let json: JSONValue
+        do { json = try StrictJSON.parse(Array(data)) } catch let d as StrictJSON.DuplicateKey {
+            throw bad("'\(d.key)' appears more than once in \(d.path.isEmpty ? "the index" : d.path.joined(separator: "."))")
+        } catch {
+            throw bad("not valid JSON (\(error))")
+        }
+        guard case .object(let map)? = json["weight_map"] else { throw bad("no weight_map object") }
+        for (name, fileValue) in map.sorted(by: { $0.key < $1.key }) {
+            guard case .string(let file) = fileValue, !file.isEmpty, !file.contains("/"), !file.contains("\\"),
+                  !file.hasPrefix("."), !file.contains("\0") else {
+                throw bad("weight_map entry '\(name)' is \(fileValue), not a file name inside the directory")
+            }
+            let shard: SafeTensorsFile
+            if let open = files[file] {
+                shard = open
+            } else {
+                let shardPath = (directory as NSString).appendingPathComponent(file)
+                guard FileManager.default.fileExists(atPath: shardPath) else {
+                    throw bad("weight_map puts '\(name)' in shard '\(file)', which does not exist")
+                }
+                shard = try SafeTensorsFile(path: shardPath)
+                files[file] = shard
+            }
+            guard shard.contains(name) else { throw bad("'\(name)' is listed in \(file) but that shard does not hold it") }
+            location[name] = file
+        }
+        for (file, shard) in files.sorted(by: { $0.key < $1.key }) {
+            for n in shard.names where location[n] != file {
+                throw bad("shard \(file) holds '\(n)', which weight_map does not list there")
+            }
         }
     }
 
@@ -51,7 +73,7 @@ public final class Checkpoint: @unchecked Sendable {
         let f = try SafeTensorsFile(path: file)
         let name = (file as NSString).lastPathComponent
         files[name] = f
-        for n in f.entries.keys { location[n] = name }
+        for n in f.names { location[n] = name }
     }
 
     public func contains(_ name: String) -> Bool { location[name] != nil }

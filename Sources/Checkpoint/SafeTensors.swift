@@ -14,6 +14,7 @@ public final class MappedFile: @unchecked Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw CheckpointError.io(path: path, reason: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw CheckpointError.io(path: path, reason: "is a directory, expected a file") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw CheckpointError.io(path: path, reason: "not a regular file") }
         size = Int(st.st_size)
         if size == 0 { base = nil; return }
@@ -31,6 +32,8 @@ public final class MappedFile: @unchecked Sendable {
 
 /// One `.safetensors` file: an 8-byte little-endian header length, a JSON header mapping names to
 /// `{dtype, shape, data_offsets}`, then the data. Tensors are views into the mapping (no copy).
+/// The header is untrusted input: it is parsed by `StrictJSON` (duplicate names rejected) and every
+/// entry is checked against the file before any tensor byte is touched.
 public final class SafeTensorsFile: @unchecked Sendable {
     public struct Entry: Sendable {
         public let dtype: DType
@@ -39,12 +42,33 @@ public final class SafeTensorsFile: @unchecked Sendable {
         public let range: Range<Int>
     }
 
+    /// Element sizes of every dtype the safetensors format defines (we compute only with F32/F16/BF16;
+    /// the others are validated and may be ignored, but `tensor` refuses them).
+    static let formatDTypeSizes: [String: Int] = [
+        "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+        "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+        "I32": 4, "U32": 4, "F32": 4,
+        "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+    ]
+
+    /// The largest header accepted (the reference implementation's limit).
+    public static let maxHeaderLength = 100_000_000
+
     public let path: String
+    /// Tensors in a dtype we compute with.
     public let entries: [String: Entry]
+    /// Valid tensors in another safetensors dtype (e.g. I64 buffers): name → dtype.
+    public let unsupported: [String: String]
     public let metadata: [String: String]
     private let file: MappedFile
 
-    public var names: [String] { entries.keys.sorted() }
+    /// Every tensor name in the file, sorted.
+    public var names: [String] { (Array(entries.keys) + Array(unsupported.keys)).sorted() }
+
+    /// The whole mapped file (tensors in place point inside it).
+    public var mapping: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: file.base, count: file.base == nil ? 0 : file.size) }
+
+    public func contains(_ name: String) -> Bool { entries[name] != nil || unsupported[name] != nil }
 
     public init(path: String) throws {
         let file = try MappedFile(path: path)
@@ -56,42 +80,57 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard headerLen <= UInt64(file.size - 8) else {
             throw bad("header length \(headerLen) runs past the end of the \(file.size)-byte file")
         }
-        let dataStart = 8 + Int(headerLen)
-        let headerData = Data(bytes: base + 8, count: Int(headerLen))
-        let json: Any
-        do { json = try JSONSerialization.jsonObject(with: headerData) } catch {
-            throw bad("header is not valid JSON")
+        guard headerLen <= UInt64(Self.maxHeaderLength) else {
+            throw bad("header length \(headerLen) exceeds the \(Self.maxHeaderLength)-byte limit")
         }
-        guard let dict = json as? [String: Any] else { throw bad("header is not a JSON object") }
+        let dataStart = 8 + Int(headerLen)
+        let dataSize = file.size - dataStart
+        let header = UnsafeRawBufferPointer(start: base + 8, count: Int(headerLen))
+        guard String(validating: header, as: UTF8.self) != nil else { throw bad("header is not valid UTF-8") }
+        let json: JSONValue
+        do { json = try StrictJSON.parse(header) } catch let d as StrictJSON.DuplicateKey {
+            if d.path.isEmpty { throw bad("header names tensor '\(d.key)' more than once") }
+            throw bad("header entry '\(d.path.joined(separator: "."))' has key '\(d.key)' more than once")
+        } catch {
+            throw bad("header is not valid JSON (\(error))")
+        }
+        guard case .object(let dict) = json else { throw bad("header is not a JSON object") }
+
         var entries: [String: Entry] = [:]
+        var unsupported: [String: String] = [:]
         var metadata: [String: String] = [:]
+        var ranges: [(name: String, range: Range<Int>)] = []
         for (name, value) in dict {
             if name == "__metadata__" {
-                guard let m = value as? [String: Any] else { throw bad("__metadata__ is not an object") }
+                guard case .object(let m) = value else { throw bad("__metadata__ is not an object") }
                 for (k, v) in m {
-                    guard let s = v as? String else { throw bad("__metadata__ value '\(k)' is not a string") }
+                    guard case .string(let s) = v else { throw bad("__metadata__ value '\(k)' is not a string") }
                     metadata[k] = s
                 }
                 continue
             }
-            guard let obj = value as? [String: Any] else { throw bad("entry '\(name)' is not an object") }
-            guard let dt = obj["dtype"] as? String else { throw bad("entry '\(name)' has no dtype") }
-            guard let dtype = DType(rawValue: dt) else { throw CheckpointError.unsupportedDType(name: name, dtype: dt) }
-            guard let shapeAny = obj["shape"] as? [Any] else { throw bad("entry '\(name)' has no shape list") }
+            guard case .object(let obj) = value else { throw bad("entry '\(name)' is not an object") }
+            guard let dtValue = obj["dtype"] else { throw bad("entry '\(name)' has no dtype") }
+            guard case .string(let dt) = dtValue else { throw bad("entry '\(name)' has a dtype that is not a string") }
+            guard let elementSize = Self.formatDTypeSizes[dt] else {
+                throw bad("entry '\(name)' has unknown dtype '\(dt)'")
+            }
+            guard case .array(let shapeValues)? = obj["shape"] else { throw bad("entry '\(name)' has no shape list") }
             var shape: [Int] = []
-            for d in shapeAny {
-                guard let n = d as? NSNumber, let v = Int(exactly: n.doubleValue), v >= 0 else {
-                    throw bad("entry '\(name)' has a shape entry that is not a non-negative integer")
+            for d in shapeValues {
+                guard case .int(let v) = d, v >= 0 else {
+                    throw bad("entry '\(name)' has shape entry \(d), not a non-negative integer")
                 }
                 shape.append(v)
             }
-            guard let offs = obj["data_offsets"] as? [Any], offs.count == 2,
-                  let b = (offs[0] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }),
-                  let e = (offs[1] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }) else {
+            guard case .array(let offs)? = obj["data_offsets"], offs.count == 2 else {
                 throw bad("entry '\(name)' has no [begin, end] data_offsets")
             }
-            guard b >= 0, e >= b, e <= file.size - dataStart else {
-                throw bad("entry '\(name)' data_offsets [\(b), \(e)] lie outside the \(file.size - dataStart)-byte data section")
+            guard case .int(let b) = offs[0], case .int(let e) = offs[1] else {
+                throw bad("entry '\(name)' data_offsets \(JSONValue.array(offs)) are not integers")
+            }
+            guard b >= 0, e >= b, e <= dataSize else {
+                throw bad("entry '\(name)' data_offsets [\(b), \(e)] lie outside the \(dataSize)-byte data section")
             }
             var elements = 1
             for d in shape {
@@ -99,37 +138,49 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 guard !o else { throw bad("entry '\(name)' shape \(shape) overflows") }
                 elements = m
             }
-            let (bytes, o) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !o, bytes == e - b else {
-                throw bad("entry '\(name)' holds \(e - b) bytes but shape \(shape) of \(dt) needs \(o ? -1 : bytes)")
+            let (bytes, o) = elements.multipliedReportingOverflow(by: elementSize)
+            guard !o else { throw bad("entry '\(name)' shape \(shape) overflows") }
+            guard bytes == e - b else {
+                throw bad("entry '\(name)' holds \(e - b) bytes but shape \(shape) of \(dt) needs \(bytes)")
             }
-            entries[name] = Entry(dtype: dtype, shape: shape, range: (dataStart + b)..<(dataStart + e))
+            let range = (dataStart + b)..<(dataStart + e)
+            if let dtype = DType(rawValue: dt) {
+                entries[name] = Entry(dtype: dtype, shape: shape, range: range)
+            } else {
+                unsupported[name] = dt
+            }
+            if !range.isEmpty { ranges.append((name, range)) }
         }
-        // Overlap check: sort by start.
-        let sorted = entries.sorted { $0.value.range.lowerBound < $1.value.range.lowerBound }
-        for i in sorted.indices.dropFirst() {
-            let prev = sorted[i - 1], cur = sorted[i]
-            if cur.value.range.lowerBound < prev.value.range.upperBound && !cur.value.range.isEmpty && !prev.value.range.isEmpty {
-                throw bad("tensors '\(prev.key)' and '\(cur.key)' overlap")
+        // Overlap check over the non-empty ranges sorted by start: each must begin at or after the
+        // furthest end seen so far.
+        ranges.sort { $0.range.lowerBound < $1.range.lowerBound || ($0.range.lowerBound == $1.range.lowerBound && $0.name < $1.name) }
+        var furthest: (name: String, end: Int)?
+        for r in ranges {
+            if let f = furthest, r.range.lowerBound < f.end {
+                throw bad("tensors '\(f.name)' and '\(r.name)' overlap")
             }
+            if r.range.upperBound > (furthest?.end ?? 0) { furthest = (r.name, r.range.upperBound) }
         }
         self.entries = entries
+        self.unsupported = unsupported
         self.metadata = metadata
     }
 
-    /// The named tensor as a view into the mapping.
+    /// The named tensor as a view into the mapping (a copy only when the file misaligns it).
     public func tensor(_ name: String) throws -> Tensor {
-        guard let e = entries[name] else { throw CheckpointError.missingTensor(name) }
-        guard let base = file.base else {
-            return Tensor(zeros: e.shape, dtype: e.dtype)
+        guard let e = entries[name] else {
+            if let dt = unsupported[name] { throw CheckpointError.unsupportedDType(name: name, dtype: dt) }
+            throw CheckpointError.missingTensor(name)
         }
-        if e.dtype == .f32 && (e.range.lowerBound % 4 != 0) {
-            // Misaligned f32 data cannot be read in place; copy once.
+        guard let base = file.base else { return Tensor(zeros: e.shape, dtype: e.dtype) }
+        let start = base + e.range.lowerBound
+        if Int(bitPattern: start) % e.dtype.size != 0 {
+            // Kernels read elements through typed pointers, which must be aligned; copy once.
             let t = Tensor(zeros: e.shape, dtype: e.dtype)
-            if !e.range.isEmpty { t.raw.copyMemory(from: base + e.range.lowerBound, byteCount: e.range.count) }
+            if !e.range.isEmpty { t.raw.copyMemory(from: start, byteCount: e.range.count) }
             return t
         }
-        let storage = TensorStorage(borrowing: base + e.range.lowerBound, byteCount: e.range.count, owner: file)
+        let storage = TensorStorage(borrowing: start, byteCount: e.range.count, owner: file)
         return Tensor(storage: storage, shape: e.shape, dtype: e.dtype)
     }
 }

@@ -1,0 +1,70 @@
+import Foundation
+import Tensor
+
+/// Writes `.safetensors` files the way the reference implementation lays them out (tensors packed in
+/// the given order, header padded with spaces to a multiple of 8 so the data stays aligned), for
+/// tests and tools that produce checkpoints. The file appears atomically (written aside, renamed).
+public enum SafeTensorsWriter {
+    public static func write(path: String, tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws {
+        func fail(_ reason: String) -> CheckpointError { .io(path: path, reason: reason) }
+        var seen = Set<String>()
+        var fields: [String] = []
+        if !metadata.isEmpty {
+            let m = metadata.keys.sorted().map { "\(quote($0)):\(quote(metadata[$0] ?? ""))" }.joined(separator: ",")
+            fields.append("\"__metadata__\":{\(m)}")
+        }
+        var offset = 0
+        for (name, t) in tensors {
+            guard name != "__metadata__" else { throw fail("'__metadata__' cannot be a tensor name") }
+            guard seen.insert(name).inserted else { throw fail("tensor '\(name)' is given twice") }
+            let end = offset + t.byteCount
+            fields.append("\(quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
+            offset = end
+        }
+        var header = Array(("{" + fields.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw fail(String(cString: strerror(errno))) }
+        var closed = false
+        defer { if !closed { close(fd); unlink(tmp) } }
+        func put(_ p: UnsafeRawPointer, _ count: Int) throws {
+            var done = 0
+            while done < count {
+                let n = Foundation.write(fd, p + done, count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw fail("write failed: \(String(cString: strerror(errno)))") }
+                done += n
+            }
+        }
+        var len = UInt64(header.count).littleEndian
+        try withUnsafeBytes(of: &len) { try put($0.baseAddress!, 8) }
+        try header.withUnsafeBytes { try put($0.baseAddress!, $0.count) }
+        for (_, t) in tensors where t.byteCount > 0 { try put(t.raw, t.byteCount) }
+        guard close(fd) == 0 else { throw fail("close failed: \(String(cString: strerror(errno)))") }
+        closed = true
+        guard rename(tmp, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp)
+            throw fail("cannot rename into place: \(reason)")
+        }
+    }
+
+    /// A JSON string literal.
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}
