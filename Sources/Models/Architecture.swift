@@ -1,0 +1,61 @@
+import Checkpoint
+
+/// The three projections of a SwiGLU feed-forward block (`down(act(gate(x)) · up(x))`).
+public enum Projection: Sendable, CaseIterable {
+    case gate, up, down
+}
+
+/// Where an architecture keeps its tensors: the registry maps `model_type` to the checkpoint names
+/// of routers, experts and dense MLPs, so the trunk and `LocalExperts` never spell names themselves.
+/// Attention, norms and embeddings use the LLaMA names in every architecture.
+public struct Architecture: Sendable, Equatable {
+    public let modelType: String
+    /// Module holding a sparse layer's router (`gate`) and `experts`: `block_sparse_moe` or `mlp`.
+    public let moeModule: String
+    /// Per-expert projection names for gate, up, down (`w1 w3 w2` in Mixtral).
+    public let expertProjections: [String]
+
+    /// Every architecture the engine implements, by `model_type`.
+    public static let registry: [String: Architecture] = [
+        "llama": Architecture(modelType: "llama", moeModule: "mlp", expertProjections: ["gate_proj", "up_proj", "down_proj"]),
+        "mixtral": Architecture(modelType: "mixtral", moeModule: "block_sparse_moe", expertProjections: ["w1", "w3", "w2"]),
+        "unimoe": Architecture(modelType: "unimoe", moeModule: "mlp", expertProjections: ["gate_proj", "up_proj", "down_proj"]),
+    ]
+
+    /// The architecture for a config's `model_type`.
+    public static func named(_ modelType: String) throws -> Architecture {
+        guard let a = registry[modelType] else {
+            throw ModelError.unsupported("model_type '\(modelType)'; supported: \(registry.keys.sorted().joined(separator: ", "))")
+        }
+        return a
+    }
+
+    public static func forConfig(_ config: ModelConfig) throws -> Architecture { try named(config.modelType) }
+
+    public func layerPrefix(_ layer: Int) -> String { "model.layers.\(layer)" }
+
+    /// Router weight `[experts, hidden]` of a sparse layer.
+    public func routerName(layer: Int) -> String { "\(layerPrefix(layer)).\(moeModule).gate.weight" }
+
+    /// One expert's projection weight.
+    public func expertName(layer: Int, expert: Int, _ p: Projection) -> String {
+        "\(layerPrefix(layer)).\(moeModule).experts.\(expert).\(projectionName(p)).weight"
+    }
+
+    /// A dense layer's MLP projection weight.
+    public func denseName(layer: Int, _ p: Projection) -> String {
+        let n: String
+        switch p { case .gate: n = "gate_proj"; case .up: n = "up_proj"; case .down: n = "down_proj" }
+        return "\(layerPrefix(layer)).mlp.\(n).weight"
+    }
+
+    private func projectionName(_ p: Projection) -> String {
+        switch p { case .gate: return expertProjections[0]; case .up: return expertProjections[1]; case .down: return expertProjections[2] }
+    }
+
+    /// Whether a checkpoint tensor belongs to an expert (what a router process skips and an
+    /// expert worker loads).
+    public func isExpertTensor(_ name: String) -> Bool {
+        name.hasPrefix("model.layers.") && name.contains(".\(moeModule).experts.")
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Checkpoint
+import Tensor
+
+/// The token rows one MoE layer routed to one expert in one step (all sequences of the step
+/// together). `rows` is `[n, hidden]` f32; the trunk may hand out views into its scratch memory,
+/// so a runner must not keep `rows` after `run` returns (copy it if it must).
+public struct ExpertBatch: Sendable {
+    public let expert: Int
+    public let rows: Tensor
+
+    public init(expert: Int, rows: Tensor) {
+        self.expert = expert
+        self.rows = rows
+    }
+}
+
+/// Computes experts for the trunk, in this process (`LocalExperts`) or elsewhere (the pipeline's
+/// remote runner): the trunk calls `run` once per MoE layer per step with one batch per expert that
+/// received rows, and combines the outputs with the routing weights itself.
+public protocol ExpertRunner: AnyObject, Sendable {
+    /// `outputs[i]` is expert `batches[i].expert`'s output for `batches[i].rows`, `[n, hidden]` f32.
+    func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor]
+}
+
+/// Experts computed in this process from checkpoint weights. Loads only the (layer, expert) pairs it
+/// is asked for, so an expert worker maps just the weights it serves.
+///
+/// `@unchecked Sendable`: the weights are read-only after init; the scratch buffers are guarded by
+/// `lock`, so concurrent `run` calls are serialised.
+public final class LocalExperts: ExpertRunner, @unchecked Sendable {
+    public let architecture: Architecture
+    public let hidden: Int
+    public let inner: Int
+    private var weights: [Int: [Int: FeedForward]] = [:]
+    private let lock = NSLock()
+    private let gateBuf = ScratchBuffer(), upBuf = ScratchBuffer()
+
+    /// - layers: MoE layers to load (nil: every MoE layer of the config).
+    /// - experts: expert indices to load in each of those layers (nil: all).
+    /// Takes the tensors from `checkpoint` (marking them used); shapes are checked against the config.
+    public init(checkpoint: Checkpoint, config: ModelConfig, layers: [Int]? = nil, experts: [Int]? = nil) throws {
+        architecture = try Architecture.forConfig(config)
+        hidden = config.hiddenSize
+        inner = config.intermediateSize
+        let moeLayers = (0..<config.numHiddenLayers).filter { config.isMoE(layer: $0) }
+        let chosenLayers = layers ?? moeLayers
+        for l in chosenLayers where !moeLayers.contains(l) {
+            throw ModelError.invalidInput("layer \(l) is not a mixture-of-experts layer of this model (MoE layers: \(moeLayers))")
+        }
+        let chosenExperts = experts ?? Array(0..<config.experts)
+        for e in chosenExperts where !(0..<config.experts).contains(e) {
+            throw ModelError.invalidInput("expert \(e) does not exist; the model has \(config.experts) experts per layer")
+        }
+        for l in chosenLayers {
+            var perLayer: [Int: FeedForward] = [:]
+            for e in chosenExperts {
+                let a = architecture
+                perLayer[e] = try FeedForward.load(
+                    checkpoint,
+                    gate: a.expertName(layer: l, expert: e, .gate),
+                    up: a.expertName(layer: l, expert: e, .up),
+                    down: a.expertName(layer: l, expert: e, .down),
+                    hidden: hidden, inner: inner, activation: config.hiddenAct)
+            }
+            weights[l] = perLayer
+        }
+    }
+
+    /// Opens `directory` (config.json + safetensors) and loads the chosen experts. The other
+    /// tensors belong to the trunk and stay unmapped; every requested expert tensor must exist.
+    public static func load(directory: String, layers: [Int]? = nil, experts: [Int]? = nil) throws -> LocalExperts {
+        let config = try ModelConfig.load(directory: directory)
+        let ckpt = try Checkpoint(directory: directory)
+        return try LocalExperts(checkpoint: ckpt, config: config, layers: layers, experts: experts)
+    }
+
+    /// The (layer → experts) this runner holds.
+    public var loaded: [Int: [Int]] { weights.mapValues { $0.keys.sorted() } }
+
+    public func holds(layer: Int, expert: Int) -> Bool { weights[layer]?[expert] != nil }
+
+    /// One expert's weights (nil when not loaded).
+    public func expert(layer: Int, expert: Int) -> FeedForward? { weights[layer]?[expert] }
+
+    public func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
+        var ffns: [FeedForward] = []
+        ffns.reserveCapacity(batches.count)
+        for b in batches {
+            guard let f = weights[layer]?[b.expert] else { throw ModelError.expertUnavailable(layer: layer, expert: b.expert) }
+            guard b.rows.rank == 2, b.rows.shape[1] == hidden else {
+                throw ModelError.invalidInput("expert rows have shape \(b.rows.shape), expected [n, \(hidden)]")
+            }
+            ffns.append(f)
+        }
+        lock.lock(); defer { lock.unlock() }
+        var outputs: [Tensor] = []
+        outputs.reserveCapacity(batches.count)
+        for (b, f) in zip(batches, ffns) {
+            let n = b.rows.shape[0]
+            let x = b.rows.converted(to: .f32)
+            let out = Tensor(zeros: [n, hidden])
+            try f.forward(x.floats, rows: n, gateBuf: gateBuf.ensure(n * inner), upBuf: upBuf.ensure(n * inner), into: out.floats)
+            outputs.append(out)
+        }
+        return outputs
+    }
+}

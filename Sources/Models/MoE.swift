@@ -1,0 +1,117 @@
+import Foundation
+import Tensor
+
+/// How a sparse layer's router picks experts. Default: the k largest router logits, weights the
+/// softmax over those k only (Uni-MoE v1; identical to Mixtral's softmax → top-k → renormalise).
+/// `noisySecondChoice` is the 8-expert v2 rule (top-2 only): softmax over all experts in f32, first
+/// expert by argmax, second by argmax of logits + Gumbel noise (first excluded), the two
+/// probabilities renormalised to sum 1. The noise comes from a `Xoshiro256` seeded with `seed`.
+public struct RoutingOptions: Sendable, Equatable {
+    public var noisySecondChoice: Bool
+    public var seed: UInt64
+
+    public init(noisySecondChoice: Bool = false, seed: UInt64 = 0) {
+        self.noisySecondChoice = noisySecondChoice
+        self.seed = seed
+    }
+}
+
+/// The routing rule on raw router logits, separated from the layer so it can be tested alone.
+public enum Router {
+    /// For each of `rows` rows of `logits` `[rows, experts]`, writes k expert indices (ties like
+    /// torch.topk: lower index first) and their weights into `indices`/`weights` `[rows, k]`.
+    /// `noise` non-nil selects the noisy second choice (k must be 2).
+    public static func route(_ logits: UnsafePointer<Float>, rows: Int, experts: Int, k: Int,
+                             noise: UnsafeMutablePointer<Xoshiro256>?,
+                             indices: UnsafeMutablePointer<Int>, weights: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let l = logits + r * experts, idx = indices + r * k, w = weights + r * k
+            if let noise, k == 2 {
+                // Softmax over all experts (f32, as the reference), argmax, then noisy argmax.
+                var m = -Float.infinity
+                for e in 0..<experts { m = max(m, l[e]) }
+                var s: Float = 0
+                for e in 0..<experts { s += expf(l[e] - m) }
+                let first = Sampler.argmax(l, count: experts)
+                var second = -1
+                var best = -Double.infinity
+                for e in 0..<experts {
+                    let u = noise.pointee.nextOpenUnit()
+                    let g = Double(l[e]) - log(-log(u))
+                    if e != first && g > best { best = g; second = e }
+                }
+                if second < 0 { second = first == 0 ? 1 : 0 }
+                let p1 = expf(l[first] - m) / s, p2 = expf(l[second] - m) / s
+                let denom = max(p1 + p2, Float.ulpOfOne)
+                idx[0] = first; idx[1] = second
+                w[0] = p1 / denom; w[1] = p2 / denom
+                continue
+            }
+            let chosen = Gather.topK(l, count: experts, k: k)
+            var m = -Float.infinity
+            for e in chosen { m = max(m, l[e]) }
+            var s: Float = 0
+            for (j, e) in chosen.enumerated() { let v = expf(l[e] - m); w[j] = v; s += v }
+            for j in 0..<chosen.count { idx[j] = chosen[j]; w[j] /= s }
+        }
+    }
+}
+
+/// A sparse MoE layer of the trunk: the router, plus the bookkeeping that groups the step's rows by
+/// expert, hands them to an `ExpertRunner` in one call, and combines the outputs with the weights.
+struct SparseLayer {
+    let layer: Int
+    let router: Tensor      // [experts, hidden], stored dtype
+    let experts: Int
+    let k: Int
+
+    /// `out[rows, hidden] = Σ_j w_j · expert_j(h)` for the rows of `h`.
+    func forward(_ h: UnsafePointer<Float>, rows: Int, hidden: Int, runner: ExpertRunner, ws: Workspace,
+                 noise: UnsafeMutablePointer<Xoshiro256>?, into out: UnsafeMutablePointer<Float>) throws {
+        let logits = ws.router.ensure(rows * experts)
+        Linear.forward(h, rows: rows, weight: router, into: logits)
+        ws.ensureRouting(rows * k)
+        try ws.choice.withUnsafeMutableBufferPointer { idxB in
+            try ws.weight.withUnsafeMutableBufferPointer { wB in
+                let idx = idxB.baseAddress!, w = wB.baseAddress!
+                Router.route(logits, rows: rows, experts: experts, k: k, noise: noise, indices: idx, weights: w)
+                // Group rows by expert (ascending), each group in row order: slot s ↔ (row, weight).
+                let gathered = ws.gathered.ensure(rows * k * hidden)
+                var batches: [ExpertBatch] = []
+                var slots = 0
+                ws.slotRow.removeAll(keepingCapacity: true)
+                ws.slotWeight.removeAll(keepingCapacity: true)
+                for e in 0..<experts {
+                    let start = slots
+                    for r in 0..<rows {
+                        for j in 0..<k where idx[r * k + j] == e {
+                            (gathered + slots * hidden).update(from: h + r * hidden, count: hidden)
+                            ws.slotRow.append(r)
+                            ws.slotWeight.append(w[r * k + j])
+                            slots += 1
+                        }
+                    }
+                    if slots > start { batches.append(ExpertBatch(expert: e, rows: ws.gathered.rows(start..<slots, cols: hidden))) }
+                }
+                let outputs = try runner.run(layer: layer, batches: batches)
+                guard outputs.count == batches.count else {
+                    throw ModelError.expertOutput("layer \(layer): \(batches.count) batches sent, \(outputs.count) outputs returned")
+                }
+                for i in 0..<(rows * hidden) { out[i] = 0 }
+                var s = 0
+                for (b, o) in zip(batches, outputs) {
+                    let n = b.rows.shape[0]
+                    guard o.shape == [n, hidden] else {
+                        throw ModelError.expertOutput("layer \(layer) expert \(b.expert): output shape \(o.shape), expected [\(n), \(hidden)]")
+                    }
+                    let of = o.converted(to: .f32)
+                    for j in 0..<n {
+                        let dst = out + ws.slotRow[s] * hidden, src = of.floats + j * hidden, wj = ws.slotWeight[s]
+                        for c in 0..<hidden { dst[c] += src[c] * wj }
+                        s += 1
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// EncodersTests: tests for this module live beside this file.
