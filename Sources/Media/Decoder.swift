@@ -1,0 +1,104 @@
+import CFFmpeg
+
+/// An AVPacket owned by Swift: freed in deinit.
+final class Packet {
+    let pointer: UnsafeMutablePointer<AVPacket>
+    init(file: String) throws {
+        guard let p = av_packet_alloc() else { throw MediaError.cannotOpen(file: file, reason: "out of memory") }
+        pointer = p
+    }
+    deinit {
+        var p: UnsafeMutablePointer<AVPacket>? = pointer
+        av_packet_free(&p)
+    }
+}
+
+/// An AVFrame owned by Swift: freed (with its buffers) in deinit.
+final class Frame {
+    let pointer: UnsafeMutablePointer<AVFrame>
+    init(file: String) throws {
+        guard let f = av_frame_alloc() else { throw MediaError.cannotOpen(file: file, reason: "out of memory") }
+        pointer = f
+    }
+    deinit {
+        var f: UnsafeMutablePointer<AVFrame>? = pointer
+        av_frame_free(&f)
+    }
+}
+
+/// A codec context opened for one stream of a `MediaInput`, with the packet read loop that feeds it.
+/// Owns the AVCodecContext (freed in deinit) and keeps the input alive.
+final class StreamDecoder {
+    let input: MediaInput
+    let stream: UnsafeMutablePointer<AVStream>
+    let context: UnsafeMutablePointer<AVCodecContext>
+    private let packet: Packet
+    private var draining = false
+    private(set) var finished = false
+
+    init(input: MediaInput, stream: UnsafeMutablePointer<AVStream>) throws {
+        self.input = input
+        self.stream = stream
+        let par = stream.pointee.codecpar!
+        guard let codec = avcodec_find_decoder(par.pointee.codec_id) else {
+            throw MediaError.noDecoder(file: input.name, codec: String(cString: avcodec_get_name(par.pointee.codec_id)))
+        }
+        guard let ctx = avcodec_alloc_context3(codec) else { throw MediaError.cannotOpen(file: input.name, reason: "out of memory") }
+        context = ctx
+        packet = try Packet(file: input.name)
+        try input.check(avcodec_parameters_to_context(ctx, par), "avcodec_parameters_to_context")
+        if par.pointee.codec_type == AVMEDIA_TYPE_VIDEO {
+            let w = Int(par.pointee.width), h = Int(par.pointee.height)
+            if w * h > input.limits.maxPixels {
+                throw MediaError.limitExceeded(file: input.name, reason: "\(w)x\(h) frames, more than \(input.limits.maxPixels) pixels")
+            }
+            ctx.pointee.max_pixels = Int64(input.limits.maxPixels)
+        }
+        ctx.pointee.pkt_timebase = stream.pointee.time_base
+        ctx.pointee.thread_count = 0   // one per core, as the ffmpeg program does
+        try input.check(avcodec_open2(ctx, codec, nil), "avcodec_open2")
+    }
+
+    deinit {
+        var c: UnsafeMutablePointer<AVCodecContext>? = context
+        avcodec_free_context(&c)
+    }
+
+    /// Decodes the next frame of this stream into `frame`; false at the end of the stream.
+    func next(into frame: Frame) throws -> Bool {
+        while true {
+            let r = avcodec_receive_frame(context, frame.pointer)
+            if r >= 0 { return true }
+            if r == CFFmpeg_AVERROR_EOF() { finished = true; return false }
+            if r != CFFmpeg_AVERROR_EAGAIN() { try input.check(r, "avcodec_receive_frame") }
+            if draining { finished = true; return false }
+            // Feed one packet of our stream (or the end-of-stream signal).
+            let read = av_read_frame(input.format, packet.pointer)
+            if read < 0 {
+                if read != CFFmpeg_AVERROR_EOF(), let failure = input.readFailure { throw failure }
+                if read != CFFmpeg_AVERROR_EOF() && read != CFFmpeg_AVERROR(EIO) { try input.check(read, "av_read_frame") }
+                draining = true
+                try input.check(avcodec_send_packet(context, nil), "avcodec_send_packet")
+                continue
+            }
+            defer { av_packet_unref(packet.pointer) }
+            guard packet.pointer.pointee.stream_index == stream.pointee.index else { continue }
+            let s = avcodec_send_packet(context, packet.pointer)
+            // A damaged packet is skipped as the ffmpeg program does; real failures (memory, limits) throw.
+            if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EAGAIN() {
+                try input.check(s, "avcodec_send_packet")
+            }
+        }
+    }
+
+    /// Seeks the container so decoding resumes at the keyframe at or before `timestamp` (stream time
+    /// base) and drops the decoder's buffered frames. False when the container cannot seek.
+    func seek(to timestamp: Int64) -> Bool {
+        let r = avformat_seek_file(input.format, stream.pointee.index, Int64.min, timestamp, timestamp, 0)
+        guard r >= 0 else { return false }
+        avcodec_flush_buffers(context)
+        draining = false
+        finished = false
+        return true
+    }
+}

@@ -1,1 +1,0 @@
-// Media module: see docs/ and the issue that builds it.

@@ -1,0 +1,68 @@
+import CFFmpeg
+
+/// The decode stage's entry points: a still image, N video frames sampled by time, or an audio track
+/// at 16 kHz mono — from a path or a chunked upload. Each call opens its own FFmpeg contexts and frees
+/// them before returning, so calls may run on any thread concurrently.
+public enum MediaDecoder {
+    /// The first frame of the input's video stream (PNG, JPEG, WebP, BMP, TIFF, GIF, or a video),
+    /// upright, as RGB24 at its own size.
+    public static func image(_ source: MediaSource, limits: MediaLimits = .default) throws -> RGBImage {
+        let input = try MediaInput(source, limits: limits)
+        let sampler = try VideoSampler(input: input)
+        let first = try sampler.first()
+        return try sampler.image(first, converter: FrameConverter(file: input.name), width: nil, height: nil)
+    }
+
+    /// `count` frames sampled uniformly by time per the `unimoe media frames` contract, upright and
+    /// scaled (bilinear) to `width`×`height` when given. A still image gives `count` copies.
+    public static func videoFrames(_ source: MediaSource, count: Int = 8, width: Int? = nil, height: Int? = nil,
+                                   limits: MediaLimits = .default) throws -> [VideoFrame] {
+        guard count > 0 else { throw MediaError.invalidArgument("frame count must be positive, got \(count)") }
+        if let width, let height {
+            guard width > 0, height > 0, width * height <= limits.maxPixels else {
+                throw MediaError.invalidArgument("output size \(width)x\(height) must be positive and at most \(limits.maxPixels) pixels")
+            }
+        } else if width != nil || height != nil {
+            throw MediaError.invalidArgument("give both width and height, or neither")
+        }
+        let input = try MediaInput(source, limits: limits)
+        var sampler = try VideoSampler(input: input)
+        let converter = FrameConverter(file: input.name)
+        var first = try sampler.first()
+        var duration = sampler.declaredDuration
+        if duration == nil {
+            // No declared length (a raw stream): measure it by decoding once, then start over.
+            duration = try sampler.measureDuration()
+            sampler = try VideoSampler(input: try MediaInput(source, limits: limits))
+            first = try sampler.first()
+        }
+        let d = duration ?? 0
+        if d > limits.maxDurationSeconds {
+            throw MediaError.limitExceeded(file: input.name, reason: "\(d) s of video, more than the \(limits.maxDurationSeconds) s allowed")
+        }
+        let times = (0..<count).map { d * (Double($0) + 0.5) / Double(count) }
+        let chosen = try sampler.frames(at: times, first: first)
+        var out: [VideoFrame] = []
+        out.reserveCapacity(count)
+        var last: (pts: Int64, image: RGBImage)?
+        for f in chosen {
+            let image: RGBImage
+            if let last, last.pts == f.pts {
+                image = last.image   // the same frame on screen at two sample times: convert once
+            } else {
+                image = try sampler.image(f, converter: converter, width: width, height: height)
+            }
+            last = (f.pts, image)
+            out.append(VideoFrame(image: image, timestamp: f.time))
+        }
+        return out
+    }
+
+    /// The input's audio track (the best one; a video's soundtrack too) as 16 kHz mono float32.
+    public static func audio(_ source: MediaSource, limits: MediaLimits = .default) throws -> [Float] {
+        let input = try MediaInput(source, limits: limits)
+        let st = try input.bestStream(AVMEDIA_TYPE_AUDIO, kind: "audio")
+        let decoder = try StreamDecoder(input: input, stream: st)
+        return try AudioResampler.decodeAll(decoder, sampleRate: 16000, maxSeconds: limits.maxDurationSeconds)
+    }
+}

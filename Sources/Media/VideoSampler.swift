@@ -1,0 +1,129 @@
+import CFFmpeg
+
+/// A decoded frame and its presentation time in seconds, relative to the stream's first frame.
+struct TimedFrame {
+    let frame: Frame
+    let time: Double
+    let pts: Int64
+}
+
+/// Picks the frames of a video the `unimoe media frames` contract asks for: frame i is the last one
+/// whose presentation time is ≤ t_i = D·(i + 0.5)/N after the first frame. Decodes in order and seeks
+/// over whole GOPs when the container's index (or, without one, a probe seek) allows.
+final class VideoSampler {
+    let input: MediaInput
+    let decoder: StreamDecoder
+    let orientation: Orientation
+    private let timeBase: Double
+    private var firstPts: Int64 = 0
+    private var lastPts: Int64?
+    private var frameStep: Int64 = 1
+    private var pending: TimedFrame?
+
+    init(input: MediaInput) throws {
+        self.input = input
+        let st = try input.bestStream(AVMEDIA_TYPE_VIDEO, kind: "video")
+        decoder = try StreamDecoder(input: input, stream: st)
+        orientation = Orientation(displayMatrix: CFFmpeg_stream_display_matrix(st))
+        let tb = st.pointee.time_base
+        timeBase = tb.den != 0 && tb.num != 0 ? av_q2d(tb) : 1.0 / Double(AV_TIME_BASE)
+    }
+
+    /// Stream duration in seconds, else the container's; nil when neither is known.
+    var declaredDuration: Double? {
+        let st = decoder.stream.pointee
+        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0 { return Double(st.duration) * timeBase }
+        let d = input.format.pointee.duration
+        if d != CFFmpeg_AV_NOPTS_VALUE(), d > 0 { return Double(d) / Double(AV_TIME_BASE) }
+        return nil
+    }
+
+    /// Next frame in presentation order, nil at the end.
+    private func decodeNext() throws -> TimedFrame? {
+        if let p = pending { pending = nil; return p }
+        let f = try Frame(file: input.name)
+        guard try decoder.next(into: f) else { return nil }
+        var pts = f.pointer.pointee.best_effort_timestamp
+        if pts == CFFmpeg_AV_NOPTS_VALUE() { pts = (lastPts ?? firstPts - frameStep) + frameStep }
+        if let lastPts, pts > lastPts { frameStep = frameStep <= 1 ? pts - lastPts : min(frameStep, pts - lastPts) }
+        lastPts = pts
+        let pixels = Int(f.pointer.pointee.width) * Int(f.pointer.pointee.height)
+        if pixels > input.limits.maxPixels {
+            throw MediaError.limitExceeded(file: input.name, reason: "\(f.pointer.pointee.width)x\(f.pointer.pointee.height) frame, more than \(input.limits.maxPixels) pixels")
+        }
+        return TimedFrame(frame: f, time: Double(pts - firstPts) * timeBase, pts: pts)
+    }
+
+    /// The first frame (the time origin).
+    func first() throws -> TimedFrame {
+        guard let f = try decodeNext() else {
+            if let failure = input.readFailure { throw failure }
+            throw MediaError.invalidData(file: input.name, reason: "no video frame could be decoded")
+        }
+        firstPts = f.pts
+        return TimedFrame(frame: f.frame, time: 0, pts: f.pts)
+    }
+
+    /// The frames on screen at `times` (ascending, seconds after the first frame).
+    func frames(at times: [Double], first: TimedFrame) throws -> [TimedFrame] {
+        var held = first
+        var out: [TimedFrame] = []
+        for t in times {
+            if t > held.time, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
+                held = landed
+            }
+            while let next = try decodeNext() {
+                if next.time <= t { held = next } else { pending = next; break }
+            }
+            out.append(held)
+        }
+        return out
+    }
+
+    private func ticks(_ t: Double) -> Int64 { firstPts + Int64((t / timeBase).rounded(.down)) }
+
+    /// Seeking pays when a keyframe lies between what we hold and the target; without an index we
+    /// only try it for gaps of over two seconds and check where we landed.
+    private func shouldSeek(from held: TimedFrame, to t: Double) -> Bool {
+        let st = decoder.stream
+        if avformat_index_get_entries_count(st) > 0 {
+            guard let entry = avformat_index_get_entry_from_timestamp(st, ticks(t), AVSEEK_FLAG_BACKWARD) else { return false }
+            return entry.pointee.timestamp > held.pts + 2 * frameStep
+        }
+        return t - held.time > 2.0
+    }
+
+    /// Seeks to a keyframe at or before `t` and returns the last frame ≤ t decoded from there
+    /// (the caller keeps decoding); nil when the container cannot seek (decoding just goes on).
+    private func seekBefore(_ t: Double) throws -> TimedFrame? {
+        var target = ticks(t)
+        for _ in 0..<4 {
+            pending = nil
+            guard decoder.seek(to: target) else { return nil }
+            guard let f = try decodeNext() else { break }
+            if f.time <= t { return f }
+            // Landed after t (keyframe pts past its dts, or an imprecise container): go one keyframe back.
+            target = min(target, f.pts) - 1
+        }
+        // Give up seeking: restart from the beginning, which is always correct.
+        pending = nil
+        guard decoder.seek(to: Int64.min + 1) || decoder.seek(to: 0) else { return nil }
+        guard let f = try decodeNext() else { throw MediaError.invalidData(file: input.name, reason: "video ends after seeking back") }
+        return f
+    }
+
+    /// Decodes to the end and returns the last frame's time plus its duration: the length of a
+    /// stream whose container declares none.
+    func measureDuration() throws -> Double {
+        var end = 0.0
+        while let f = try decodeNext() {
+            let d = f.frame.pointer.pointee.pkt_duration
+            end = max(end, f.time + (d > 0 ? Double(d) : Double(frameStep)) * timeBase)
+        }
+        return end
+    }
+
+    func image(_ f: TimedFrame, converter: FrameConverter, width: Int?, height: Int?) throws -> RGBImage {
+        try converter.convert(f.frame, orientation: orientation, width: width, height: height)
+    }
+}
