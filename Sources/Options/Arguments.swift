@@ -36,6 +36,10 @@ public struct Arguments: Sendable {
             if valued.contains(name) {
                 if let inline { values[name, default: []].append(inline); continue }
                 guard i < args.count else { throw UsageError("option --\(name) needs a value") }
+                // `--model --verbose` is a forgotten value, not a value; `--x=--y` passes one on purpose.
+                if args[i].hasPrefix("--") && args[i].count > 2 {
+                    throw UsageError("option --\(name) needs a value, got option \(args[i]) (write --\(name)=\(args[i]) if that is the value)")
+                }
                 values[name, default: []].append(args[i])
                 i += 1
             } else if allowedFlags.contains(name) {

@@ -1,1 +1,0 @@
-// CLITests: tests for this module live beside this file.

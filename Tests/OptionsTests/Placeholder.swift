@@ -1,1 +1,0 @@
-// OptionsTests: tests for this module live beside this file.
