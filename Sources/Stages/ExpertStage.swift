@@ -1,0 +1,104 @@
+import Foundation
+import Models
+import Tensor
+import Wire
+
+/// The trunk's `ExpertRunner` when experts live in other processes: per MoE layer and step it sends
+/// one message per expert carrying every row routed to that expert (replicas chosen by the
+/// dispatcher's load balancing), waits for all of them, and hands the outputs back in order.
+///
+/// `@unchecked Sendable`: the dispatcher (a ZeroMQ socket) is used only under `lock`, so calls are
+/// serialised and the socket never sees two threads at once.
+public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
+    public let dispatcher: Dispatcher
+    /// Longest wait for one layer's expert replies (also covers workers that have not joined yet).
+    public let timeout: Double
+    private let lock = NSLock()
+    /// Round trips made and the time they took (send of the first to receipt of the last reply).
+    public private(set) var timings = StageTimings()
+
+    public init(dispatcher: Dispatcher, timeout: Double = 60) {
+        self.dispatcher = dispatcher
+        self.timeout = timeout
+    }
+
+    public func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
+        lock.lock(); defer { lock.unlock() }
+        let t0 = monotonicSeconds()
+        var ids: [UInt64] = []
+        ids.reserveCapacity(batches.count)
+        for b in batches {
+            let m = Message(.expertForward, layer: Int32(layer), expert: Int32(b.expert), tensors: [b.rows])
+            ids.append(try dispatcher.submit(m, service: WorkerAnnouncement.expertService(layer: layer, expert: b.expert)))
+        }
+        let replies = try dispatcher.collect(ids, timeout: timeout)
+        var outputs: [Tensor] = []
+        outputs.reserveCapacity(batches.count)
+        for (id, b) in zip(ids, batches) {
+            guard let r = replies[id]?.message else { throw WireError.unavailable("expert \(b.expert) of layer \(layer): no reply") }
+            if r.kind == .error { throw WireError.remote("expert \(b.expert) of layer \(layer): \(r.payloadText)") }
+            guard r.kind == .expertResult, r.tensors.count == 1, r.tensors[0].shape == b.rows.shape else {
+                throw WireError.malformed("expert \(b.expert) of layer \(layer) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(b.rows.shape)")
+            }
+            outputs.append(r.tensors[0])
+        }
+        timings.add("moe_round_trip", seconds: monotonicSeconds() - t0)
+        timings.add("expert_messages", seconds: 0, count: batches.count)
+        return outputs
+    }
+
+    /// Lets the dispatcher heartbeat and learn workers between steps.
+    public func pump(timeout: Double) throws {
+        lock.lock(); defer { lock.unlock() }
+        try dispatcher.pump(timeout: timeout)
+    }
+
+    /// Completed jobs per expert worker name, for stats.
+    public func counters() -> [String: Int] {
+        lock.lock(); defer { lock.unlock() }
+        return dispatcher.statsCounters()
+    }
+}
+
+/// The expert worker's service: holds only the (layer, expert) weights it serves and answers
+/// `expertForward` messages with the expert's output for the rows it was sent.
+public final class ExpertService: WorkerHandler {
+    public let experts: LocalExperts
+    public private(set) var timings = StageTimings()
+    private var served: [String: Int] = [:]
+
+    public init(experts: LocalExperts) { self.experts = experts }
+
+    /// Service names (`expert/L/E`) for everything this worker holds, for its READY announcement.
+    public static func services(_ experts: LocalExperts) -> [String] {
+        experts.loaded.sorted { $0.key < $1.key }.flatMap { l, es in es.map { WorkerAnnouncement.expertService(layer: l, expert: $0) } }
+    }
+
+    public func handle(_ jobs: [Message]) -> [Message] {
+        jobs.map { job in
+            guard job.kind == .expertForward else {
+                return Message.errorReply(to: job, "expert worker: cannot handle \(job.kind) messages")
+            }
+            guard job.tensors.count == 1, job.tensors[0].rank == 2 else {
+                return Message.errorReply(to: job, "expert worker: expertForward needs one [rows, hidden] tensor, got \(job.tensors.map(\.shape))")
+            }
+            let layer = Int(job.layer), expert = Int(job.expert)
+            do {
+                let out = try timings.measure("expert") {
+                    try experts.run(layer: layer, batches: [ExpertBatch(expert: expert, rows: job.tensors[0])])
+                }
+                served["layer\(layer)/expert\(expert)", default: 0] += 1
+                return Message(.expertResult, requestID: job.requestID, sequence: job.sequence, layer: job.layer,
+                               expert: job.expert, tensors: out)
+            } catch {
+                return Message.errorReply(to: job, "expert worker: layer \(layer) expert \(expert): \(error)")
+            }
+        }
+    }
+
+    public func stats() -> [String: Int] {
+        var s = served
+        s["expert_ms"] = Int((timings.entries["expert"]?.seconds ?? 0) * 1000)
+        return s
+    }
+}

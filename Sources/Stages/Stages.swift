@@ -1,1 +1,0 @@
-// Stages module: see docs/ and the issue that builds it.

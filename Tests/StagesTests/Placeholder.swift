@@ -1,1 +1,0 @@
-// StagesTests: tests for this module live beside this file.
