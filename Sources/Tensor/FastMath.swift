@@ -2,8 +2,8 @@ import Foundation
 
 /// Vectorised transcendental functions and row-parallel element-wise passes for the encoders, whose
 /// softmax and GELU touch hundreds of millions of elements per input: a scalar `expf`/`erff` loop
-/// would cost as much as the matrix products. Accuracy: exp within ~2 ulp, erf within 1.5e-7
-/// absolute (Abramowitz–Stegun 7.1.26 refined), far inside the 1e-4 model tolerance.
+/// would cost as much as the matrix products. Accuracy: exp within ~2 ulp, erf within 1e-6
+/// absolute (Abramowitz–Stegun 7.1.26), far inside the 1e-4 model tolerance.
 public enum FastMath {
     public typealias V = SIMD16<Float>
 

@@ -4,21 +4,32 @@ import COpenBLAS
 /// needs is `y = x · Wᵀ`; f32 weights go straight to `cblas_sgemm`, narrower weights are widened
 /// inside the kernel (never converted at load).
 public enum Linear {
-    /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias f32 `[out]`.
+    /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias `[out]`
+    /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
+    /// read once in their stored dtype, split over `Parallel.threads`); more rows use `cblas_sgemm`
+    /// (16-bit weights widened block by block into per-thread scratch). Allocates nothing per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
                                into y: UnsafeMutablePointer<Float>) {
         precondition(weight.rank == 2, "linear weight must be 2-D, got \(weight.shape)")
         let outF = weight.shape[0], inF = weight.shape[1]
         if rows == 0 || outF == 0 { return }
+        if inF == 0 {
+            for i in 0..<rows * outF { y[i] = 0 }
+            if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
+            return
+        }
+        if rows <= MatVec.maxRows {
+            MatVec.forward(x, rows: rows, ldx: inF, weight: weight, bias: bias, into: y, ldy: outF)
+            return
+        }
         switch weight.dtype {
         case .f32:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),
                         1, x, Int32(inF), weight.floats, Int32(inF), 0, y, Int32(outF))
         case .bf16, .f16:
-            // Widen blocks of weight rows into a scratch buffer and hand each block to sgemm.
-            let block = max(1, min(outF, (1 << 18) / max(inF, 1)))
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * inF)
-            defer { scratch.deallocate() }
+            // Widen blocks of weight rows (~1 MB, stays in L2) into scratch and hand each to sgemm.
+            let block = max(1, min(outF, (1 << 18) / inF))
+            let scratch = ThreadScratch.floats(.work, count: block * inF)
             var r0 = 0
             while r0 < outF {
                 let nb = min(block, outF - r0)
@@ -29,12 +40,18 @@ public enum Linear {
                 r0 += nb
             }
         }
-        if let bias {
-            let b = bias.converted(to: .f32)
-            for r in 0..<rows {
-                let row = y + r * outF
-                for o in 0..<outF { row[o] += b.floats[o] }
-            }
+        if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
+    }
+
+    /// Adds a bias `[out]` of any dtype to every row, reading it in place.
+    static func addBias(_ bias: Tensor, rows: Int, outF: Int, into y: UnsafeMutablePointer<Float>) {
+        if bias.dtype == .f32 {
+            let b = bias.floats
+            for r in 0..<rows { let row = y + r * outF; for o in 0..<outF { row[o] += b[o] } }
+        } else {
+            let b = ThreadScratch.floats(.work2, count: outF)
+            Convert.toF32(UnsafeRawPointer(bias.raw), bias.dtype, count: outF, into: b)
+            for r in 0..<rows { let row = y + r * outF; for o in 0..<outF { row[o] += b[o] } }
         }
     }
 
@@ -65,7 +82,13 @@ public enum Linear {
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// Threads OpenBLAS may use in this process (set from the pipeline file per role).
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// Threads this process's kernels may use: sets both our worker pool (mat-vec, attention) and
+    /// OpenBLAS (GEMMs). Set once per process (the pipeline file gives each role its count).
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(Int32(max(1, n)))
+        Parallel.setThreads(n)
+    }
+
+    /// Threads our worker pool uses (OpenBLAS is kept at the same count by `setThreads`).
+    public static var threads: Int { Parallel.threads }
 }

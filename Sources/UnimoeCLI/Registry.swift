@@ -1,3 +1,5 @@
 /// Every `unimoe` subcommand, in the order `unimoe help` lists them. Add one line per command.
 public let allCommands: [any Command.Type] = [
+    BenchCommand.self,
+    MediaCommand.self,
 ]

@@ -1,0 +1,233 @@
+/// The decode-time matrix product: `y[r, o] = Σ_i x[r, i] · W[o, i]` for a few rows r (1…8).
+///
+/// Why it exists: with one or a few activation rows the product is bound by memory bandwidth, not
+/// arithmetic — every weight is used once per row. `cblas_sgemm` with m = 1 is not tuned for that,
+/// and a bf16/f16 weight would first have to be widened into a buffer (read 2 bytes, write 4, read
+/// 4 again). This kernel streams each weight row once, in its stored dtype, widening in registers,
+/// and splits the output rows over the worker pool.
+///
+/// Lane order trick for 16-bit weights: 16 weights are loaded as 8 `UInt32` words; `w << 16` gives
+/// the even elements and `w & 0xFFFF0000` the odd ones as f32 (bf16 is the top half of an f32).
+/// The activation is re-laid-out once per call to the same even/odd order, so the inner loop is
+/// two bit operations and two FMAs per 16 weights.
+enum MatVec {
+    /// Largest row count this kernel is used for; more rows go to sgemm.
+    static let maxRows = 8
+
+    /// Computes `y[r·ldy + o] = x[r·ldx + ·] · W[o, ·] (+ bias[o])` for `rows` ≤ `maxRows`.
+    static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,
+                        into y: UnsafeMutablePointer<Float>, ldy: Int) {
+        let outF = weight.shape[0], inF = weight.shape[1]
+        switch weight.dtype {
+        case .f32: run(F32Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
+        case .bf16: run(BF16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
+        case .f16: run(F16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
+        }
+    }
+
+    private static func run<L: WeightLanes>(_ l: L.Type, _ x: UnsafePointer<Float>, _ rows: Int, _ ldx: Int,
+                                            _ w: UnsafeRawPointer, _ outF: Int, _ inF: Int, _ bias: Tensor?,
+                                            _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+        let kMain = inF & ~15
+        // Activation in the weight's lane order (16-bit weights only; f32 keeps the natural order).
+        var xp = x, ldxp = ldx
+        if L.splitsPairs && kMain > 0 {
+            let buf = ThreadScratch.floats(.input, count: rows * kMain)
+            for r in 0..<rows { splitPairs(x + r * ldx, count: kMain, into: buf + r * kMain) }
+            xp = UnsafePointer(buf)
+            ldxp = kMain
+        }
+        // Bias as raw bytes + dtype, read in place (no conversion, no allocation).
+        let b = bias.map { (UnsafeRawPointer($0.raw), $0.dtype) }
+        let work = outF * inF * rows
+        let threads = work >= 1 << 16 ? Parallel.threads : 1
+        // Chunks of output rows, multiples of 4 so the 4-row tile applies; a few per thread for balance.
+        let tasks = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
+        let chunk = ((outF + tasks - 1) / tasks + 3) & ~3
+        let taskCount = (outF + chunk - 1) / chunk
+        let wStride = inF * L.bytes
+        Parallel.forEach(tasks: taskCount) { task, _ in
+            let o0 = task * chunk, o1 = min(outF, o0 + chunk)
+            var r = 0
+            while r < rows {
+                let g = min(4, rows - r)
+                let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
+                var o = o0
+                switch g {
+                case 1:
+                    while o + 4 <= o1 { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
+                    while o < o1 { tile(L.self, T1x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                case 2:
+                    while o + 2 <= o1 { tile(L.self, T2x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 2 }
+                    while o < o1 { tile(L.self, T1x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                case 3:
+                    while o < o1 { tile(L.self, T1x3.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                default:
+                    while o < o1 { tile(L.self, T1x4.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                }
+                r += g
+            }
+            if let (bp, bt) = b {
+                for r in 0..<rows {
+                    let yr = y + r * ldy
+                    for o in o0..<o1 { yr[o] += loadScalar(bp, bt, o) }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func loadScalar(_ p: UnsafeRawPointer, _ dtype: DType, _ i: Int) -> Float {
+        switch dtype {
+        case .f32: return p.load(fromByteOffset: i * 4, as: Float.self)
+        case .bf16: return Convert.bf16ToF32(p.load(fromByteOffset: i * 2, as: UInt16.self))
+        case .f16: return Convert.f16ToF32(p.load(fromByteOffset: i * 2, as: UInt16.self))
+        }
+    }
+
+    /// Re-lays 16-element blocks as [even elements, odd elements] (the 16-bit weights' lane order).
+    @inline(__always)
+    static func splitPairs(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i < count {
+            for j in 0..<8 {
+                out[i + j] = x[i + 2 * j]
+                out[i + 8 + j] = x[i + 2 * j + 1]
+            }
+            i += 16
+        }
+    }
+
+    /// One tile: `o` consecutive output rows × `g` activation rows, o·g ≤ 4, each accumulator two
+    /// SIMD8 halves. `o` and `g` are constants at every call site, so after inlining the branches
+    /// fold away and each (o, g) becomes its own straight loop.
+    @inline(__always)
+    private static func tile<L: WeightLanes, T: TileShape>(_ l: L.Type, _ t: T.Type,
+                                             _ w: UnsafeRawPointer, _ wStride: Int,
+                                             _ x: UnsafePointer<Float>, _ ldx: Int,
+                                             _ xTail: UnsafePointer<Float>, _ ldxTail: Int,
+                                             _ kMain: Int, _ k: Int,
+                                             _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+        let o = T.o, g = T.g
+        let z = SIMD8<Float>(repeating: 0)
+        var c0 = (z, z), c1 = (z, z), c2 = (z, z), c3 = (z, z)
+        var i = 0
+        while i < kMain {
+            let x0 = load8x2(x + i)
+            if o == 4 {
+                let w0 = L.load16(w, i), w1 = L.load16(w + wStride, i)
+                let w2 = L.load16(w + 2 * wStride, i), w3 = L.load16(w + 3 * wStride, i)
+                fma(&c0, w0, x0); fma(&c1, w1, x0); fma(&c2, w2, x0); fma(&c3, w3, x0)
+            } else if o == 2 {
+                let w0 = L.load16(w, i), w1 = L.load16(w + wStride, i)
+                fma(&c0, w0, x0); fma(&c2, w1, x0)
+                if g > 1 { let x1 = load8x2(x + ldx + i); fma(&c1, w0, x1); fma(&c3, w1, x1) }
+            } else {
+                let w0 = L.load16(w, i)
+                fma(&c0, w0, x0)
+                if g > 1 { fma(&c1, w0, load8x2(x + ldx + i)) }
+                if g > 2 { fma(&c2, w0, load8x2(x + 2 * ldx + i)) }
+                if g > 3 { fma(&c3, w0, load8x2(x + 3 * ldx + i)) }
+            }
+            i += 16
+        }
+        // Horizontal sums, scalar tail over the last k % 16 elements, store.
+        let a = (w, wStride, xTail, ldxTail, kMain, k, y, ldy)
+        if o == 4 {
+            finish(L.self, c0, 0, 0, a); finish(L.self, c1, 1, 0, a); finish(L.self, c2, 2, 0, a); finish(L.self, c3, 3, 0, a)
+        } else if o == 2 {
+            finish(L.self, c0, 0, 0, a); finish(L.self, c2, 1, 0, a)
+            if g > 1 { finish(L.self, c1, 0, 1, a); finish(L.self, c3, 1, 1, a) }
+        } else {
+            finish(L.self, c0, 0, 0, a)
+            if g > 1 { finish(L.self, c1, 0, 1, a) }
+            if g > 2 { finish(L.self, c2, 0, 2, a) }
+            if g > 3 { finish(L.self, c3, 0, 3, a) }
+        }
+    }
+
+    /// Horizontal sum of one accumulator, the scalar tail over the last k % 16 elements, store.
+    @inline(__always)
+    private static func finish<L: WeightLanes>(_ l: L.Type, _ c: (SIMD8<Float>, SIMD8<Float>), _ oi: Int, _ gi: Int,
+                                               _ a: (UnsafeRawPointer, Int, UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>, Int)) {
+        let (w, wStride, xTail, ldxTail, kMain, k, y, ldy) = a
+        var s = (c.0 + c.1).sum()
+        let wr = w + oi * wStride, xr = xTail + gi * ldxTail
+        for t in kMain..<k { s += L.load1(wr, t) * xr[t] }
+        y[gi * ldy + oi] = s
+    }
+
+    @inline(__always)
+    private static func load8x2(_ p: UnsafePointer<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
+        let r = UnsafeRawPointer(p)
+        return (r.loadUnaligned(as: SIMD8<Float>.self), r.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+    }
+
+    @inline(__always)
+    private static func fma(_ c: inout (SIMD8<Float>, SIMD8<Float>), _ w: (SIMD8<Float>, SIMD8<Float>),
+                            _ x: (SIMD8<Float>, SIMD8<Float>)) {
+        #if UNIMOE_FMA
+        c.0.addProduct(w.0, x.0)
+        c.1.addProduct(w.1, x.1)
+        #else
+        c.0 += w.0 * x.0
+        c.1 += w.1 * x.1
+        #endif
+    }
+}
+
+/// Output rows × activation rows of one tile, as types so that generic specialisation turns them
+/// into constants (plain arguments were not reliably inlined).
+protocol TileShape { static var o: Int { get }; static var g: Int { get } }
+enum T4x1: TileShape { static var o: Int { 4 }; static var g: Int { 1 } }
+enum T2x2: TileShape { static var o: Int { 2 }; static var g: Int { 2 } }
+enum T1x1: TileShape { static var o: Int { 1 }; static var g: Int { 1 } }
+enum T1x2: TileShape { static var o: Int { 1 }; static var g: Int { 2 } }
+enum T1x3: TileShape { static var o: Int { 1 }; static var g: Int { 3 } }
+enum T1x4: TileShape { static var o: Int { 1 }; static var g: Int { 4 } }
+
+/// How one weight dtype is read: 16 elements as two SIMD8<Float> halves (in `splitsPairs` order
+/// for 16-bit types), or one element as a scalar (tails).
+protocol WeightLanes {
+    static var bytes: Int { get }
+    static var splitsPairs: Bool { get }
+    static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
+    static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
+}
+
+enum F32Weights: WeightLanes {
+    static var bytes: Int { 4 }
+    static var splitsPairs: Bool { false }
+    @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        (row.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
+         row.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        row.load(fromByteOffset: i * 4, as: Float.self)
+    }
+}
+
+enum BF16Weights: WeightLanes {
+    static var bytes: Int { 2 }
+    static var splitsPairs: Bool { true }
+    @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
+        return (unsafeBitCast(u &<< 16, to: SIMD8<Float>.self),
+                unsafeBitCast(u & SIMD8(repeating: 0xFFFF_0000), to: SIMD8<Float>.self))
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        Convert.bf16ToF32(row.load(fromByteOffset: i * 2, as: UInt16.self))
+    }
+}
+
+enum F16Weights: WeightLanes {
+    static var bytes: Int { 2 }
+    static var splitsPairs: Bool { true }
+    @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
+        return (Convert.f16ToF32(u & SIMD8(repeating: 0xFFFF)), Convert.f16ToF32(u &>> 16))
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        Convert.f16ToF32(row.load(fromByteOffset: i * 2, as: UInt16.self))
+    }
+}

@@ -1,0 +1,156 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Splits kernel work over the threads this process may use (`Parallel.setThreads`).
+///
+/// Why not `DispatchQueue.concurrentPerform` or a condition variable: in this VM waking a sleeping
+/// thread costs ~60 µs, while a decode step makes ~150 kernel calls of 100–500 µs each. So the
+/// workers of this pool spin on an atomic generation counter for a short while after each job
+/// (about a millisecond, long enough to bridge the small serial gaps between kernels) and only then
+/// sleep on a semaphore. A call costs ~1 µs while the workers are hot.
+public enum Parallel {
+    /// Threads kernels may use, the calling thread included.
+    public static var threads: Int {
+        if #available(macOS 15.0, *) { return WorkerPool.currentThreads }
+        return 1
+    }
+
+    /// Sets how many threads kernels use (the calling thread included); extra workers are started or
+    /// stopped. Called once per process, e.g. from the pipeline's per-role thread setting.
+    public static func setThreads(_ n: Int) {
+        if #available(macOS 15.0, *) { WorkerPool.setThreads(max(1, n)) }
+    }
+
+    /// Runs `body(task, worker)` for every task in `0..<tasks`, spread over the pool; returns when
+    /// all are done. `worker` is in `0..<threads` and unique among concurrently running bodies, so
+    /// it can index per-thread scratch. Nested or concurrent calls run serially on the caller.
+    public static func forEach(tasks: Int, _ body: (_ task: Int, _ worker: Int) -> Void) {
+        if tasks <= 0 { return }
+        if tasks > 1, #available(macOS 15.0, *), let pool = WorkerPool.acquire() {
+            pool.run(tasks: tasks, body)
+            WorkerPool.release()
+            return
+        }
+        for t in 0..<tasks { body(t, 0) }
+    }
+
+}
+
+/// The persistent worker threads behind `Parallel`.
+/// `@unchecked Sendable`: `job`/`jobTasks` are written only by the single caller holding `busy`,
+/// before the releasing increment of `generation`, and read by workers after acquiring it.
+@available(macOS 15.0, *)
+final class WorkerPool: @unchecked Sendable {
+    let threads: Int
+    private let generation = Atomic<Int>(0)
+    private let nextTask = Atomic<Int>(0)
+    private let running = Atomic<Int>(0)
+    private let sleeping = Atomic<Int>(0)
+    private let stop = Atomic<Bool>(false)
+    private let wake = DispatchSemaphore(value: 0)
+    private var job: ((Int, Int) -> Void)?
+    private var jobTasks = 0
+    /// Spin this long (ns) waiting for the next job before sleeping. While spinning the worker
+    /// yields now and then so that OpenBLAS's own threads (prefill GEMMs) get the core.
+    private let spinNanoseconds: UInt64 = 1_000_000
+
+    nonisolated(unsafe) private static var current = WorkerPool(threads: ProcessInfo.processInfo.activeProcessorCount)
+    private static let currentLock = NSLock()
+    private static let busy = Atomic<Bool>(false)
+
+    static var currentThreads: Int {
+        currentLock.lock()
+        defer { currentLock.unlock() }
+        return current.threads
+    }
+
+    init(threads: Int) {
+        self.threads = threads
+        for w in 1..<max(threads, 1) {
+            let t = Thread { [self] in self.workerLoop(w) }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+    }
+
+    static func setThreads(_ n: Int) {
+        // Wait until no job runs, then swap pools.
+        while !busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {}
+        currentLock.lock()
+        if current.threads != n {
+            current.shutdown()
+            current = WorkerPool(threads: n)
+        }
+        currentLock.unlock()
+        busy.store(false, ordering: .releasing)
+    }
+
+    /// The pool if no other job runs now (nil: run serially — nested or concurrent use).
+    static func acquire() -> WorkerPool? {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
+        currentLock.lock()
+        let p = current
+        currentLock.unlock()
+        if p.threads <= 1 { busy.store(false, ordering: .releasing); return nil }
+        return p
+    }
+
+    static func release() { busy.store(false, ordering: .releasing) }
+
+    private func shutdown() {
+        stop.store(true, ordering: .releasing)
+        generation.add(1, ordering: .releasing)
+        for _ in 0..<threads { wake.signal() }
+    }
+
+    func run(tasks: Int, _ body: (Int, Int) -> Void) {
+        withoutActuallyEscaping(body) { escaping in
+            job = escaping
+            jobTasks = tasks
+            nextTask.store(0, ordering: .relaxed)
+            running.store(threads - 1, ordering: .relaxed)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
+            for _ in 0..<sleepers { wake.signal() }
+            work(escaping, tasks: tasks, worker: 0)
+            while running.load(ordering: .acquiring) > 0 {}
+            job = nil
+        }
+    }
+
+    @inline(__always)
+    private func work(_ body: (Int, Int) -> Void, tasks: Int, worker: Int) {
+        while true {
+            let t = nextTask.add(1, ordering: .relaxed).oldValue
+            if t >= tasks { return }
+            body(t, worker)
+        }
+    }
+
+    private func workerLoop(_ w: Int) {
+        var seen = generation.load(ordering: .acquiring)
+        while true {
+            // Spin for the next job, then sleep.
+            var spins = 0
+            var deadline: UInt64 = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins & 63 == 0 { sched_yield() }
+                if spins & 1023 == 0 {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    if deadline == 0 { deadline = now + spinNanoseconds }
+                    else if now > deadline {
+                        sleeping.add(1, ordering: .sequentiallyConsistent)
+                        if generation.load(ordering: .sequentiallyConsistent) == seen { wake.wait() }
+                        deadline = 0
+                    }
+                }
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stop.load(ordering: .acquiring) { return }
+            if let body = job { work(body, tasks: jobTasks, worker: w) }
+            running.subtract(1, ordering: .releasing)
+        }
+    }
+}
