@@ -36,12 +36,12 @@ public enum MediaDecoder {
             sampler = try VideoSampler(input: try MediaInput(source, limits: limits))
             first = try sampler.first()
         }
-        let d = duration ?? 0
-        if d > limits.maxDurationSeconds {
-            throw MediaError.limitExceeded(file: input.name, reason: "\(d) s of video, more than the \(limits.maxDurationSeconds) s allowed")
+        let d = duration ?? (0, 1)
+        let seconds = Double(d.num) / Double(d.den)
+        if seconds > limits.maxDurationSeconds {
+            throw MediaError.limitExceeded(file: input.name, reason: "\(seconds) s of video, more than the \(limits.maxDurationSeconds) s allowed")
         }
-        let times = (0..<count).map { d * (Double($0) + 0.5) / Double(count) }
-        let chosen = try sampler.frames(at: times, first: first)
+        let chosen = try sampler.frames(at: sampler.targetTicks(count: count, duration: d), first: first)
         var out: [VideoFrame] = []
         out.reserveCapacity(count)
         var last: (pts: Int64, image: RGBImage)?

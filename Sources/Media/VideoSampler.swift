@@ -29,13 +29,30 @@ final class VideoSampler {
         timeBase = tb.den != 0 && tb.num != 0 ? av_q2d(tb) : 1.0 / Double(AV_TIME_BASE)
     }
 
-    /// Stream duration in seconds, else the container's; nil when neither is known.
-    var declaredDuration: Double? {
+    /// The stream's duration as a fraction of seconds (stream ticks, else the container's microseconds);
+    /// nil when neither is known.
+    var declaredDuration: (num: Int128, den: Int128)? {
         let st = decoder.stream.pointee
-        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0 { return Double(st.duration) * timeBase }
+        let tb = st.time_base
+        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0, tb.num > 0, tb.den > 0 {
+            return (Int128(st.duration) * Int128(tb.num), Int128(tb.den))
+        }
         let d = input.format.pointee.duration
-        if d != CFFmpeg_AV_NOPTS_VALUE(), d > 0 { return Double(d) / Double(AV_TIME_BASE) }
+        if d != CFFmpeg_AV_NOPTS_VALUE(), d > 0 { return (Int128(d), Int128(AV_TIME_BASE)) }
         return nil
+    }
+
+    /// For each of `count` samples, the largest frame time (in stream ticks after the first frame)
+    /// still on screen at t_i = D·(2i + 1)/(2N): exact integer arithmetic, so a frame exactly at t_i
+    /// is chosen, as the contract's "≤" says.
+    func targetTicks(count: Int, duration: (num: Int128, den: Int128)) -> [Int64] {
+        let tb = decoder.stream.pointee.time_base
+        let tbNum = Int128(max(tb.num, 1)), tbDen = Int128(max(tb.den, 1))
+        return (0..<count).map { i in
+            let num = duration.num * Int128(2 * i + 1) * tbDen
+            let den = duration.den * Int128(2 * count) * tbNum
+            return Int64(clamping: num / den)
+        }
     }
 
     /// Next frame in presentation order, nil at the end.
@@ -64,44 +81,44 @@ final class VideoSampler {
         return TimedFrame(frame: f.frame, time: 0, pts: f.pts)
     }
 
-    /// The frames on screen at `times` (ascending, seconds after the first frame).
-    func frames(at times: [Double], first: TimedFrame) throws -> [TimedFrame] {
+    /// The frames on screen at `targets` (ascending; ticks after the first frame, see `targetTicks`).
+    func frames(at targets: [Int64], first: TimedFrame) throws -> [TimedFrame] {
         var held = first
         var out: [TimedFrame] = []
-        for t in times {
-            if t > held.time, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
+        for t in targets {
+            if t > held.pts - firstPts, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
                 held = landed
             }
             while let next = try decodeNext() {
-                if next.time <= t { held = next } else { pending = next; break }
+                if next.pts - firstPts <= t { held = next } else { pending = next; break }
             }
             out.append(held)
         }
         return out
     }
 
-    private func ticks(_ t: Double) -> Int64 { firstPts + Int64((t / timeBase).rounded(.down)) }
+    private func ticks(_ t: Int64) -> Int64 { firstPts &+ t }
 
     /// Seeking pays when a keyframe lies between what we hold and the target; without an index we
     /// only try it for gaps of over two seconds and check where we landed.
-    private func shouldSeek(from held: TimedFrame, to t: Double) -> Bool {
+    private func shouldSeek(from held: TimedFrame, to t: Int64) -> Bool {
         let st = decoder.stream
         if avformat_index_get_entries_count(st) > 0 {
             guard let entry = avformat_index_get_entry_from_timestamp(st, ticks(t), AVSEEK_FLAG_BACKWARD) else { return false }
             return entry.pointee.timestamp > held.pts + 2 * frameStep
         }
-        return t - held.time > 2.0
+        return Double(t - (held.pts - firstPts)) * timeBase > 2.0
     }
 
     /// Seeks to a keyframe at or before `t` and returns the last frame ≤ t decoded from there
     /// (the caller keeps decoding); nil when the container cannot seek (decoding just goes on).
-    private func seekBefore(_ t: Double) throws -> TimedFrame? {
+    private func seekBefore(_ t: Int64) throws -> TimedFrame? {
         var target = ticks(t)
         for _ in 0..<4 {
             pending = nil
             guard decoder.seek(to: target) else { return nil }
             guard let f = try decodeNext() else { break }
-            if f.time <= t { return f }
+            if f.pts - firstPts <= t { return f }
             // Landed after t (keyframe pts past its dts, or an imprecise container): go one keyframe back.
             target = min(target, f.pts) - 1
         }
@@ -114,13 +131,14 @@ final class VideoSampler {
 
     /// Decodes to the end and returns the last frame's time plus its duration: the length of a
     /// stream whose container declares none.
-    func measureDuration() throws -> Double {
-        var end = 0.0
+    func measureDuration() throws -> (num: Int128, den: Int128) {
+        var end: Int64 = 0
         while let f = try decodeNext() {
             let d = f.frame.pointer.pointee.pkt_duration
-            end = max(end, f.time + (d > 0 ? Double(d) : Double(frameStep)) * timeBase)
+            end = max(end, f.pts - firstPts + (d > 0 ? d : frameStep))
         }
-        return end
+        let tb = decoder.stream.pointee.time_base
+        return (Int128(end) * Int128(max(tb.num, 1)), Int128(max(tb.den, 1)))
     }
 
     func image(_ f: TimedFrame, converter: FrameConverter, width: Int?, height: Int?) throws -> RGBImage {

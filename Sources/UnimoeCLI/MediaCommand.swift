@@ -1,0 +1,70 @@
+import Foundation
+import Media
+import Options
+
+/// `unimoe media frames|audio`: the decode stage from the command line, per the `unimoe media`
+/// section of CLI-CONTRACT.md (raw RGB24 frames or f32le samples to a file, one JSON line on stdout).
+public enum MediaCommand: Command {
+    public static let name = "media"
+    public static let usage = "media frames FILE --count N --size WxH --out FILE | media audio FILE --out FILE"
+
+    public static func run(_ args: [String]) throws {
+        guard let sub = args.first else { throw UsageError("missing subcommand (frames or audio)") }
+        let rest = Array(args.dropFirst())
+        switch sub {
+        case "frames": try frames(rest)
+        case "audio": try audio(rest)
+        default: throw UsageError("unknown subcommand '\(sub)' (frames or audio)")
+        }
+    }
+
+    static func frames(_ args: [String]) throws {
+        let a = try Arguments(args, valued: ["count", "size", "out"])
+        guard a.positional.count == 1 else { throw UsageError("frames needs exactly one input FILE") }
+        let file = a.positional[0]
+        let count = try a.int("count", default: 8, range: 1...10_000) ?? 8
+        let out = try a.required("out")
+        var width: Int?, height: Int?
+        if let size = a.value("size") {
+            let parts = size.lowercased().split(separator: "x", omittingEmptySubsequences: false)
+            guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]), w > 0, h > 0, w <= 16384, h <= 16384 else {
+                throw UsageError("--size needs WxH with positive integers up to 16384, got '\(size)'")
+            }
+            width = w; height = h
+        }
+        let frames = try MediaDecoder.videoFrames(.file(file), count: count, width: width, height: height)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(frames.reduce(0) { $0 + $1.image.pixels.count })
+        for f in frames { bytes.append(contentsOf: f.image.pixels) }
+        try write(bytes, to: out)
+        printLine(jsonLine(["frames": frames.count, "timestamps": frames.map { $0.timestamp }]))
+    }
+
+    static func audio(_ args: [String]) throws {
+        let a = try Arguments(args, valued: ["out"])
+        guard a.positional.count == 1 else { throw UsageError("audio needs exactly one input FILE") }
+        let out = try a.required("out")
+        let samples = try MediaDecoder.audio(.file(a.positional[0]))
+        let data = samples.withUnsafeBufferPointer { Data(buffer: $0) }   // little-endian on every supported host
+        try write(data, to: out)
+        printLine(jsonLine(["samples": samples.count, "seconds": Double(samples.count) / 16000]))
+    }
+
+    private static func write<D: DataProtocol>(_ bytes: D, to path: String) throws {
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw MediaCommandError.cannotWrite(path, (error as NSError).localizedDescription)
+        }
+    }
+}
+
+/// Failures of `unimoe media` outside decoding (the output file).
+enum MediaCommandError: Error, CustomStringConvertible {
+    case cannotWrite(String, String)
+    var description: String {
+        switch self {
+        case .cannotWrite(let p, let why): return "\(p): cannot write output: \(why)"
+        }
+    }
+}
