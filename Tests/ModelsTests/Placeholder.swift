@@ -1,1 +1,0 @@
-// ModelsTests: tests for this module live beside this file.
