@@ -35,6 +35,7 @@ public final class MappedFile: @unchecked Sendable {
 /// The header is untrusted input: it is parsed by `StrictJSON` (duplicate names rejected) and every
 /// entry is checked against the file before any tensor byte is touched.
 public final class SafeTensorsFile: @unchecked Sendable {
+    /// Where one tensor lies in the file, already checked against the file's size.
     public struct Entry: Sendable {
         public let dtype: DType
         public let shape: [Int]

@@ -14,13 +14,6 @@ final class CLIUsageTests: XCTestCase {
         return r
     }
 
-    /// Command names as `unimoe help` lists them.
-    func listedCommands() throws -> [String] {
-        let r = try unimoe(["help"])
-        return r.stdout.split(separator: "\n").filter { $0.hasPrefix("  ") }
-            .compactMap { $0.split(separator: " ").first.map(String.init) }
-    }
-
     func testNoArgumentsIsUsageError() throws {
         let r = try unimoe([])
         XCTAssertEqual(r.status, 64)
@@ -38,7 +31,6 @@ final class CLIUsageTests: XCTestCase {
                 XCTAssertTrue(r.stdout.contains("  " + cmd.usage + "\n"), "help should list '\(cmd.usage)'")
             }
         }
-        XCTAssertEqual(try listedCommands(), allCommands.map { $0.name })
     }
 
     func testUnknownCommand() throws {
@@ -60,9 +52,9 @@ final class CLIUsageTests: XCTestCase {
         for cmd in allCommands {
             let r = try unimoe([cmd.name, "--no-such-option-xyz"])
             XCTAssertEqual(r.status, 64, "\(cmd.name): \(r.stderr)")
-            let lines = r.stderr.split(separator: "\n").map(String.init)
-            XCTAssertTrue(lines.first?.hasPrefix("unimoe \(cmd.name): ") ?? false, r.stderr)
-            XCTAssertEqual(lines.last, "usage: unimoe \(cmd.usage)", cmd.name)
+            XCTAssertTrue(r.stderr.hasPrefix("unimoe \(cmd.name): "), r.stderr)
+            XCTAssertTrue(r.stderr.hasSuffix("\nusage: unimoe \(cmd.usage)\n"), r.stderr)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1 + cmd.usage.split(separator: "\n").count, r.stderr)
             XCTAssertEqual(r.stdout, "", cmd.name)
         }
     }
