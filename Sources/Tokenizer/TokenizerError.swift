@@ -14,7 +14,21 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible, Sendable 
     /// A regular expression in the file does not compile.
     case badRegex(file: String, pattern: String, reason: String)
 
+    /// One line: control characters from token text are escaped so CLI errors stay on one line.
     public var description: String {
+        var out = ""
+        for c in message.unicodeScalars {
+            switch c {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    private var message: String {
         switch self {
         case .io(let path, let reason): return "\(path): \(reason)"
         case .badJSON(let file, let offset, let reason): return "\(file): invalid JSON at byte \(offset): \(reason)"

@@ -2,4 +2,6 @@
 public let allCommands: [any Command.Type] = [
     BenchCommand.self,
     MediaCommand.self,
+    TokenizeCommand.self,
+    DetokenizeCommand.self,
 ]

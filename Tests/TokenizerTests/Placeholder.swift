@@ -1,1 +1,0 @@
-// TokenizerTests: tests for this module live beside this file.
