@@ -5,7 +5,7 @@ import Synchronization
 /// `tokenizers`' `Word::merge_all`; characters missing from the vocabulary fall back to `<0xNN>`
 /// byte tokens when `byte_fallback` is set, else to the unknown token. Results are cached per word.
 final class BPEModel: Sendable {
-    let vocab: [Bytes: Int]
+    let vocab: [ByteKey: Int]
     /// Token bytes by id (nil for ids the vocabulary skips).
     let tokens: [Bytes?]
     private let merges: [UInt64: MergeTarget]
@@ -19,7 +19,7 @@ final class BPEModel: Sendable {
     private let byteIds: [Int]
     /// Id of each single ASCII character token (when no prefix/suffix applies), -1 where absent.
     private let asciiIds: [Int]
-    private let cache = Mutex<[Bytes: [Int]]>([:])
+    private let cache = Mutex<[ByteKey: [Int]]>([:])
     private static let cacheCapacity = 10_000
 
     struct MergeTarget: Sendable { let rank: Int32; let id: Int32 }
@@ -31,18 +31,18 @@ final class BPEModel: Sendable {
         guard let vocabJSON = json["vocab"]?.members else {
             throw TokenizerError.malformed(file: file, reason: "model has no 'vocab' object")
         }
-        var vocab: [Bytes: Int] = [:]
+        var vocab: [ByteKey: Int] = [:]
         vocab.reserveCapacity(vocabJSON.count)
         var maxId = -1
         for (token, idJSON) in vocabJSON {
             guard let id = idJSON.int, id >= 0 else {
                 throw TokenizerError.malformed(file: file, reason: "vocab entry '\(token)' has id \(idJSON.kind), not a non-negative integer")
             }
-            vocab[Array(token.utf8)] = id
+            vocab[ByteKey(Array(token.utf8))] = id
             maxId = max(maxId, id)
         }
         var tokens = [Bytes?](repeating: nil, count: maxId + 1)
-        for (t, id) in vocab { tokens[id] = t }
+        for (t, id) in vocab { tokens[id] = t.bytes }
         self.vocab = vocab
         self.tokens = tokens
 
@@ -56,7 +56,7 @@ final class BPEModel: Sendable {
         byteFallback = json["byte_fallback"]?.bool ?? false
         ignoreMerges = json["ignore_merges"]?.bool ?? false
         if let unk = json["unk_token"]?.string {
-            guard let id = vocab[Array(unk.utf8)] else {
+            guard let id = vocab[ByteKey(Array(unk.utf8))] else {
                 throw TokenizerError.malformed(file: file, reason: "unk_token '\(unk)' is not in the vocabulary")
             }
             unkId = id
@@ -84,11 +84,11 @@ final class BPEModel: Sendable {
                 throw TokenizerError.malformed(file: file, reason: "merge \(rank + 1) is neither \"a b\" nor [\"a\", \"b\"]")
             }
             let name = "\(a) \(b)"
-            guard let ia = vocab[Array(a.utf8)] else { throw TokenizerError.mergeOutOfVocabulary(file: file, merge: name, token: a) }
-            guard let ib = vocab[Array(b.utf8)] else { throw TokenizerError.mergeOutOfVocabulary(file: file, merge: name, token: b) }
+            guard let ia = vocab[ByteKey(Array(a.utf8))] else { throw TokenizerError.mergeOutOfVocabulary(file: file, merge: name, token: a) }
+            guard let ib = vocab[ByteKey(Array(b.utf8))] else { throw TokenizerError.mergeOutOfVocabulary(file: file, merge: name, token: b) }
             let bb = Array(b.utf8)
             let joined = Array(a.utf8) + (bb.count >= prefixLength ? Array(bb[prefixLength...]) : bb)
-            guard let id = vocab[joined] else {
+            guard let id = vocab[ByteKey(joined)] else {
                 throw TokenizerError.mergeOutOfVocabulary(file: file, merge: name, token: String(decoding: joined, as: UTF8.self))
             }
             let key = UInt64(ia) << 32 | UInt64(ib)
@@ -99,25 +99,26 @@ final class BPEModel: Sendable {
         var byteIds = [Int](repeating: -1, count: 256)
         for b in 0..<256 {
             let name = "<0x" + String(b, radix: 16, uppercase: true).leftPadded(to: 2) + ">"
-            byteIds[b] = vocab[Array(name.utf8)] ?? -1
+            byteIds[b] = vocab[ByteKey(Array(name.utf8))] ?? -1
         }
         self.byteIds = byteIds
         var asciiIds = [Int](repeating: -1, count: 128)
-        for c in 0..<128 { asciiIds[c] = vocab[[UInt8(c)]] ?? -1 }
+        for c in 0..<128 { asciiIds[c] = vocab[ByteKey([UInt8(c)])] ?? -1 }
         self.asciiIds = asciiIds
     }
 
-    func id(of token: Bytes) -> Int? { vocab[token] }
+    func id(of token: Bytes) -> Int? { vocab[ByteKey(token)] }
 
     func token(of id: Int) -> Bytes? { id >= 0 && id < tokens.count ? tokens[id] : nil }
 
     /// Token ids of one word.
     func encode(_ word: Bytes) -> [Int] {
         if word.isEmpty { return [] }
-        if ignoreMerges, let id = vocab[word] { return [id] }
-        if let hit = cache.withLock({ $0[word] }) { return hit }
+        let key = ByteKey(word)
+        if ignoreMerges, let id = vocab[key] { return [id] }
+        if let hit = cache.withLock({ $0[key] }) { return hit }
         let ids = mergeWord(word)
-        cache.withLock { c in if c.count < BPEModel.cacheCapacity { c[word] = ids } }
+        cache.withLock { c in if c.count < BPEModel.cacheCapacity { c[key] = ids } }
         return ids
     }
 
@@ -139,7 +140,7 @@ final class BPEModel: Sendable {
                 if !isFirst, let prefix { key += prefix }
                 key += w[i..<end]
                 if isLast, let suffix { key += suffix }
-                id = vocab[key] ?? -1
+                id = vocab[ByteKey(key)] ?? -1
             }
             if id >= 0 {
                 if pendingUnk, let unkId { ids.append(unkId); pendingUnk = false }

@@ -4,6 +4,15 @@ import Foundation
 /// `String` comparison, which would treat canonically equivalent spellings as equal.
 typealias Bytes = [UInt8]
 
+/// Dictionary key for token bytes: hashes the whole buffer at once (`[UInt8]`'s own `Hashable`
+/// feeds the hasher byte by byte, which dominated loading a 150k-token vocabulary).
+struct ByteKey: Hashable, Sendable {
+    let bytes: Bytes
+    init(_ bytes: Bytes) { self.bytes = bytes }
+    func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+    static func == (a: ByteKey, b: ByteKey) -> Bool { a.bytes == b.bytes }
+}
+
 enum Text {
     /// Length in bytes of the UTF-8 sequence that starts with `lead` (1 for stray continuation bytes).
     @inline(__always)
