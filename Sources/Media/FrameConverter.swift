@@ -84,21 +84,37 @@ final class FrameConverter {
             setColorspace(src)
             key = k
         }
-        var pixels = [UInt8](repeating: 0, count: Int(dw) * Int(dh) * 3)
-        let rows = pixels.withUnsafeMutableBufferPointer { buf -> Int32 in
-            var dst: [UnsafeMutablePointer<UInt8>?] = [buf.baseAddress, nil, nil, nil]
-            var stride: [Int32] = [dw * 3, 0, 0, 0]
-            return withUnsafePointer(to: &src.pointee.data) { dataTuple in
-                withUnsafePointer(to: &src.pointee.linesize) { lineTuple in
-                    dataTuple.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { data in
-                        lineTuple.withMemoryRebound(to: Int32.self, capacity: 8) { lines in
-                            sws_scale(sws, data, lines, 0, sh, &dst, &stride)
+        // swscale's SIMD writers may store a few bytes past the last pixel, so it writes into a padded
+        // AVFrame buffer (as inside libavfilter) and the rows are copied out.
+        let dst = try Frame(file: file)
+        dst.pointer.pointee.format = AV_PIX_FMT_RGB24.rawValue
+        dst.pointer.pointee.width = dw
+        dst.pointer.pointee.height = dh
+        try check(av_frame_get_buffer(dst.pointer, 0), "av_frame_get_buffer", file: file)
+        let rows = withUnsafePointer(to: &src.pointee.data) { dataTuple in
+            withUnsafePointer(to: &src.pointee.linesize) { lineTuple in
+                dataTuple.withMemoryRebound(to: UnsafePointer<UInt8>?.self, capacity: 8) { data in
+                    lineTuple.withMemoryRebound(to: Int32.self, capacity: 8) { lines in
+                        withUnsafeMutablePointer(to: &dst.pointer.pointee.data) { dstData in
+                            withUnsafeMutablePointer(to: &dst.pointer.pointee.linesize) { dstLines in
+                                dstData.withMemoryRebound(to: UnsafeMutablePointer<UInt8>?.self, capacity: 8) { dd in
+                                    dstLines.withMemoryRebound(to: Int32.self, capacity: 8) { dl in
+                                        sws_scale(sws, data, lines, 0, sh, dd, dl)
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
         }
         try check(rows, "sws_scale", file: file)
+        let rowBytes = Int(dw) * 3, stride = Int(dst.pointer.pointee.linesize.0)
+        guard let base = dst.pointer.pointee.data.0 else { throw MediaError.invalidData(file: file, reason: "no output buffer") }
+        let pixels = [UInt8](unsafeUninitializedCapacity: rowBytes * Int(dh)) { buf, n in
+            for y in 0..<Int(dh) { (buf.baseAddress! + y * rowBytes).update(from: base + y * stride, count: rowBytes) }
+            n = rowBytes * Int(dh)
+        }
         return RGBImage(uncheckedWidth: Int(dw), height: Int(dh), pixels: pixels)
     }
 

@@ -1,0 +1,97 @@
+import CFFmpeg
+import Foundation
+
+/// Power spectrum |X[k]|², k = 0…n/2, of a real frame of any length n, via av_tx. FFmpeg 5.1's av_tx
+/// only has fast paths for lengths built from 2, 3, 5, 7, 9 and 15 (400 = 16·25 falls back to an
+/// O(n²) loop, ~0.7 ms a frame), so the DFT is computed with Bluestein's chirp-z algorithm on a
+/// power-of-two complex FFT of length ≥ 2n − 1: two FFTs and two pointwise products per frame.
+/// Owns the AVTXContexts (freed in deinit); one instance is used by one thread at a time.
+final class RealDFT {
+    let n: Int
+    let m: Int
+    private var forward: OpaquePointer?
+    private var inverse: OpaquePointer?
+    private let forwardFn: av_tx_fn
+    private let inverseFn: av_tx_fn
+    /// e^{-iπk²/n}, k < n (interleaved re, im).
+    private var chirp: [Float]
+    /// FFT of the conjugate chirp b[k] = e^{iπk²/n} wrapped over m, scaled by 1/m.
+    private var chirpFFT: [Float]
+    private var work: UnsafeMutablePointer<Float>
+    private var spectrum: UnsafeMutablePointer<Float>
+
+    init(length n: Int) throws {
+        self.n = n
+        var m = 1
+        while m < 2 * n - 1 { m <<= 1 }
+        self.m = m
+        var scale: Float = 1
+        var f: av_tx_fn?
+        var i: av_tx_fn?
+        let unaligned = UInt64(AV_TX_UNALIGNED.rawValue)   // Swift arrays are only 16-byte aligned
+        try check(av_tx_init(&forward, &f, AV_TX_FLOAT_FFT, 0, Int32(m), &scale, unaligned), "av_tx_init", file: "log-mel")
+        let r = av_tx_init(&inverse, &i, AV_TX_FLOAT_FFT, 1, Int32(m), &scale, unaligned)
+        guard r >= 0, let f, let i else {
+            av_tx_uninit(&forward)
+            av_tx_uninit(&inverse)
+            throw MediaError.ffmpeg(file: "log-mel", function: "av_tx_init", code: r, message: ffErrorString(r))
+        }
+        forwardFn = f
+        inverseFn = i
+        work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * m)
+        spectrum = UnsafeMutablePointer<Float>.allocate(capacity: 2 * m)
+        chirp = [Float](repeating: 0, count: 2 * n)
+        var b = [Float](repeating: 0, count: 2 * m)
+        for k in 0..<n {
+            // k² mod 2n keeps the angle exact for large k.
+            let q = Double((k * k) % (2 * n))
+            let angle = Double.pi * q / Double(n)
+            chirp[2 * k] = Float(cos(angle)); chirp[2 * k + 1] = Float(-sin(angle))
+            b[2 * k] = Float(cos(angle)); b[2 * k + 1] = Float(sin(angle))
+            if k > 0 { b[2 * (m - k)] = Float(cos(angle)); b[2 * (m - k) + 1] = Float(sin(angle)) }
+        }
+        chirpFFT = [Float](repeating: 0, count: 2 * m)
+        b.withUnsafeMutableBufferPointer { bb in
+            chirpFFT.withUnsafeMutableBufferPointer { out in
+                forwardFn(forward, out.baseAddress, bb.baseAddress, MemoryLayout<Float>.size * 2)
+            }
+        }
+        let inv = 1 / Float(m)
+        for j in 0..<(2 * m) { chirpFFT[j] *= inv }
+    }
+
+    deinit {
+        av_tx_uninit(&forward)
+        av_tx_uninit(&inverse)
+        work.deallocate()
+        spectrum.deallocate()
+    }
+
+    /// Writes |DFT(frame)[k]|² for k = 0…n/2 into `out`.
+    func power(_ frame: [Float], into out: UnsafeMutablePointer<Float>) {
+        let w = work, s = spectrum
+        w.initialize(repeating: 0, count: 2 * m)
+        chirp.withUnsafeBufferPointer { c in
+            for k in 0..<n {
+                w[2 * k] = frame[k] * c[2 * k]
+                w[2 * k + 1] = frame[k] * c[2 * k + 1]
+            }
+        }
+        forwardFn(forward, s, w, MemoryLayout<Float>.size * 2)
+        chirpFFT.withUnsafeBufferPointer { b in
+            for j in 0..<m {
+                let ar = s[2 * j], ai = s[2 * j + 1], br = b[2 * j], bi = b[2 * j + 1]
+                s[2 * j] = ar * br - ai * bi
+                s[2 * j + 1] = ar * bi + ai * br
+            }
+        }
+        inverseFn(inverse, w, s, MemoryLayout<Float>.size * 2)
+        chirp.withUnsafeBufferPointer { c in
+            for k in 0...(n / 2) {
+                let yr = w[2 * k], yi = w[2 * k + 1], cr = c[2 * k], ci = c[2 * k + 1]
+                let re = yr * cr - yi * ci, im = yr * ci + yi * cr
+                out[k] = re * re + im * im
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import CFFmpeg
+import Foundation
+import Tensor
+
+/// Whisper's input features, as transformers' `WhisperFeatureExtractor` computes them: 30 s windows
+/// of 16 kHz audio, a centred (reflect-padded) STFT with a periodic Hann window of `nFFT`, hop `hop`,
+/// power spectrum, Slaney-normalised mel filters on the Slaney mel scale (0–8 kHz), log10 floored at
+/// 1e-10, clamped to max − 8, then (x + 4) / 4; the STFT's last frame is dropped (3000 frames).
+public struct WhisperFeatureExtractor: Sendable {
+    public let melBins: Int
+    public let sampleRate: Int
+    public let nFFT: Int
+    public let hop: Int
+    public let chunkSeconds: Int
+    /// `[melBins, nFFT/2 + 1]`, row-major.
+    let filters: [Float]
+
+    public var samplesPerWindow: Int { sampleRate * chunkSeconds }
+    public var framesPerWindow: Int { samplesPerWindow / hop }
+
+    public init(melBins: Int = 80, sampleRate: Int = 16000, nFFT: Int = 400, hop: Int = 160, chunkSeconds: Int = 30) {
+        self.melBins = melBins
+        self.sampleRate = sampleRate
+        self.nFFT = nFFT
+        self.hop = hop
+        self.chunkSeconds = chunkSeconds
+        filters = WhisperFeatureExtractor.melFilters(bins: melBins, nFFT: nFFT, sampleRate: sampleRate)
+    }
+
+    /// `samples` cut into windows of `samplesPerWindow`, the last one zero-padded; at most
+    /// `maxWindows` (later audio is dropped, as Uni-MoE does). Empty audio gives no window.
+    public func windows(_ samples: [Float], maxWindows: Int = 20) -> [[Float]] {
+        let n = samplesPerWindow
+        guard n > 0, maxWindows > 0 else { return [] }
+        var out: [[Float]] = []
+        var start = 0
+        while start < samples.count && out.count < maxWindows {
+            var w = Array(samples[start..<min(samples.count, start + n)])
+            if w.count < n { w.append(contentsOf: repeatElement(0, count: n - w.count)) }
+            out.append(w)
+            start += n
+        }
+        return out
+    }
+
+    /// Log-mel features `[melBins, framesPerWindow]` of one window (shorter input is zero-padded).
+    public func logMel(_ window: [Float]) throws -> Tensor {
+        let n = samplesPerWindow
+        guard nFFT > 0, hop > 0, melBins > 0, n >= nFFT else {
+            throw MediaError.invalidArgument("WhisperFeatureExtractor needs positive sizes and a window of at least nFFT samples")
+        }
+        guard window.count <= n else {
+            throw MediaError.invalidArgument("log-mel window has \(window.count) samples, more than \(n) (\(chunkSeconds) s); cut it with windows()")
+        }
+        var x = window
+        if x.count < n { x.append(contentsOf: repeatElement(0, count: n - x.count)) }
+        let half = nFFT / 2, bins = half + 1, frames = framesPerWindow
+        // Reflect padding (torch.stft center=True): x[-i] = x[i], x[n-1+i] = x[n-1-i].
+        var padded = [Float](repeating: 0, count: n + 2 * half)
+        for i in 0..<half { padded[i] = x[half - i]; padded[half + n + i] = x[n - 2 - i] }
+        for i in 0..<n { padded[half + i] = x[i] }
+        let hann = (0..<nFFT).map { Float(0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(nFFT))) }
+
+        var power = [Float](repeating: 0, count: frames * bins)
+        let dft = try RealDFT(length: nFFT)
+        var frame = [Float](repeating: 0, count: nFFT)
+        padded.withUnsafeBufferPointer { p in
+            power.withUnsafeMutableBufferPointer { pw in
+                for f in 0..<frames {
+                    let s = f * hop
+                    for i in 0..<nFFT { frame[i] = p[s + i] * hann[i] }
+                    dft.power(frame, into: pw.baseAddress! + f * bins)
+                }
+            }
+        }
+        let out = Tensor(zeros: [melBins, frames])
+        filters.withUnsafeBufferPointer { fb in
+            power.withUnsafeBufferPointer { pw in
+                Linear.gemm(m: melBins, n: frames, k: bins, a: fb.baseAddress!, lda: bins,
+                            b: pw.baseAddress!, ldb: bins, transposeB: true, c: out.floats, ldc: frames)
+            }
+        }
+        let total = melBins * frames
+        let v = out.floats
+        var maxVal = -Float.infinity
+        for i in 0..<total {
+            let l = log10(max(v[i], 1e-10))
+            v[i] = l
+            maxVal = max(maxVal, l)
+        }
+        let floor = maxVal - 8
+        for i in 0..<total { v[i] = (max(v[i], floor) + 4) / 4 }
+        return out
+    }
+
+    // MARK: Slaney mel filters (transformers.audio_utils.mel_filter_bank, norm="slaney", mel_scale="slaney")
+
+    private static func hzToMel(_ f: Double) -> Double {
+        let minLogHz = 1000.0, minLogMel = 15.0, logstep = 27.0 / log(6.4)
+        return f >= minLogHz ? minLogMel + log(f / minLogHz) * logstep : 3.0 * f / 200.0
+    }
+
+    private static func melToHz(_ m: Double) -> Double {
+        let minLogHz = 1000.0, minLogMel = 15.0, logstep = log(6.4) / 27.0
+        return m >= minLogMel ? minLogHz * exp(logstep * (m - minLogMel)) : 200.0 * m / 3.0
+    }
+
+    static func melFilters(bins: Int, nFFT: Int, sampleRate: Int) -> [Float] {
+        let nFreq = nFFT / 2 + 1
+        guard bins > 0, nFreq > 1 else { return [] }
+        let melMin = hzToMel(0), melMax = hzToMel(8000)
+        let filterFreqs = (0..<(bins + 2)).map { melToHz(melMin + (melMax - melMin) * Double($0) / Double(bins + 1)) }
+        let fftFreqs = (0..<nFreq).map { Double(sampleRate / 2) * Double($0) / Double(nFreq - 1) }
+        var out = [Float](repeating: 0, count: bins * nFreq)
+        for m in 0..<bins {
+            let lower = filterFreqs[m], center = filterFreqs[m + 1], upper = filterFreqs[m + 2]
+            let enorm = 2.0 / (upper - lower)
+            for k in 0..<nFreq {
+                let down = (fftFreqs[k] - lower) / (center - lower)
+                let up = (upper - fftFreqs[k]) / (upper - center)
+                out[m * nFreq + k] = Float(max(0, min(down, up)) * enorm)
+            }
+        }
+        return out
+    }
+}

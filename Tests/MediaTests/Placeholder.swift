@@ -1,1 +1,0 @@
-// MediaTests: tests for this module live beside this file.

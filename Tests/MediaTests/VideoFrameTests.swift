@@ -1,0 +1,93 @@
+import XCTest
+import Media
+import TestSupport
+
+/// Sampled frames against the ffmpeg program: the contract's choice of frame (last pts ≤ t_i),
+/// the timestamps, and the pixels (pixel-exact; the acceptance bound is MAD ≤ 1 level).
+final class VideoFrameTests: XCTestCase {
+    /// Checks `count` frames of `file` at `width`×`height` (nil: the upright native size, exact).
+    func assertMatchesFFmpeg(_ file: String, count: Int, width: Int?, height: Int?, nativeSize: (Int, Int)? = nil,
+                             file testFile: StaticString = #filePath, line: UInt = #line) throws {
+        let frames = try MediaDecoder.videoFrames(.file(file), count: count, width: width, height: height)
+        XCTAssertEqual(frames.count, count, file: testFile, line: line)
+        let (times, duration) = try TestMedia.probe(file)
+        let t0 = times[0]
+        var indices: [Int] = []
+        for i in 0..<count {
+            let t = duration * (Double(i) + 0.5) / Double(count)
+            let k = times.lastIndex(where: { $0 - t0 <= t + 1e-9 }) ?? 0
+            indices.append(k)
+            XCTAssertEqual(frames[i].timestamp, times[k] - t0, accuracy: 1e-6, "timestamp of frame \(i) of \(file)", file: testFile, line: line)
+        }
+        let w = width ?? frames[0].image.width, h = height ?? frames[0].image.height
+        if let nativeSize { XCTAssertEqual([w, h], [nativeSize.0, nativeSize.1], "upright size", file: testFile, line: line) }
+        let reference = try TestMedia.referenceFrames(file, indices: indices, width: w, height: h)
+        for i in 0..<count {
+            XCTAssertEqual(frames[i].image.width, w, file: testFile, line: line)
+            XCTAssertEqual(frames[i].image.height, h, file: testFile, line: line)
+            let mad = meanAbsDiff(frames[i].image.pixels, reference[i])
+            XCTAssertLessThanOrEqual(mad, 1.0, "frame \(i) of \(file) differs from ffmpeg (MAD \(mad))", file: testFile, line: line)
+            if width == nil {
+                XCTAssertEqual(mad, 0, "no scaling: frame \(i) of \(file) must be pixel-exact", file: testFile, line: line)
+            }
+        }
+    }
+
+    func testH264MP4() throws {
+        try assertMatchesFFmpeg(try TestMedia.h264(), count: 8, width: 168, height: 112)
+        try assertMatchesFFmpeg(try TestMedia.h264(), count: 3, width: nil, height: nil, nativeSize: (320, 240))
+    }
+
+    func testVP9WebM() throws { try assertMatchesFFmpeg(try TestMedia.vp9(), count: 5, width: 224, height: 224) }
+
+    func testHEVCMatroska() throws { try assertMatchesFFmpeg(try TestMedia.hevc(), count: 4, width: nil, height: nil) }
+
+    func testAV1Matroska() throws { try assertMatchesFFmpeg(try TestMedia.av1(), count: 4, width: 96, height: 96) }
+
+    func testAnimatedGIF() throws { try assertMatchesFFmpeg(try TestMedia.gif(), count: 4, width: nil, height: nil) }
+
+    func testTenBit() throws { try assertMatchesFFmpeg(try TestMedia.tenBit(), count: 4, width: 160, height: 120) }
+
+    func testOddSize() throws {
+        try assertMatchesFFmpeg(try TestMedia.odd(), count: 5, width: nil, height: nil, nativeSize: (333, 217))
+        try assertMatchesFFmpeg(try TestMedia.odd(), count: 3, width: 336, height: 336)
+    }
+
+    func testVariableFrameRate() throws { try assertMatchesFFmpeg(try TestMedia.vfr(), count: 8, width: nil, height: nil) }
+
+    func testRotated() throws {
+        let src = try TestMedia.odd()
+        try assertMatchesFFmpeg(try TestMedia.rotated(90, source: src), count: 3, width: nil, height: nil, nativeSize: (217, 333))
+        try assertMatchesFFmpeg(try TestMedia.rotated(270, source: src), count: 2, width: 100, height: 150)
+        try assertMatchesFFmpeg(try TestMedia.rotated(180, source: src), count: 2, width: nil, height: nil, nativeSize: (333, 217))
+    }
+
+    func testVideoWithAudioGivesBothTracks() throws {
+        let f = try TestMedia.videoWithAudio()
+        try assertMatchesFFmpeg(f, count: 2, width: 64, height: 48)
+        let samples = try MediaDecoder.audio(.file(f))
+        let reference = try TestMedia.referenceAudio(f)
+        XCTAssertEqual(samples.count, reference.count)
+        XCTAssertLessThanOrEqual(zip(samples, reference).map { abs($0 - $1) }.max() ?? 1, 1e-4)
+    }
+
+    func testStillImageGivesCopies() throws {
+        let frames = try MediaDecoder.videoFrames(.file(try TestMedia.image("png")), count: 3, width: 32, height: 32)
+        XCTAssertEqual(frames.count, 3)
+        XCTAssertEqual(frames.map(\.timestamp), [0, 0, 0])
+        XCTAssertEqual(frames[0].image, frames[2].image)
+    }
+
+    func testMoreSamplesThanFramesRepeatsFrames() throws {
+        let frames = try MediaDecoder.videoFrames(.file(try TestMedia.av1()), count: 25, width: 16, height: 16)
+        XCTAssertEqual(frames.count, 25)
+        XCTAssertEqual(Set(frames.map(\.timestamp)).count, 10)   // 1 s at 10 fps: each frame chosen at least twice
+    }
+
+    func testBadArguments() {
+        XCTAssertThrowsError(try MediaDecoder.videoFrames(.file("/nonexistent.mp4"), count: 0)) { e in
+            guard case MediaError.invalidArgument = e else { return XCTFail("\(e)") }
+        }
+        XCTAssertThrowsError(try MediaDecoder.videoFrames(.file("/nonexistent.mp4"), count: 1, width: 10, height: nil))
+    }
+}
