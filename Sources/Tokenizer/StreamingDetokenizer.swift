@@ -6,7 +6,7 @@
 /// It decodes a window that starts one token before the unread ones and emits the bytes beyond the
 /// window's already-emitted prefix, so decoder rules that look at the first token (LLaMA's leading
 /// space strip) act the same as in a full decode.
-public struct StreamingDetokenizer {
+public struct StreamingDetokenizer: Sendable {
     private let tokenizer: Tokenizer
     private var ids: [Int] = []
     /// Start of the decode window and the end of the part of it already emitted.
