@@ -34,7 +34,8 @@ final class AudioResampler {
         try r.drain()
         guard decodedAny else {
             if let failure = decoder.input.readFailure { throw failure }
-            throw MediaError.invalidData(file: decoder.input.name, reason: "no audio could be decoded")
+            let damaged = decoder.damagedFrames > 0 ? " (\(decoder.damagedFrames) damaged packets)" : ""
+            throw MediaError.invalidData(file: decoder.input.name, reason: "no audio could be decoded\(damaged)")
         }
         return r.samples
     }

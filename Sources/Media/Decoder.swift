@@ -35,6 +35,8 @@ final class StreamDecoder {
     private let packet: Packet
     private var draining = false
     private(set) var finished = false
+    /// Frames or packets the decoder rejected as damaged (skipped).
+    private(set) var damagedFrames = 0
 
     init(input: MediaInput, stream: UnsafeMutablePointer<AVStream>) throws {
         self.input = input
@@ -70,6 +72,11 @@ final class StreamDecoder {
             let r = avcodec_receive_frame(context, frame.pointer)
             if r >= 0 { return true }
             if r == CFFmpeg_AVERROR_EOF() { finished = true; return false }
+            if r == CFFmpeg_AVERROR_INVALIDDATA() {
+                // A damaged frame is skipped as the ffmpeg program does; a cut file still fails in the demuxer.
+                damagedFrames += 1
+                continue
+            }
             if r != CFFmpeg_AVERROR_EAGAIN() { try input.check(r, "avcodec_receive_frame") }
             if draining { finished = true; return false }
             // Feed one packet of our stream (or the end-of-stream signal).
@@ -78,13 +85,15 @@ final class StreamDecoder {
                 if read != CFFmpeg_AVERROR_EOF(), let failure = input.readFailure { throw failure }
                 if read != CFFmpeg_AVERROR_EOF() && read != CFFmpeg_AVERROR(EIO) { try input.check(read, "av_read_frame") }
                 draining = true
-                try input.check(avcodec_send_packet(context, nil), "avcodec_send_packet")
+                let s = avcodec_send_packet(context, nil)
+                if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EOF() { try input.check(s, "avcodec_send_packet") }
                 continue
             }
             defer { av_packet_unref(packet.pointer) }
             guard packet.pointer.pointee.stream_index == stream.pointee.index else { continue }
             let s = avcodec_send_packet(context, packet.pointer)
             // A damaged packet is skipped as the ffmpeg program does; real failures (memory, limits) throw.
+            if s == CFFmpeg_AVERROR_INVALIDDATA() { damagedFrames += 1 }
             if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EAGAIN() {
                 try input.check(s, "avcodec_send_packet")
             }

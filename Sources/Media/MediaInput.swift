@@ -66,6 +66,7 @@ final class MediaInput {
     private let streamIO: StreamIO?
 
     init(_ source: MediaSource, limits: MediaLimits) throws {
+        _ = MediaInput.quietLogging
         name = source.name
         self.limits = limits
         var ctx: UnsafeMutablePointer<AVFormatContext>? = nil
@@ -125,6 +126,14 @@ final class MediaInput {
                                                                       Double(duration) / Double(AV_TIME_BASE), limits.maxDurationSeconds))
         }
     }
+
+    /// FFmpeg's own log lines would break the one-line error contract of the CLI; every failure
+    /// comes back as a MediaError instead. UNIMOE_FFMPEG_LOG=1 keeps FFmpeg's warnings for debugging.
+    private static let quietLogging: Bool = {
+        let verbose = ProcessInfo.processInfo.environment["UNIMOE_FFMPEG_LOG"] == "1"
+        av_log_set_level(verbose ? AV_LOG_WARNING : AV_LOG_QUIET)
+        return true
+    }()
 
     deinit {
         var ctx: UnsafeMutablePointer<AVFormatContext>? = format

@@ -75,7 +75,8 @@ final class VideoSampler {
     func first() throws -> TimedFrame {
         guard let f = try decodeNext() else {
             if let failure = input.readFailure { throw failure }
-            throw MediaError.invalidData(file: input.name, reason: "no video frame could be decoded")
+            let damaged = decoder.damagedFrames > 0 ? " (\(decoder.damagedFrames) damaged packets)" : ""
+            throw MediaError.invalidData(file: input.name, reason: "no video frame could be decoded\(damaged)")
         }
         firstPts = f.pts
         return TimedFrame(frame: f.frame, time: 0, pts: f.pts)
@@ -89,9 +90,11 @@ final class VideoSampler {
             if t > held.pts - firstPts, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
                 held = landed
             }
+            var reachedEnd = true
             while let next = try decodeNext() {
-                if next.pts - firstPts <= t { held = next } else { pending = next; break }
+                if next.pts - firstPts <= t { held = next } else { pending = next; reachedEnd = false; break }
             }
+            if reachedEnd { try checkNotTruncated() }
             out.append(held)
         }
         return out
@@ -117,7 +120,7 @@ final class VideoSampler {
         for _ in 0..<4 {
             pending = nil
             guard decoder.seek(to: target) else { return nil }
-            guard let f = try decodeNext() else { break }
+            guard let f = try decodeNext() else { try checkNotTruncated(); break }
             if f.pts - firstPts <= t { return f }
             // Landed after t (keyframe pts past its dts, or an imprecise container): go one keyframe back.
             target = min(target, f.pts) - 1
@@ -127,6 +130,18 @@ final class VideoSampler {
         guard decoder.seek(to: Int64.min + 1) || decoder.seek(to: 0) else { return nil }
         guard let f = try decodeNext() else { throw MediaError.invalidData(file: input.name, reason: "video ends after seeking back") }
         return f
+    }
+
+    /// At the end of the data: when the container's index lists frames past the last one decoded
+    /// (an MP4 or WebM cut short after its index), the file is truncated.
+    private func checkNotTruncated() throws {
+        let st = decoder.stream
+        let n = avformat_index_get_entries_count(st)
+        guard n > 0, let last = avformat_index_get_entry(st, n - 1), let lastPts else { return }
+        if last.pointee.timestamp > lastPts + 4 * frameStep {
+            let have = Double(lastPts - firstPts) * timeBase, want = Double(last.pointee.timestamp - firstPts) * timeBase
+            throw MediaError.invalidData(file: input.name, reason: String(format: "truncated: data ends at %.2f s, the index lists frames up to %.2f s", have, want))
+        }
     }
 
     /// Decodes to the end and returns the last frame's time plus its duration: the length of a

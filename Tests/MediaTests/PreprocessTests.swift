@@ -1,0 +1,94 @@
+import XCTest
+import Foundation
+import Media
+import Tensor
+import TestSupport
+
+/// CLIP pixels and Whisper log-mel features against transformers (fixtures from scripts/fixtures/media.py).
+final class PreprocessTests: XCTestCase {
+    func loadImage(_ name: String, _ w: Int, _ h: Int) throws -> RGBImage {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("media/\(name).rgb")))
+        return try RGBImage(width: w, height: h, pixels: [UInt8](data))
+    }
+
+    func testClipMatchesTransformers() throws {
+        let cases = try XCTUnwrap((try Fixtures.json("media/cases.json") as? [String: Any])?["clip"] as? [[String: Any]])
+        let ref = try Fixtures.tensors("media/reference.safetensors")
+        XCTAssertEqual(cases.count, 3)
+        for c in cases {
+            let name = try XCTUnwrap(c["name"] as? String)
+            let w = try XCTUnwrap(c["width"] as? Int), h = try XCTUnwrap(c["height"] as? Int)
+            let size = try XCTUnwrap(c["size"] as? Int), pad = try XCTUnwrap(c["pad"] as? Bool)
+            let pre = ClipPreprocessor(size: size, cropSize: size, padToSquare: pad)
+            let ours = try pre(try loadImage(name, w, h))
+            let expected = try ref.tensor("\(name).pixels")
+            XCTAssertEqual(ours.shape, expected.shape, name)
+            let a = ours.toArray(), b = expected.toArray()
+            let mad = zip(a, b).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(a.count)
+            XCTAssertLessThanOrEqual(mad, 0.02, "\(name): MAD \(mad)")
+            // Pillow's fixed-point bicubic is reproduced exactly; only float rounding in the normalisation remains.
+            XCTAssertLessThanOrEqual(zip(a, b).map { abs($0 - $1) }.max() ?? 1, 1e-5, name)
+        }
+    }
+
+    func testClipBatchAndShapes() throws {
+        let img = try loadImage("small_upscale", 60, 45)
+        let pre = ClipPreprocessor(size: 32, cropSize: 24)
+        let one = try pre(img)
+        XCTAssertEqual(one.shape, [3, 24, 24])
+        let batch = try pre.batch([img, img])
+        XCTAssertEqual(batch.shape, [2, 3, 24, 24])
+        XCTAssertEqual(Array(batch.toArray()[(3 * 24 * 24)...]), one.toArray())
+        XCTAssertThrowsError(try ClipPreprocessor(size: 0, cropSize: 24)(img))
+    }
+
+    func testPadToSquareUsesMeanColour() throws {
+        // A 4×2 white image padded to 4×4: rows 0 and 3 are int(mean·255), normalised.
+        let img = try RGBImage(width: 4, height: 2, pixels: [UInt8](repeating: 255, count: 24))
+        let t = try ClipPreprocessor(size: 4, cropSize: 4, padToSquare: true)(img).toArray()
+        for c in 0..<3 {
+            let bg = (Float(Int(ClipPreprocessor.clipMean[c] * 255)) / 255 - ClipPreprocessor.clipMean[c]) / ClipPreprocessor.clipStd[c]
+            let white = (1 - ClipPreprocessor.clipMean[c]) / ClipPreprocessor.clipStd[c]
+            XCTAssertEqual(t[c * 16 + 0], bg, accuracy: 1e-5)
+            XCTAssertEqual(t[c * 16 + 15], bg, accuracy: 1e-5)
+            XCTAssertEqual(t[c * 16 + 5], white, accuracy: 1e-5)
+        }
+    }
+
+    func testLogMelMatchesTransformers() throws {
+        let ref = try Fixtures.tensors("media/reference.safetensors")
+        let audio = try ref.tensor("audio").toArray()
+        let keep = 600
+        for bins in [80, 128] {
+            let fe = WhisperFeatureExtractor(melBins: bins)
+            let windows = fe.windows(audio)
+            XCTAssertEqual(windows.count, 1)
+            let ours = try fe.logMel(windows[0])
+            XCTAssertEqual(ours.shape, [bins, 3000])
+            let head = try ref.tensor("logmel\(bins).head").toArray()
+            let tail = try ref.tensor("logmel\(bins).tail").toArray()[0]
+            let o = ours.toArray()
+            var maxDiff: Float = 0
+            for m in 0..<bins {
+                for f in 0..<3000 {
+                    let expected = f < keep ? head[m * keep + f] : tail
+                    maxDiff = max(maxDiff, abs(o[m * 3000 + f] - expected))
+                }
+            }
+            XCTAssertLessThanOrEqual(maxDiff, 1e-3, "\(bins) bins: max |diff| \(maxDiff)")
+        }
+    }
+
+    func testWindowsPadAndCap() {
+        let fe = WhisperFeatureExtractor()
+        let samples = [Float](repeating: 0.5, count: 480000 + 1000)
+        let w = fe.windows(samples)
+        XCTAssertEqual(w.count, 2)
+        XCTAssertEqual(w[1].count, 480000)
+        XCTAssertEqual(w[1][999], 0.5)
+        XCTAssertEqual(w[1][1000], 0)
+        XCTAssertEqual(fe.windows(samples, maxWindows: 1).count, 1)
+        XCTAssertEqual(fe.windows([]).count, 0)
+        XCTAssertThrowsError(try fe.logMel([Float](repeating: 0, count: 480001)))
+    }
+}
