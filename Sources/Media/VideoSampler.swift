@@ -68,7 +68,14 @@ final class VideoSampler {
         if pixels > input.limits.maxPixels {
             throw MediaError.limitExceeded(file: input.name, reason: "\(f.pointer.pointee.width)x\(f.pointer.pointee.height) frame, more than \(input.limits.maxPixels) pixels")
         }
-        return TimedFrame(frame: f, time: Double(pts - firstPts) * timeBase, pts: pts)
+        return TimedFrame(frame: f, time: seconds(pts - firstPts), pts: pts)
+    }
+
+    /// `ticks` in seconds, one correctly rounded division (20992/12800 prints as 1.64, not 1.6400000000000001).
+    private func seconds(_ ticks: Int64) -> Double {
+        let tb = decoder.stream.pointee.time_base
+        guard tb.num > 0, tb.den > 0 else { return Double(ticks) * timeBase }
+        return Double(Int128(ticks) * Int128(tb.num)) / Double(tb.den)
     }
 
     /// The first frame (the time origin).
