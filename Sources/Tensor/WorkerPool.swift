@@ -129,7 +129,9 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     private func workerLoop(_ w: Int) {
-        var seen = generation.load(ordering: .acquiring)
+        // Start from the pool's initial generation, not a fresh load: a job posted before this
+        // thread got scheduled must still be seen (otherwise the caller waits for it forever).
+        var seen = 0
         while true {
             // Spin for the next job, then sleep.
             var spins = 0
