@@ -4,4 +4,6 @@ public let allCommands: [any Command.Type] = [
     MediaCommand.self,
     TokenizeCommand.self,
     DetokenizeCommand.self,
+    LogitsCommand.self,
+    GenerateCommand.self,
 ]
