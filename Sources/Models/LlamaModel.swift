@@ -220,6 +220,25 @@ public final class LanguageModel: @unchecked Sendable {
                             : (0..<spans.count).map { logits.rows($0..<($0 + 1)) }
     }
 
+    /// Bytes of weights one decode step reads (attention, routers, `k` experts or the dense MLP per
+    /// layer, norms, LM head, one embedding row): the divisor of the memory-bandwidth ceiling.
+    public var weightBytesPerToken: Int {
+        var total = lmHead.byteCount + finalNorm.byteCount + embedTokens.byteCount / max(vocab, 1)
+        let expertBytes = config.hasMoE ? 3 * config.hiddenSize * config.intermediateSize * lmHead.dtype.size : 0
+        for l in layers {
+            let a = l.attention
+            total += a.q.byteCount + a.k.byteCount + a.v.byteCount + a.o.byteCount
+            total += l.inputNorm.byteCount + l.postNorm.byteCount
+            if let d = l.dense { total += d.gate.byteCount + d.up.byteCount + d.down.byteCount }
+            if let s = l.sparse {
+                let stored = localExperts?.expert(layer: s.layer, expert: 0)
+                let one = stored.map { $0.gate.byteCount + $0.up.byteCount + $0.down.byteCount } ?? expertBytes
+                total += s.router.byteCount + s.k * one
+            }
+        }
+        return total
+    }
+
     /// Logits `[ids.count, vocab]` of every position of one fresh sequence (no template, no added
     /// tokens): what `unimoe logits` prints.
     public func logits(ids: [Int], experts: ExpertRunner? = nil) throws -> Tensor {

@@ -12,6 +12,7 @@ public enum BenchCommand: Command {
     /// Add one line per area.
     static let areas: [String: @Sendable ([String]) throws -> Void] = [
         "kernels": BenchKernels.run,
+        "lm": BenchLM.run,
     ]
 
     public static func run(_ args: [String]) throws {
