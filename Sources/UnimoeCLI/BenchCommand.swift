@@ -13,6 +13,7 @@ public enum BenchCommand: Command {
     static let areas: [String: @Sendable ([String]) throws -> Void] = [
         "kernels": BenchKernels.run,
         "lm": BenchLM.run,
+        "media": BenchMedia.run,
     ]
 
     public static func run(_ args: [String]) throws {

@@ -68,3 +68,26 @@ enum MediaCommandError: Error, CustomStringConvertible {
         }
     }
 }
+
+/// `unimoe bench media logmel [--bins N] [--seconds S]`: the in-process half of scripts/bench-media —
+/// log-mel windows per second on one thread (the script compares with transformers in the same run).
+enum BenchMedia {
+    @Sendable static func run(_ args: [String]) throws {
+        let a = try Arguments(args, valued: ["bins", "seconds"])
+        guard a.positional == ["logmel"] else { throw UsageError("bench media needs: logmel [--bins N] [--seconds S]") }
+        let bins = try a.int("bins", default: 80, range: 1...512) ?? 80
+        let seconds = try a.double("seconds", default: 3, range: 0.1...600) ?? 3
+        let fe = WhisperFeatureExtractor(melBins: bins)
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let window = (0..<fe.samplesPerWindow).map { _ -> Float in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: state >> 11) % 20000) / 40000
+        }
+        var failure: Error?
+        let perWindow = BenchReport.time(repeats: 3, minSeconds: seconds / 3) {
+            do { _ = try fe.logMel(window) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        printLine(jsonLine(["bins": bins, "windows_per_second": 1 / perWindow]))
+    }
+}
