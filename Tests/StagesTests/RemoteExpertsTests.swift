@@ -55,6 +55,33 @@ func randomRows(_ n: Int, _ hidden: Int, seed: Int) throws -> Tensor {
         #expect(counts["served/e01"] == 4 && counts["served/e23"] == 4, "\(counts)")
     }
 
+    @Test func trunkWithRemoteExpertsGivesIdenticalLogits() throws {
+        let local = try LanguageModel.load(directory: unimoeDir)
+        let trunk = try LanguageModel.load(directory: unimoeDir, experts: .remote)
+        let d = try Dispatcher(bind: "tcp://127.0.0.1:*", policy: quick, name: "router-test")
+        let remote = RemoteExperts(dispatcher: d, timeout: 10)
+        let stop = StopFlag()
+        defer { stop.set() }
+        // Expert 1 has two replicas; the others one each, spread over three workers.
+        startExpertWorker(d.endpoint, experts: [0, 1], name: "a", stop: stop)
+        startExpertWorker(d.endpoint, experts: [1, 2], name: "b", stop: stop)
+        startExpertWorker(d.endpoint, experts: [3], name: "c", stop: stop)
+        let ids = [1, 17, 300, 42, 5, 9, 88, 250, 3, 77]
+        let want = try local.logits(ids: ids).toArray()
+        let got = try trunk.logits(ids: ids, experts: remote).toArray()
+        #expect(got == want)
+        // A batched step of two sequences (one prefill, one decode) matches too.
+        let c1 = local.makeCache(), c2 = local.makeCache(), r1 = trunk.makeCache(), r2 = trunk.makeCache()
+        _ = try local.forward([SequenceStep(cache: c2, embeddings: local.embed(ids: [1, 2, 3]))], allPositions: false)
+        _ = try trunk.forward([SequenceStep(cache: r2, embeddings: trunk.embed(ids: [1, 2, 3]))], experts: remote, allPositions: false)
+        let wantB = try local.forward([SequenceStep(cache: c1, embeddings: local.embed(ids: ids)),
+                                       SequenceStep(cache: c2, embeddings: local.embed(ids: [4]))], allPositions: false)
+        let gotB = try trunk.forward([SequenceStep(cache: r1, embeddings: trunk.embed(ids: ids)),
+                                      SequenceStep(cache: r2, embeddings: trunk.embed(ids: [4]))], experts: remote, allPositions: false)
+        #expect(zip(wantB, gotB).allSatisfy { $0.toArray() == $1.toArray() })
+        #expect(remote.timings.entries["moe_round_trip"]?.count ?? 0 >= 4)
+    }
+
     @Test func missingExpertIsAnErrorNamingIt() throws {
         let d = try Dispatcher(bind: "tcp://127.0.0.1:*", policy: quick)
         let remote = RemoteExperts(dispatcher: d, timeout: 0.5)
