@@ -82,6 +82,16 @@ public enum Linear {
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// Batched `C[i] = A[i] · B[i]` (or `· B[i]ᵀ` when `transposeB`) for i in `0..<batch`, as
+    /// `torch.bmm`: A `[batch, m, k]`, B `[batch, k, n]` (or `[batch, n, k]`), C `[batch, m, n]`, contiguous.
+    public static func batchedGemm(batch: Int, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
+                                   b: UnsafePointer<Float>, transposeB: Bool, c: UnsafeMutablePointer<Float>) {
+        for i in 0..<batch {
+            gemm(m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * k * n, ldb: transposeB ? k : n,
+                 transposeB: transposeB, c: c + i * m * n, ldc: n)
+        }
+    }
+
     /// Threads this process's kernels may use: sets both our worker pool (mat-vec, attention) and
     /// OpenBLAS (GEMMs). Set once per process (the pipeline file gives each role its count).
     public static func setThreads(_ n: Int) {

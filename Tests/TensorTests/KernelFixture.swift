@@ -1,0 +1,41 @@
+import Checkpoint
+import Foundation
+import Tensor
+import TestSupport
+import XCTest
+
+/// One kernel family's reference data: `Tests/Fixtures/kernels/NAME.{safetensors,json}`.
+struct KernelFixture {
+    let file: SafeTensorsFile
+    let cases: [[String: Any]]
+
+    init(_ name: String) throws {
+        file = try Fixtures.tensors("kernels/\(name).safetensors")
+        let json = try XCTUnwrap(try Fixtures.json("kernels/\(name).json") as? [String: Any])
+        cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
+        XCTAssertFalse(cases.isEmpty, "no cases in kernels/\(name).json")
+    }
+
+    func tensor(_ name: String) throws -> Tensor { try file.tensor(name) }
+    func floats(_ name: String) throws -> [Float] { try file.tensor(name).toArray() }
+}
+
+extension Dictionary where Key == String, Value == Any {
+    func int(_ k: String) throws -> Int { try XCTUnwrap(self[k] as? Int, "case field \(k)") }
+    func bool(_ k: String) throws -> Bool { try XCTUnwrap(self[k] as? Bool, "case field \(k)") }
+    func double(_ k: String) throws -> Double { try XCTUnwrap((self[k] as? NSNumber)?.doubleValue, "case field \(k)") }
+    func string(_ k: String) throws -> String { try XCTUnwrap(self[k] as? String, "case field \(k)") }
+}
+
+/// The kernels' acceptance tolerance for f32 results.
+let kernelTolerance: Float = 1e-5
+
+/// Runs `body` once per thread count, so both the serial and the pooled paths are checked.
+func withThreadCounts(_ counts: [Int] = [1, 2, 3], _ body: (Int) throws -> Void) rethrows {
+    let before = Linear.threads
+    defer { Linear.setThreads(before) }
+    for n in counts {
+        Linear.setThreads(n)
+        try body(n)
+    }
+}

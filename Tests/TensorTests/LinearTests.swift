@@ -1,0 +1,84 @@
+import Tensor
+import TestSupport
+import XCTest
+
+final class LinearTests: XCTestCase {
+    /// x·Wᵀ (+b) for f32, bf16 and f16 weights, rows on both sides of the mat-vec/sgemm switch,
+    /// odd sizes; against torch computing with the same stored weights widened to f32.
+    func testLinearMatchesTorch() throws {
+        let fx = try KernelFixture("linear")
+        try withThreadCounts { threads in
+            for c in fx.cases {
+                let name = try c.string("name")
+                let rows = try c.int("rows"), outF = try c.int("out")
+                let x = try fx.floats("\(name)/x"), w = try fx.tensor("\(name)/w")
+                XCTAssertEqual(w.dtype.rawValue.lowercased(), try c.string("dtype"))
+                let b = try c.bool("bias") ? try fx.tensor("\(name)/b") : nil
+                let want = try fx.floats("\(name)/y")
+                var y = [Float](repeating: .nan, count: rows * outF)
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: w, bias: b, into: $0.baseAddress!) }
+                }
+                let err = relativeError(y, want)
+                XCTAssertLessThanOrEqual(err, kernelTolerance, "\(name) threads \(threads): relative error \(err)")
+            }
+        }
+    }
+
+    /// The Tensor form reshapes leading dimensions and checks shapes.
+    func testTensorFormAndShapeErrors() throws {
+        let fx = try KernelFixture("linear")
+        let x = try fx.tensor("bf16_3x64x130/x"), w = try fx.tensor("bf16_3x64x130/w")
+        let y = try Linear.forward(try x.reshaped([1, 3, 64]), weight: w)
+        XCTAssertEqual(y.shape, [1, 3, 130])
+        XCTAssertLessThanOrEqual(relativeError(y.toArray(), try fx.floats("bf16_3x64x130/y")), kernelTolerance)
+        XCTAssertThrowsError(try Linear.forward(x, weight: try fx.tensor("f32_1x33x7/w")))
+    }
+
+    /// A long run of mat-vec calls from several threads at once: the pool must serialise or share
+    /// safely and every result must still be exact.
+    func testConcurrentCallersGetCorrectResults() throws {
+        let fx = try KernelFixture("linear")
+        let name = "bf16_1x300x260_bias"
+        let x = try fx.floats("\(name)/x"), w = try fx.tensor("\(name)/w"), b = try fx.tensor("\(name)/b")
+        let want = try fx.floats("\(name)/y")
+        let errors = UnsafeMutablePointer<Float>.allocate(capacity: 4)
+        defer { errors.deallocate() }
+        let box = ErrorSlots(errors)
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            var worst: Float = 0
+            var y = [Float](repeating: 0, count: 260)
+            for _ in 0..<50 {
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: 1, weight: w, bias: b, into: $0.baseAddress!) }
+                }
+                worst = max(worst, relativeError(y, want))
+            }
+            box.p[t] = worst
+        }
+        for t in 0..<4 { XCTAssertLessThanOrEqual(errors[t], kernelTolerance) }
+    }
+
+    /// torch.bmm, plain and with B transposed.
+    func testBatchedGemmMatchesTorch() throws {
+        let fx = try KernelFixture("bmm")
+        for c in fx.cases {
+            let name = try c.string("name")
+            let batch = try c.int("batch"), m = try c.int("m"), n = try c.int("n"), k = try c.int("k")
+            let a = try fx.floats("\(name)/a"), b = try fx.floats("\(name)/b"), want = try fx.floats("\(name)/y")
+            var y = [Float](repeating: .nan, count: batch * m * n)
+            let t = try c.bool("transposeB")
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in y.withUnsafeMutableBufferPointer { yp in
+                Linear.batchedGemm(batch: batch, m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!,
+                                   transposeB: t, c: yp.baseAddress!)
+            } } }
+            XCTAssertLessThanOrEqual(relativeError(y, want), kernelTolerance, name)
+        }
+    }
+}
+
+/// Result slots written by concurrent test threads. `@unchecked Sendable`: each thread writes its own index.
+private struct ErrorSlots: @unchecked Sendable {
+    let p: UnsafeMutablePointer<Float>
+    init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+}
