@@ -21,9 +21,12 @@ public enum FastMath {
         p = p * r + 1.6666665459e-1
         p = p * r + 5.0000001201e-1
         p = p * (r * r) + r + 1
-        let ni = SIMD16<Int32>(n.clamped(lowerBound: V(repeating: -126), upperBound: V(repeating: 127)), rounding: .towardZero)
-        let scale = unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
-        var y = p * scale
+        // 2^n as two factors so n up to 128 (x near 88.7) and down to −126 stay representable.
+        let ni = SIMD16<Int32>(n, rounding: .towardZero)
+        let half = ni &>> 1
+        let s1 = unsafeBitCast((half &+ 127) &<< 23, to: V.self)
+        let s2 = unsafeBitCast((ni &- half &+ 127) &<< 23, to: V.self)
+        var y = p * s1 * s2
         y.replace(with: 0, where: x .< lo)
         y.replace(with: .infinity, where: x .> hi)
         return y
@@ -80,12 +83,20 @@ public enum FastMath {
 
     /// Exact GELU 0.5·x·(1 + erf(x/√2)), vectorised and parallel.
     public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        #if DEBUG
+        Activations.gelu(x, count: count)   // unoptimised SIMD code is ~100× slower than libm
+        #else
         map(x, count: count) { v in 0.5 * v * (1 + erf(v * 0.70710678118654752440)) }
+        #endif
     }
 
     /// CLIP quick-GELU x·σ(1.702x), vectorised and parallel.
     public static func quickGelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        #if DEBUG
+        Activations.quickGelu(x, count: count)
+        #else
         map(x, count: count) { v in v / (1 + exp(-1.702 * v)) }
+        #endif
     }
 
     /// The activations the encoders use, by Hugging Face name; others fall back to `Activations.apply`.
@@ -101,6 +112,23 @@ public enum FastMath {
     /// (a causal or padding mask), vectorised; rows run in parallel.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float,
                                visible: ((Int) -> Int)? = nil) {
+        #if DEBUG
+        // Debug builds (the test suite) run the scalar form: generic SIMD code unoptimised is far slower.
+        for r in 0..<rows {
+            let row = x + r * cols
+            let n = visible.map { min(cols, max(0, $0(r))) } ?? cols
+            for j in 0..<n { row[j] *= scale }
+            for j in n..<cols { row[j] = -.infinity }
+        }
+        Activations.softmax(x, rows: rows, cols: cols)
+        #else
+        softmaxVectorised(x, rows: rows, cols: cols, scale: scale, visible: visible)
+        #endif
+    }
+
+    /// The vectorised, parallel body of `softmax` (called directly by tests in debug builds).
+    public static func softmaxVectorised(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float,
+                                         visible: ((Int) -> Int)? = nil) {
         let lanes = V.scalarCount
         parallel(rows, minChunk: max(1, 16384 / max(cols, 1))) { range in
             for r in range {
