@@ -6,4 +6,6 @@ public let allCommands: [any Command.Type] = [
     DetokenizeCommand.self,
     LogitsCommand.self,
     GenerateCommand.self,
+    AskCommand.self,
+    RunCommand.self,
 ]

@@ -116,6 +116,27 @@ public final class Dispatcher {
         return (reply.message, reply.worker)
     }
 
+    /// Every reply that has arrived since the last call, for event-loop callers (the coordinator)
+    /// that keep many jobs in flight instead of waiting on a few with `collect`.
+    public func takeCompleted() -> [(job: UInt64, reply: Reply)] {
+        defer { completed.removeAll() }
+        return completed.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Drops jobs whose answer is no longer wanted (their request failed); a late reply is ignored.
+    public func forget(_ ids: [UInt64]) {
+        for id in ids {
+            if let w = jobs[id]?.worker { workers[w]?.inFlight.remove(id) }
+            jobs[id] = nil
+            completed[id] = nil
+        }
+    }
+
+    /// Services that have jobs waiting because no live worker offers them.
+    public var starvedServices: [String] {
+        Set(jobs.values.filter { $0.worker == nil }.map(\.service)).sorted()
+    }
+
     /// Handles whatever arrives within `timeout` seconds (at least one poll), then heartbeats and expiry.
     public func pump(timeout: Double) throws {
         if try Poller.wait([socket], timeout: timeout).first == true {

@@ -14,8 +14,10 @@ public enum MessageKind: UInt16, Sendable, CaseIterable {
     case expertForward = 10 // layer, expert; tensor 0 = rows [n, hidden]
     case expertResult = 11  // tensor 0 = outputs [n, hidden]
     // Decode stage.
-    case mediaChunk = 20    // payload = bytes; sequence = chunk index; flags.last on the final chunk; JSON header on chunk 0
-    case decoded = 21       // tensors: images [n, h, w, 3] u8-as-f32 … (see docs/PROTOCOL.md)
+    case mediaChunk = 20    // stream = upload id; sequence = chunk index; payload = bytes; flags.last on the final chunk
+    case decoded = 21       // tensor 0 = encoder input (pixels [n, 3, S, S] or log-mel [n, mel, frames])
+    case mediaOpen = 22     // stream = upload id; payload JSON MediaItem (kind and name); chunks follow
+    case ack = 23           // empty reply (a chunk was taken)
     // Encode / connect stages.
     case encode = 30
     case encoded = 31
@@ -57,10 +59,14 @@ public struct WireLimits: Sendable {
 public struct Message: @unchecked Sendable {
     public static let magic: UInt32 = 0x454F_4D55  // "UMOE" read as little-endian bytes
     public static let version: UInt16 = 1
-    static let fixedHeaderSize = 36
+    static let fixedHeaderSize = 44
 
     public var kind: MessageKind
+    /// This hop's request id: a dispatcher replaces it with its job id and restores it in the reply.
     public var requestID: UInt64
+    /// The end-to-end stream (client request or media upload) the message belongs to; dispatchers
+    /// keep it, so a worker can tie together chunks of one upload.
+    public var stream: UInt64
     public var sequence: UInt32
     public var layer: Int32
     public var expert: Int32
@@ -68,10 +74,11 @@ public struct Message: @unchecked Sendable {
     public var tensors: [Tensor]
     public var payload: Data?
 
-    public init(_ kind: MessageKind, requestID: UInt64 = 0, sequence: UInt32 = 0, layer: Int32 = -1, expert: Int32 = -1,
+    public init(_ kind: MessageKind, requestID: UInt64 = 0, stream: UInt64 = 0, sequence: UInt32 = 0, layer: Int32 = -1, expert: Int32 = -1,
                 flags: MessageFlags = [], tensors: [Tensor] = [], payload: Data? = nil) {
         self.kind = kind
         self.requestID = requestID
+        self.stream = stream
         self.sequence = sequence
         self.layer = layer
         self.expert = expert
@@ -82,14 +89,15 @@ public struct Message: @unchecked Sendable {
 
     /// An error reply to `request` carrying `text`.
     public static func errorReply(to request: Message?, _ text: String) -> Message {
-        Message(.error, requestID: request?.requestID ?? 0, sequence: request?.sequence ?? 0,
+        Message(.error, requestID: request?.requestID ?? 0, stream: request?.stream ?? 0, sequence: request?.sequence ?? 0,
                 layer: request?.layer ?? -1, expert: request?.expert ?? -1, payload: Data(text.utf8))
     }
 
     /// A message whose payload is `object` encoded as JSON.
-    public static func json<T: Encodable>(_ kind: MessageKind, _ object: T, requestID: UInt64 = 0, sequence: UInt32 = 0,
-                                          tensors: [Tensor] = []) throws -> Message {
-        Message(kind, requestID: requestID, sequence: sequence, tensors: tensors, payload: try JSONEncoder().encode(object))
+    public static func json<T: Encodable>(_ kind: MessageKind, _ object: T, requestID: UInt64 = 0, stream: UInt64 = 0,
+                                          sequence: UInt32 = 0, tensors: [Tensor] = []) throws -> Message {
+        Message(kind, requestID: requestID, stream: stream, sequence: sequence, tensors: tensors,
+                payload: try JSONEncoder().encode(object))
     }
 
     /// Decodes the JSON payload; a missing or invalid payload is `malformed`.
@@ -106,7 +114,7 @@ public struct Message: @unchecked Sendable {
     public func frames() -> [OutFrame] {
         var h = ByteWriter()
         h.u32(Message.magic); h.u16(Message.version); h.u16(kind.rawValue)
-        h.u64(requestID); h.u32(sequence); h.i32(layer); h.i32(expert)
+        h.u64(requestID); h.u64(stream); h.u32(sequence); h.i32(layer); h.i32(expert)
         var f = flags
         if payload != nil { f.insert(.hasPayload) } else { f.remove(.hasPayload) }
         h.u32(f.rawValue)
@@ -145,6 +153,7 @@ public struct Message: @unchecked Sendable {
         guard let kind = MessageKind(rawValue: rawKind) else { throw WireError.malformed("unknown message kind \(rawKind)") }
         self.kind = kind
         requestID = try r.u64()
+        stream = try r.u64()
         sequence = try r.u32()
         layer = try r.i32()
         expert = try r.i32()

@@ -165,7 +165,7 @@ public final class Socket {
     }
 
     /// Receives one message that `poll` said is ready (or blocks until one is).
-    func receiveNow() throws -> [InFrame] {
+    public func receiveNow() throws -> [InFrame] {
         try withUnsafeHandle { h in
             var frames: [InFrame] = []
             while true {

@@ -195,7 +195,7 @@ final class StartSignal: @unchecked Sendable {
 extension Message {
     /// Copies the request id from a rejected message's header when it got that far, so the sender
     /// can match the error reply.
-    func withRequestID(of frames: [InFrame]) -> Message {
+    public func withRequestID(of frames: [InFrame]) -> Message {
         var m = self
         if let head = frames.first, head.count >= 16 {
             var r = ByteReader(Array(head.bytes.prefix(16)))

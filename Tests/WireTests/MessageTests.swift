@@ -27,14 +27,14 @@ func receiveMessage(_ s: Socket, limits: WireLimits = .standard) throws -> Messa
         let b = a.converted(to: .bf16)
         let empty = Tensor(zeros: [0, 4])
         let big = try Tensor(shape: [64, 512], values: (0..<(64 * 512)).map { Float($0 % 977) })
-        let sent = Message(.expertForward, requestID: 0xDEAD_BEEF_0102, sequence: 7, layer: 3, expert: 1, flags: [.last],
+        let sent = Message(.expertForward, requestID: 0xDEAD_BEEF_0102, stream: 0x0102_0304_0506_0708, sequence: 7, layer: 3, expert: 1, flags: [.last],
                            tensors: [a, b, empty, big], payload: Data("{\"x\":1}".utf8))
         try dealer.send(sent)
         guard let frames = try router.receive(timeout: 2) else { Issue.record("no message"); return }
         let m = try Message(frames: Array(frames.dropFirst()))
         #expect(m.kind == .expertForward)
         #expect(m.requestID == 0xDEAD_BEEF_0102)
-        #expect(m.sequence == 7 && m.layer == 3 && m.expert == 1)
+        #expect(m.sequence == 7 && m.layer == 3 && m.expert == 1 && m.stream == 0x0102_0304_0506_0708)
         #expect(m.flags.contains(.last) && m.flags.contains(.hasPayload))
         #expect(m.tensors.map(\.shape) == [[3, 4], [3, 4], [0, 4], [64, 512]])
         #expect(m.tensors.map(\.dtype) == [.f32, .bf16, .f32, .f32])
@@ -52,7 +52,7 @@ func receiveMessage(_ s: Socket, limits: WireLimits = .standard) throws -> Messa
     func header(kind: UInt16 = 10, version: UInt16 = 1, magic: UInt32 = Message.magic, flags: UInt32 = 0,
                 tensors: [(UInt8, [UInt64])] = [(1, [2, 3])]) -> [UInt8] {
         var w = ByteWriter()
-        w.u32(magic); w.u16(version); w.u16(kind); w.u64(9); w.u32(0); w.i32(0); w.i32(0); w.u32(flags)
+        w.u32(magic); w.u16(version); w.u16(kind); w.u64(9); w.u64(3); w.u32(0); w.i32(0); w.i32(0); w.u32(flags)
         w.u16(UInt16(tensors.count)); w.u16(0)
         for (code, dims) in tensors {
             w.u8(code); w.u8(UInt8(dims.count)); w.u16(0)
@@ -77,7 +77,7 @@ func receiveMessage(_ s: Socket, limits: WireLimits = .standard) throws -> Messa
         let (a, b) = try pairSockets()
         try a.send([.bytes(header()), .bytes([UInt8](repeating: 0, count: 24))])
         let m = try receiveMessage(b)
-        #expect(m.kind == .expertForward && m.requestID == 9 && m.tensors[0].shape == [2, 3])
+        #expect(m.kind == .expertForward && m.requestID == 9 && m.stream == 3 && m.tensors[0].shape == [2, 3])
     }
 
     @Test func everyCorruptionIsNamed() throws {
@@ -90,7 +90,7 @@ func receiveMessage(_ s: Socket, limits: WireLimits = .standard) throws -> Messa
         try expectMalformed([header(), body, body], containing: "3 frames, header announces 2")
         try expectMalformed([header(), [UInt8](repeating: 0, count: 20)], containing: "frame has 20 bytes")
         try expectMalformed([header(tensors: [(7, [2, 3])]), body], containing: "unknown dtype code 7")
-        try expectMalformed([Array(header().prefix(20))], containing: "needs at least 36")
+        try expectMalformed([Array(header().prefix(20))], containing: "needs at least 44")
         try expectMalformed([Array(header().dropLast(4)), body], containing: "truncated")
         try expectMalformed([header() + [0, 0], body], containing: "trailing bytes")
         try expectMalformed([header(tensors: [(1, [1 << 40])]), body], containing: "too large")

@@ -1,0 +1,353 @@
+import Foundation
+import Tensor
+import Wire
+
+/// The client-facing process: takes `ask` requests and their media chunks from clients (a ROUTER
+/// frontend), drives each request through decode → encode → connect on the stage workers (a
+/// dispatcher backend that the workers join), stitches the embeddings, then runs the generation
+/// loop — one trunk step at a time carrying every live sequence that has input ready (batched),
+/// sampling each sequence's next token and streaming it to its client. Single-threaded event loop;
+/// every wait is bounded, every message validated.
+public final class Coordinator {
+    /// Why a backend job was sent.
+    enum Purpose {
+        case open(media: Int), chunk(media: Int), encode(media: Int), connect(media: Int)
+        case step([UInt64]), release, stats(client: [UInt8], requestID: UInt64)
+    }
+
+    /// One media upload of a request.
+    struct Upload {
+        var stream: UInt64
+        var openJob: UInt64?
+        var worker: Dispatcher.WorkerID?
+        var queued: [Message] = []
+        var received = 0
+    }
+
+    /// One client request in flight.
+    final class Request {
+        let key: UInt64
+        let client: [UInt8]
+        let clientRequestID: UInt64
+        let ask: AskRequest
+        let state: GenerationState
+        var uploads: [Upload]
+        var embeddings: [Tensor?]
+        var input: Tensor?
+        var jobs: Set<UInt64> = []
+        var timings = StageTimings()
+        let started = monotonicSeconds()
+        var firstToken = true
+        var mediaStarted: [Double]
+
+        init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState, streams: [UInt64]) {
+            self.key = key
+            self.client = client
+            self.clientRequestID = clientRequestID
+            self.ask = ask
+            self.state = state
+            uploads = streams.map { Upload(stream: $0) }
+            embeddings = Array(repeating: nil, count: ask.media.count)
+            mediaStarted = Array(repeating: 0, count: ask.media.count)
+        }
+    }
+
+    public let builder: PromptBuilder
+    public let frontend: Socket
+    public let backend: Dispatcher
+    public let frontendEndpoint: String
+    /// A request still unanswered after this long fails (naming the services nobody offers).
+    public var requestTimeout = 300.0
+    public var limits = WireLimits.standard
+    let name = "coordinator"
+
+    private var requests: [UInt64: Request] = [:]
+    private var byClient: [[UInt8]: [UInt64: UInt64]] = [:]
+    private var purposes: [UInt64: (request: UInt64?, purpose: Purpose)] = [:]
+    private var nextKey: UInt64 = 1
+    private var stepJob: UInt64?
+    private var routerWorker: Dispatcher.WorkerID?
+    private var counters: [String: Int] = [:]
+
+    public init(builder: PromptBuilder, frontend: String, backend: String, policy: HeartbeatPolicy) throws {
+        self.builder = builder
+        self.frontend = try Socket(.router)
+        try self.frontend.bind(frontend)
+        frontendEndpoint = try self.frontend.lastEndpoint()
+        self.backend = try Dispatcher(bind: backend, policy: policy, name: "coordinator")
+    }
+
+    /// Serves until `stop` is set.
+    public func run(stop: StopFlag) throws {
+        while !stop.isSet {
+            let ready = try Poller.wait([frontend, backend.socket], timeout: backend.policy.interval / 2)
+            if ready[0] {
+                repeat { handleClient(try frontend.receiveNow()) } while try Poller.wait([frontend], timeout: 0)[0]
+            }
+            try backend.pump(timeout: 0)
+            for (job, reply) in backend.takeCompleted() { handleReply(job, reply) }
+            flushUploads()
+            scheduleStep()
+            expireRequests()
+        }
+    }
+
+    // MARK: - clients
+
+    private func handleClient(_ frames: [InFrame]) {
+        guard frames.count >= 2 else { return }
+        let client = frames[0].bytes
+        let m: Message
+        do {
+            m = try Message(frames: Array(frames.dropFirst()), limits: limits)
+        } catch {
+            wireLog(name, "rejected a client message: \(error)")
+            send(Message.errorReply(to: nil, "coordinator rejected a message: \(error)").withRequestID(of: Array(frames.dropFirst())), to: client)
+            return
+        }
+        switch m.kind {
+        case .ask: startRequest(m, client: client)
+        case .mediaChunk: takeChunk(m, client: client)
+        case .stats:
+            if let router = routerWorker ?? backend.workers(offering: "router").first {
+                submit(Message(.stats), service: "router", pin: router, request: nil, purpose: .stats(client: client, requestID: m.requestID))
+            } else {
+                replyStats(client: client, requestID: m.requestID, router: [:])
+            }
+        case .heartbeat: send(Message(.heartbeat, requestID: m.requestID), to: client)
+        default:
+            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaChunk or stats, not \(m.kind)"), to: client)
+        }
+    }
+
+    private func startRequest(_ m: Message, client: [UInt8]) {
+        let ask: AskRequest
+        do {
+            ask = try m.decodePayload(AskRequest.self)
+            guard ask.maxNewTokens >= 0, ask.maxNewTokens <= 1 << 16, ask.temperature >= 0, ask.topP > 0, ask.topP <= 1 else {
+                throw StageError.badRequest("max-new-tokens must be 0…65536, temperature ≥ 0, 0 < top-p ≤ 1")
+            }
+        } catch {
+            send(Message.errorReply(to: m, "\(error)"), to: client)
+            return
+        }
+        let key = nextKey
+        nextKey += 1
+        let streams = ask.media.indices.map { key << 8 | UInt64($0) }
+        let r = Request(key: key, client: client, clientRequestID: m.requestID, ask: ask,
+                        state: GenerationState(request: ask, builder: builder), streams: streams)
+        requests[key] = r
+        byClient[client, default: [:]][m.requestID] = key
+        counters["requests", default: 0] += 1
+        if ask.media.isEmpty { prepareInput(r) }
+    }
+
+    private func takeChunk(_ m: Message, client: [UInt8]) {
+        guard let key = byClient[client]?[m.requestID], let r = requests[key] else {
+            send(Message.errorReply(to: m, "coordinator: media chunk for unknown request \(m.requestID)"), to: client)
+            return
+        }
+        let i = Int(m.layer)
+        guard r.ask.media.indices.contains(i) else {
+            fail(r, "media chunk for input \(i), the request has \(r.ask.media.count)")
+            return
+        }
+        var u = r.uploads[i]
+        guard Int(m.sequence) == u.received else {
+            fail(r, "\(r.ask.media[i].name): chunk \(m.sequence) arrived, expected \(u.received)")
+            return
+        }
+        if u.received == 0 {
+            r.mediaStarted[i] = monotonicSeconds()
+            do {
+                let open = try Message.json(.mediaOpen, r.ask.media[i], stream: u.stream)
+                u.openJob = submit(open, service: "decode", pin: nil, request: r.key, purpose: .open(media: i))
+            } catch { fail(r, "\(error)"); return }
+        }
+        u.received += 1
+        u.queued.append(Message(.mediaChunk, stream: u.stream, sequence: m.sequence, flags: m.flags.intersection(.last), payload: m.payload ?? Data()))
+        r.uploads[i] = u
+    }
+
+    // MARK: - backend
+
+    @discardableResult
+    private func submit(_ m: Message, service: String, pin: Dispatcher.WorkerID?, request: UInt64?, purpose: Purpose) -> UInt64? {
+        do {
+            let id = try backend.submit(m, service: service, pinnedTo: pin)
+            purposes[id] = (request, purpose)
+            if let request { requests[request]?.jobs.insert(id) }
+            return id
+        } catch {
+            if let request, let r = requests[request] { fail(r, "\(service): \(error)") }
+            return nil
+        }
+    }
+
+    /// Sends queued chunks once the decode worker that opened the upload is known (chunks of one
+    /// upload must reach the same worker, in order).
+    private func flushUploads() {
+        for r in requests.values {
+            for i in r.uploads.indices where !r.uploads[i].queued.isEmpty {
+                if r.uploads[i].worker == nil, let open = r.uploads[i].openJob {
+                    r.uploads[i].worker = backend.worker(of: open)
+                }
+                guard let w = r.uploads[i].worker else { continue }
+                let q = r.uploads[i].queued
+                r.uploads[i].queued.removeAll()
+                for c in q { submit(c, service: "decode", pin: w, request: r.key, purpose: .chunk(media: i)) }
+            }
+        }
+    }
+
+    private func handleReply(_ job: UInt64, _ reply: Dispatcher.Reply) {
+        guard let (key, purpose) = purposes.removeValue(forKey: job) else { return }
+        let m = reply.message
+        if case .stats(let client, let requestID) = purpose {
+            let router = (try? m.decodePayload([String: Int].self)) ?? [:]
+            replyStats(client: client, requestID: requestID, router: router)
+            return
+        }
+        if case .release = purpose { return }
+        if case .step(let seqs) = purpose {
+            stepJob = nil
+            handleStep(seqs, m, worker: reply.worker)
+            return
+        }
+        guard let key, let r = requests[key] else { return }
+        r.jobs.remove(job)
+        if m.kind == .error {
+            if case .open(let i) = purpose { fail(r, "\(r.ask.media[i].name): \(m.payloadText)") } else { fail(r, m.payloadText) }
+            return
+        }
+        switch purpose {
+        case .open(let i):
+            if r.uploads[i].worker == nil { r.uploads[i].worker = reply.worker }
+        case .chunk(let i):
+            guard m.kind == .decoded else { return }  // an ack
+            guard m.tensors.count == 1 else { fail(r, "decode returned \(m.tensors.count) tensors"); return }
+            r.timings.add("decode", seconds: monotonicSeconds() - r.mediaStarted[i])
+            r.mediaStarted[i] = monotonicSeconds()
+            let modality = r.ask.media[i].modality
+            submit(Message(.encode, stream: r.uploads[i].stream, expert: modality.code, tensors: m.tensors),
+                   service: "encode/\(modality.rawValue)", pin: nil, request: key, purpose: .encode(media: i))
+        case .encode(let i):
+            guard m.kind == .encoded, m.tensors.count == 1 else { fail(r, "encode answered \(m.kind)"); return }
+            r.timings.add("encode", seconds: monotonicSeconds() - r.mediaStarted[i])
+            r.mediaStarted[i] = monotonicSeconds()
+            let modality = r.ask.media[i].modality
+            submit(Message(.connect, stream: r.uploads[i].stream, expert: modality.code, tensors: m.tensors),
+                   service: "connect/\(modality.rawValue)", pin: nil, request: key, purpose: .connect(media: i))
+        case .connect(let i):
+            guard m.kind == .connected, m.tensors.count == 1 else { fail(r, "connect answered \(m.kind)"); return }
+            r.timings.add("connect", seconds: monotonicSeconds() - r.mediaStarted[i])
+            r.embeddings[i] = m.tensors[0]
+            if r.embeddings.allSatisfy({ $0 != nil }) { prepareInput(r) }
+        default: break
+        }
+    }
+
+    private func prepareInput(_ r: Request) {
+        do {
+            let t0 = monotonicSeconds()
+            r.input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
+            r.timings.add("stitch", seconds: monotonicSeconds() - t0)
+            if r.state.finished { finish(r) }
+        } catch { fail(r, "\(error)") }
+    }
+
+    /// One trunk step for every sequence with input ready (only one step in flight at a time).
+    private func scheduleStep() {
+        guard stepJob == nil else { return }
+        let ready = requests.values.filter { $0.input != nil }.sorted { $0.key < $1.key }
+        guard !ready.isEmpty else { return }
+        let seqs = ready.map(\.key)
+        do {
+            let m = try Message.json(.trunkStep, TrunkStepHeader(sequences: seqs), tensors: ready.map { $0.input! })
+            for r in ready { r.input = nil }
+            stepJob = submit(m, service: "router", pin: routerWorker, request: nil, purpose: .step(seqs))
+            stepStarted = monotonicSeconds()
+        } catch {
+            for r in ready { fail(r, "\(error)") }
+        }
+    }
+    private var stepStarted = 0.0
+
+    private func handleStep(_ seqs: [UInt64], _ m: Message, worker: Dispatcher.WorkerID?) {
+        let elapsed = monotonicSeconds() - stepStarted
+        guard m.kind == .logits, m.tensors.count == seqs.count else {
+            let why = m.kind == .error ? m.payloadText : "router answered \(m.kind) with \(m.tensors.count) tensors for \(seqs.count) sequences"
+            if m.kind == .error && why.contains("died with") { routerWorker = nil }
+            for s in seqs { if let r = requests[s] { fail(r, "router: \(why)") } }
+            return
+        }
+        if routerWorker == nil { routerWorker = worker }
+        for (s, logits) in zip(seqs, m.tensors) {
+            guard let r = requests[s] else { continue }
+            r.timings.add(r.firstToken ? "prefill" : "decode_steps", seconds: elapsed)
+            if r.firstToken {
+                r.timings.add("first_token", seconds: monotonicSeconds() - r.started)
+                r.firstToken = false
+            }
+            let (id, text) = r.state.accept(logits)
+            struct Token: Codable { var id: Int; var text: String }
+            if let tm = try? Message.json(.token, Token(id: id, text: text), requestID: r.clientRequestID) { send(tm, to: r.client) }
+            if r.state.finished {
+                finish(r)
+            } else {
+                do { r.input = try builder.embed(id) } catch { fail(r, "\(error)") }
+            }
+        }
+    }
+
+    private func finish(_ r: Request) {
+        r.timings.add("total", seconds: monotonicSeconds() - r.started)
+        let answer = Answer(ids: r.state.ids, text: r.state.text, timings: r.timings.milliseconds)
+        if let m = try? Message.json(.done, answer, requestID: r.clientRequestID) { send(m, to: r.client) }
+        counters["answered", default: 0] += 1
+        drop(r)
+    }
+
+    private func fail(_ r: Request, _ text: String) {
+        guard requests[r.key] != nil else { return }
+        wireLog(name, "request \(r.key) failed: \(text)")
+        send(Message(.error, requestID: r.clientRequestID, payload: Data(text.utf8)), to: r.client)
+        counters["failed", default: 0] += 1
+        drop(r)
+    }
+
+    private func drop(_ r: Request) {
+        requests[r.key] = nil
+        byClient[r.client]?[r.clientRequestID] = nil
+        if byClient[r.client]?.isEmpty == true { byClient[r.client] = nil }
+        backend.forget(Array(r.jobs))
+        for j in r.jobs { purposes[j] = nil }
+        if let w = routerWorker, !r.firstToken,
+           let m = try? Message.json(.release, TrunkStepHeader(sequences: [r.key])) {
+            submit(m, service: "router", pin: w, request: nil, purpose: .release)
+        }
+    }
+
+    private func expireRequests() {
+        let now = monotonicSeconds()
+        for r in requests.values where now - r.started > requestTimeout {
+            let starved = backend.starvedServices
+            fail(r, "no answer after \(Int(requestTimeout)) s" + (starved.isEmpty ? "" : "; no worker offers \(starved.joined(separator: ", "))"))
+        }
+    }
+
+    private func replyStats(client: [UInt8], requestID: UInt64, router: [String: Int]) {
+        var s = counters
+        for (k, v) in backend.statsCounters() { s["coordinator/\(k)"] = v }
+        for (k, v) in router { s["router/\(k)"] = v }
+        s["live_requests"] = requests.count
+        if let m = try? Message.json(.statsReply, s, requestID: requestID) { send(m, to: client) }
+    }
+
+    private func send(_ m: Message, to client: [UInt8]) {
+        do { try frontend.send(m, to: client) } catch {
+            wireLog(name, "client gone (\(error)); dropping its requests")
+            for key in byClient[client]?.values ?? [:].values { if let r = requests[key] { drop(r) } }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Tensor
+import Wire
+
+/// A deployment described by `pipelines/*.json`: the model directory, where the coordinator and
+/// the router listen, which experts each expert worker group serves, heartbeat and timeouts, and
+/// how many threads each role may use (so the processes together do not oversubscribe the cores).
+public struct PipelineConfig: Codable, Sendable, Equatable {
+    /// Model directory; relative paths are taken from the current directory, else from the
+    /// pipeline file's parent directory's parent (the repository root for `pipelines/*.json`).
+    public var model: String
+    /// Clients connect here (`unimoe ask`).
+    public var frontend: String
+    /// Stage workers (decode, encode, connect, router) connect here.
+    public var backend: String
+    /// Expert workers connect here (the router binds it).
+    public var experts: String
+    public var heartbeat: HeartbeatPolicy
+    public var requestTimeout: Double
+    public var expertTimeout: Double
+    /// Expert indices per worker group (`unimoe-expert --group N`).
+    public var expertGroups: [[Int]]
+    /// Kernel threads per role (`decode`, `encode`, `connect`, `router`, `expert`, `coordinator`).
+    public var threads: [String: Int]
+
+    enum CodingKeys: String, CodingKey {
+        case model, frontend, backend, experts, heartbeat, threads
+        case requestTimeout = "request_timeout"
+        case expertTimeout = "expert_timeout"
+        case expertGroups = "expert_groups"
+    }
+
+    public init(model: String, frontend: String, backend: String, experts: String,
+                heartbeat: HeartbeatPolicy = .standard, requestTimeout: Double = 300, expertTimeout: Double = 60,
+                expertGroups: [[Int]] = [], threads: [String: Int] = [:]) {
+        self.model = model
+        self.frontend = frontend
+        self.backend = backend
+        self.experts = experts
+        self.heartbeat = heartbeat
+        self.requestTimeout = requestTimeout
+        self.expertTimeout = expertTimeout
+        self.expertGroups = expertGroups
+        self.threads = threads
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        frontend = try c.decode(String.self, forKey: .frontend)
+        backend = try c.decode(String.self, forKey: .backend)
+        experts = try c.decode(String.self, forKey: .experts)
+        heartbeat = try c.decodeIfPresent(HeartbeatPolicy.self, forKey: .heartbeat) ?? .standard
+        requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 300
+        expertTimeout = try c.decodeIfPresent(Double.self, forKey: .expertTimeout) ?? 60
+        expertGroups = try c.decodeIfPresent([[Int]].self, forKey: .expertGroups) ?? []
+        threads = try c.decodeIfPresent([String: Int].self, forKey: .threads) ?? [:]
+    }
+
+    /// Reads and checks a pipeline file, resolving the model directory.
+    public static func load(_ path: String) throws -> PipelineConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StageError.badRequest("cannot read the pipeline file \(path)")
+        }
+        var c: PipelineConfig
+        do { c = try JSONDecoder().decode(PipelineConfig.self, from: data) } catch {
+            throw StageError.badRequest("\(path): not a valid pipeline description: \(error)")
+        }
+        guard c.heartbeat.interval > 0, c.heartbeat.liveness > 0 else {
+            throw StageError.badRequest("\(path): heartbeat interval and liveness must be positive")
+        }
+        if !c.model.hasPrefix("/") {
+            let fm = FileManager.default
+            let cwd = (fm.currentDirectoryPath as NSString).appendingPathComponent(c.model)
+            let besideFile = (((path as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent as NSString)
+                .appendingPathComponent(c.model)
+            c.model = fm.fileExists(atPath: cwd) ? cwd : besideFile
+        }
+        return c
+    }
+
+    /// Applies this role's thread count to the kernels (worker pool and OpenBLAS).
+    public func applyThreads(role: String, override: Int?) {
+        let n = max(1, override ?? threads[role] ?? 1)
+        Parallel.setThreads(n)
+        Linear.setThreads(n)
+    }
+}

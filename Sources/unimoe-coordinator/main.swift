@@ -1,0 +1,4 @@
+import Foundation
+import Stages
+
+exit(RoleMain.main("coordinator", CommandLine.arguments))
