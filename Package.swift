@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: fast + cpu),
         .target(name: "Checkpoint", dependencies: ["Tensor"], swiftSettings: fast),
         .target(name: "Tokenizer", swiftSettings: fast),
-        .target(name: "Models", dependencies: ["Tensor", "Checkpoint"], swiftSettings: fast),
+        .target(name: "Models", dependencies: ["Tensor", "Checkpoint", "Media"], swiftSettings: fast),
         .target(name: "Media", dependencies: ["CFFmpeg", "Tensor"], swiftSettings: fast),
         .target(name: "Wire", dependencies: ["CZeroMQ", "Tensor"], swiftSettings: fast),
         .target(name: "Options"),
