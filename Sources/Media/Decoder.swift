@@ -37,6 +37,11 @@ final class StreamDecoder {
     private(set) var finished = false
     /// Frames or packets the decoder rejected as damaged (skipped).
     private(set) var damagedFrames = 0
+    /// Packets whose pts lies before this (stream ticks) are decoded with skip_frame = NONREF: frames
+    /// no other frame references are dropped while fast-forwarding to a sample time.
+    var skipNonReferenceBefore: Int64?
+    /// pts of the packets sent in that mode: each may have produced no frame.
+    private(set) var possiblySkipped: [Int64] = []
 
     init(input: MediaInput, stream: UnsafeMutablePointer<AVStream>) throws {
         self.input = input
@@ -91,6 +96,13 @@ final class StreamDecoder {
             }
             defer { av_packet_unref(packet.pointer) }
             guard packet.pointer.pointee.stream_index == stream.pointee.index else { continue }
+            let pts = packet.pointer.pointee.pts
+            if let limit = skipNonReferenceBefore, pts != CFFmpeg_AV_NOPTS_VALUE(), pts < limit {
+                context.pointee.skip_frame = AVDISCARD_NONREF
+                possiblySkipped.append(pts)
+            } else {
+                context.pointee.skip_frame = AVDISCARD_DEFAULT
+            }
             let s = avcodec_send_packet(context, packet.pointer)
             // A damaged packet is skipped as the ffmpeg program does; real failures (memory, limits) throw.
             if s == CFFmpeg_AVERROR_INVALIDDATA() { damagedFrames += 1 }
@@ -99,6 +111,12 @@ final class StreamDecoder {
             }
         }
     }
+
+    /// True when a packet sent in skip mode had its pts in `range` (its frame may have been dropped).
+    func mayHaveSkipped(in range: ClosedRange<Int64>) -> Bool { possiblySkipped.contains { range.contains($0) } }
+
+    /// Forgets skip-mode packets before `pts`.
+    func forgetSkipped(before pts: Int64) { possiblySkipped.removeAll { $0 < pts } }
 
     /// Seeks the container so decoding resumes at the keyframe at or before `timestamp` (stream time
     /// base) and drops the decoder's buffered frames. False when the container cannot seek.

@@ -67,30 +67,42 @@ final class RealDFT {
         spectrum.deallocate()
     }
 
-    /// Writes |DFT(frame)[k]|² for k = 0…n/2 into `out`.
-    func power(_ frame: [Float], into out: UnsafeMutablePointer<Float>) {
-        let w = work, s = spectrum
-        w.initialize(repeating: 0, count: 2 * m)
-        chirp.withUnsafeBufferPointer { c in
-            for k in 0..<n {
-                w[2 * k] = frame[k] * c[2 * k]
-                w[2 * k + 1] = frame[k] * c[2 * k + 1]
-            }
-        }
-        forwardFn(forward, s, w, MemoryLayout<Float>.size * 2)
-        chirpFFT.withUnsafeBufferPointer { b in
-            for j in 0..<m {
-                let ar = s[2 * j], ai = s[2 * j + 1], br = b[2 * j], bi = b[2 * j + 1]
-                s[2 * j] = ar * br - ai * bi
-                s[2 * j + 1] = ar * bi + ai * br
-            }
-        }
-        inverseFn(inverse, w, s, MemoryLayout<Float>.size * 2)
-        chirp.withUnsafeBufferPointer { c in
-            for k in 0...(n / 2) {
-                let yr = w[2 * k], yi = w[2 * k + 1], cr = c[2 * k], ci = c[2 * k + 1]
-                let re = yr * cr - yi * ci, im = yr * ci + yi * cr
-                out[k] = re * re + im * im
+    /// Writes |DFT(a)[k]|² and |DFT(b)[k]|² for k = 0…n/2 into `outA` and `outB`: the two real frames
+    /// go through one complex transform as a + ib and are separated by conjugate symmetry afterwards.
+    func power(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into outA: UnsafeMutablePointer<Float>,
+               _ outB: UnsafeMutablePointer<Float>) {
+        let w = work, s = spectrum, n = n, m = m
+        chirp.withUnsafeBufferPointer { cb in
+            chirpFFT.withUnsafeBufferPointer { bb in
+                let c = cb.baseAddress!, bf = bb.baseAddress!
+                // (a + ib)·chirp, zero beyond n.
+                for k in 0..<n {
+                    let xr = a[k], xi = b[k], cr = c[2 * k], ci = c[2 * k + 1]
+                    w[2 * k] = xr * cr - xi * ci
+                    w[2 * k + 1] = xr * ci + xi * cr
+                }
+                (w + 2 * n).initialize(repeating: 0, count: 2 * (m - n))
+                forwardFn(forward, s, w, MemoryLayout<Float>.size * 2)
+                for j in 0..<m {
+                    let ar = s[2 * j], ai = s[2 * j + 1], br = bf[2 * j], bi = bf[2 * j + 1]
+                    s[2 * j] = ar * br - ai * bi
+                    s[2 * j + 1] = ar * bi + ai * br
+                }
+                inverseFn(inverse, w, s, MemoryLayout<Float>.size * 2)
+                // Z[k] = y[k]·chirp[k] for k < n; A[k] = (Z[k] + conj Z[n−k]) / 2, B[k] = (Z[k] − conj Z[n−k]) / 2i.
+                for k in 0..<n {
+                    let yr = w[2 * k], yi = w[2 * k + 1], cr = c[2 * k], ci = c[2 * k + 1]
+                    s[2 * k] = yr * cr - yi * ci
+                    s[2 * k + 1] = yr * ci + yi * cr
+                }
+                for k in 0...(n / 2) {
+                    let j = k == 0 ? 0 : n - k
+                    let zr = s[2 * k], zi = s[2 * k + 1], qr = s[2 * j], qi = s[2 * j + 1]
+                    let ar = 0.5 * (zr + qr), ai = 0.5 * (zi - qi)
+                    let br = 0.5 * (zi + qi), bi = -0.5 * (zr - qr)
+                    outA[k] = ar * ar + ai * ai
+                    outB[k] = br * br + bi * bi
+                }
             }
         }
     }

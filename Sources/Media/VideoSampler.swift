@@ -27,6 +27,10 @@ final class VideoSampler {
         orientation = Orientation(displayMatrix: CFFmpeg_stream_display_matrix(st))
         let tb = st.pointee.time_base
         timeBase = tb.den != 0 && tb.num != 0 ? av_q2d(tb) : 1.0 / Double(AV_TIME_BASE)
+        let fps = st.pointee.avg_frame_rate
+        if fps.num > 0, fps.den > 0, tb.num > 0 {
+            frameStep = max(1, Int64((Double(fps.den) / Double(fps.num) / timeBase).rounded()))
+        }
     }
 
     /// The stream's duration as a fraction of seconds (stream ticks, else the container's microseconds);
@@ -62,7 +66,7 @@ final class VideoSampler {
         guard try decoder.next(into: f) else { return nil }
         var pts = f.pointer.pointee.best_effort_timestamp
         if pts == CFFmpeg_AV_NOPTS_VALUE() { pts = (lastPts ?? firstPts - frameStep) + frameStep }
-        if let lastPts, pts > lastPts { frameStep = frameStep <= 1 ? pts - lastPts : min(frameStep, pts - lastPts) }
+        if let lastPts, pts > lastPts, pts - lastPts < frameStep || frameStep <= 1 { frameStep = pts - lastPts }
         lastPts = pts
         let pixels = Int(f.pointer.pointee.width) * Int(f.pointer.pointee.height)
         if pixels > input.limits.maxPixels {
@@ -90,6 +94,9 @@ final class VideoSampler {
     }
 
     /// The frames on screen at `targets` (ascending; ticks after the first frame, see `targetTicks`).
+    /// While fast-forwarding, frames nothing references are not decoded unless they are within a few
+    /// frames of the target; if one of those could have been the answer, the target is decoded again
+    /// without skipping, so the result never depends on the shortcut.
     func frames(at targets: [Int64], first: TimedFrame) throws -> [TimedFrame] {
         var held = first
         var out: [TimedFrame] = []
@@ -97,14 +104,34 @@ final class VideoSampler {
             if t > held.pts - firstPts, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
                 held = landed
             }
-            var reachedEnd = true
-            while let next = try decodeNext() {
-                if next.pts - firstPts <= t { held = next } else { pending = next; reachedEnd = false; break }
+            // Only where a seek can undo the shortcut (the container has an index).
+            if avformat_index_get_entries_count(decoder.stream) > 0 {
+                decoder.skipNonReferenceBefore = firstPts &+ t &- 8 * frameStep
             }
-            if reachedEnd { try checkNotTruncated() }
+            held = try advance(from: held, to: t)
+            decoder.skipNonReferenceBefore = nil
+            if held.pts < firstPts &+ t, decoder.mayHaveSkipped(in: (held.pts + 1)...(firstPts &+ t)) {
+                // The frame on screen may have been dropped: decode this stretch again in full.
+                guard let landed = try seekBefore(t) else {
+                    throw MediaError.invalidData(file: input.name, reason: "cannot seek back to re-decode a dropped frame")
+                }
+                held = try advance(from: landed, to: t)
+            }
+            decoder.forgetSkipped(before: held.pts)
             out.append(held)
         }
         return out
+    }
+
+    /// Decodes forward while frames are ≤ t; returns the last such frame (the next one is kept pending).
+    private func advance(from start: TimedFrame, to t: Int64) throws -> TimedFrame {
+        var held = start
+        var reachedEnd = true
+        while let next = try decodeNext() {
+            if next.pts - firstPts <= t { held = next } else { pending = next; reachedEnd = false; break }
+        }
+        if reachedEnd { try checkNotTruncated() }
+        return held
     }
 
     private func ticks(_ t: Int64) -> Int64 { firstPts &+ t }

@@ -61,15 +61,23 @@ public struct WhisperFeatureExtractor: Sendable {
         for i in 0..<n { padded[half + i] = x[i] }
         let hann = (0..<nFFT).map { Float(0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(nFFT))) }
 
-        var power = [Float](repeating: 0, count: frames * bins)
+        var power = [Float](repeating: 0, count: (frames + 1) * bins)
         let dft = try RealDFT(length: nFFT)
-        var frame = [Float](repeating: 0, count: nFFT)
-        padded.withUnsafeBufferPointer { p in
-            power.withUnsafeMutableBufferPointer { pw in
-                for f in 0..<frames {
-                    let s = f * hop
-                    for i in 0..<nFFT { frame[i] = p[s + i] * hann[i] }
-                    dft.power(frame, into: pw.baseAddress! + f * bins)
+        var windowed = [Float](repeating: 0, count: 2 * nFFT)
+        padded.withUnsafeBufferPointer { pb in
+            hann.withUnsafeBufferPointer { hb in
+                windowed.withUnsafeMutableBufferPointer { wb in
+                    power.withUnsafeMutableBufferPointer { pw in
+                        let p = pb.baseAddress!, h = hb.baseAddress!, a = wb.baseAddress!, b = a + nFFT, out = pw.baseAddress!
+                        var f = 0
+                        while f < frames {
+                            // Two frames per transform; an odd last frame is paired with a copy of itself.
+                            let g = min(f + 1, frames - 1)
+                            for i in 0..<nFFT { a[i] = p[f * hop + i] * h[i]; b[i] = p[g * hop + i] * h[i] }
+                            dft.power(a, b, into: out + f * bins, out + (f + 1) * bins)
+                            f += 2
+                        }
+                    }
                 }
             }
         }
