@@ -65,6 +65,6 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensor", "TestSupport"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Models", "Media", "Tokenizer", "Wire", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "TestSupport"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "TestSupport"]),
     ]
 )

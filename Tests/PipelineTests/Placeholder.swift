@@ -1,1 +1,0 @@
-// PipelineTests: tests for this module live beside this file.
