@@ -62,8 +62,9 @@ public struct SamplingParameters: Sendable, Equatable {
 }
 
 /// Picks token ids from logits under `SamplingParameters`, keeping its random state across calls
-/// (one sampler per sequence) and its work buffers across steps (no allocation per token once the
-/// vocabulary size has been seen).
+/// (one sampler per sequence) and its work buffers across steps: greedy, temperature and top-k
+/// allocate nothing per token once the vocabulary size has been seen; top-p sorts its candidates
+/// in one temporary array.
 public final class Sampler {
     public let parameters: SamplingParameters
     public private(set) var rng: Xoshiro256
