@@ -33,19 +33,6 @@ public enum Convert {
         Float(Float16(bitPattern: x))
     }
 
-    /// Eight f16 values (low 16 bits of each lane) widened to f32 with integer/float lane operations
-    /// only (Giesen's method), so it vectorises without F16C and never touches f32 denormals.
-    @inline(__always) public static func f16ToF32(_ h: SIMD8<UInt32>) -> SIMD8<Float> {
-        let shiftedExp = SIMD8<UInt32>(repeating: 0x7C00 << 13)
-        var o = (h & SIMD8(repeating: 0x7FFF)) &<< 13
-        let exp = o & shiftedExp
-        o &+= SIMD8(repeating: (127 - 15) << 23)
-        o.replace(with: o &+ SIMD8(repeating: (128 - 16) << 23), where: exp .== shiftedExp)
-        let den = unsafeBitCast(o &+ SIMD8(repeating: 1 << 23), to: SIMD8<Float>.self) - SIMD8(repeating: 0x1p-14)
-        o.replace(with: unsafeBitCast(den, to: SIMD8<UInt32>.self), where: exp .== SIMD8(repeating: 0))
-        return unsafeBitCast(o | ((h & SIMD8(repeating: 0x8000)) &<< 16), to: SIMD8<Float>.self)
-    }
-
     @inline(__always) public static func f32ToF16(_ x: Float) -> UInt16 {
         Float16(x).bitPattern
     }

@@ -29,7 +29,7 @@ enum MatVec {
                                             _ w: UnsafeRawPointer, _ outF: Int, _ inF: Int, _ bias: Tensor?,
                                             _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
         let kMain = inF & ~15
-        // Activation in the weight's lane order (16-bit weights only; f32 keeps the natural order).
+        // Activation in the weight's lane order (bf16 only; f32 and widened f16 keep the natural order).
         var xp = x, ldxp = ldx
         if L.splitsPairs && kMain > 0 {
             let buf = ThreadScratch.floats(.input, count: rows * kMain)
@@ -46,26 +46,21 @@ enum MatVec {
         let chunk = ((outF + tasks - 1) / tasks + 3) & ~3
         let taskCount = (outF + chunk - 1) / chunk
         let wStride = inF * L.bytes
+        let a = Operands(x: xp, ldx: ldxp, xTail: x, ldxTail: ldx, rows: rows, kMain: kMain, k: inF, ldy: ldy)
         Parallel.forEach(tasks: taskCount) { task, _ in
             let o0 = task * chunk, o1 = min(outF, o0 + chunk)
-            var r = 0
-            while r < rows {
-                let g = min(4, rows - r)
-                let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
+            if L.widensRows {
+                // f16: widen 4 rows at a time into L1/L2 scratch (vcvtph2ps), then the f32 tiles.
+                let buf = ThreadScratch.floats(.work, count: 4 * inF)
                 var o = o0
-                switch g {
-                case 1:
-                    while o + 4 <= o1 { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
-                    while o < o1 { tile(L.self, T1x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
-                case 2:
-                    while o + 2 <= o1 { tile(L.self, T2x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 2 }
-                    while o < o1 { tile(L.self, T1x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
-                case 3:
-                    while o < o1 { tile(L.self, T1x3.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
-                default:
-                    while o < o1 { tile(L.self, T1x4.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                while o < o1 {
+                    let n = min(4, o1 - o)
+                    Convert.toF32(w + o * wStride, .f16, count: n * inF, into: buf)
+                    sweep(F32Weights.self, UnsafeRawPointer(buf), inF * 4, n, a, y + o)
+                    o += n
                 }
-                r += g
+            } else {
+                sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
             if let (bp, bt) = b {
                 for r in 0..<rows {
@@ -73,6 +68,39 @@ enum MatVec {
                     for o in o0..<o1 { yr[o] += loadScalar(bp, bt, o) }
                 }
             }
+        }
+    }
+
+    /// The activation side of one product, shared by every tile.
+    struct Operands {
+        let x: UnsafePointer<Float>, ldx: Int          // in the weight's lane order
+        let xTail: UnsafePointer<Float>, ldxTail: Int  // natural order, for the k % 16 tail
+        let rows: Int, kMain: Int, k: Int, ldy: Int
+    }
+
+    /// `n` consecutive weight rows starting at `w` against every activation row, into `y[·, 0..<n]`.
+    @inline(__always)
+    private static func sweep<L: WeightLanes>(_ l: L.Type, _ w: UnsafeRawPointer, _ wStride: Int, _ n: Int,
+                                              _ a: Operands, _ y: UnsafeMutablePointer<Float>) {
+        let (xp, ldxp, x, ldx, kMain, inF, ldy) = (a.x, a.ldx, a.xTail, a.ldxTail, a.kMain, a.k, a.ldy)
+        var r = 0
+        while r < a.rows {
+            let g = min(4, a.rows - r)
+            let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
+            var o = 0
+            switch g {
+            case 1:
+                while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
+                while o < n { tile(L.self, T1x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+            case 2:
+                while o + 2 <= n { tile(L.self, T2x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 2 }
+                while o < n { tile(L.self, T1x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+            case 3:
+                while o < n { tile(L.self, T1x3.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+            default:
+                while o < n { tile(L.self, T1x4.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+            }
+            r += g
         }
     }
 
@@ -191,6 +219,9 @@ enum T1x4: TileShape { static var o: Int { 1 }; static var g: Int { 4 } }
 protocol WeightLanes {
     static var bytes: Int { get }
     static var splitsPairs: Bool { get }
+    /// Rows are widened to f32 scratch first, then read by the f32 tiles (f16: the hardware
+    /// conversion is only reachable through the vectorised `Convert.toF32` loop).
+    static var widensRows: Bool { get }
     static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
     static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
 }
@@ -198,6 +229,7 @@ protocol WeightLanes {
 enum F32Weights: WeightLanes {
     static var bytes: Int { 4 }
     static var splitsPairs: Bool { false }
+    static var widensRows: Bool { false }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (row.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
          row.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
@@ -210,6 +242,7 @@ enum F32Weights: WeightLanes {
 enum BF16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { true }
+    static var widensRows: Bool { false }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
         return (unsafeBitCast(u &<< 16, to: SIMD8<Float>.self),
@@ -220,12 +253,16 @@ enum BF16Weights: WeightLanes {
     }
 }
 
+/// f16 weights: rows are widened by `Convert.toF32` (F16C `vcvtph2ps` on x86) into scratch; the
+/// lane loaders serve only the tile's generic signature.
 enum F16Weights: WeightLanes {
     static var bytes: Int { 2 }
-    static var splitsPairs: Bool { true }
+    static var splitsPairs: Bool { false }
+    static var widensRows: Bool { true }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
-        return (Convert.f16ToF32(u & SIMD8(repeating: 0xFFFF)), Convert.f16ToF32(u &>> 16))
+        var lo = SIMD8<Float>(), hi = SIMD8<Float>()
+        for j in 0..<8 { lo[j] = load1(row, i + j); hi[j] = load1(row, i + 8 + j) }
+        return (lo, hi)
     }
     @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
         Convert.f16ToF32(row.load(fromByteOffset: i * 2, as: UInt16.self))

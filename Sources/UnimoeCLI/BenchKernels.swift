@@ -7,7 +7,7 @@ import Tensor
 /// f32, and the machine's memory bandwidth (the roofline every decode figure is compared with).
 enum BenchKernels {
     static func run(_ args: [String]) throws {
-        let a = try Arguments(args, valued: ["threads", "shapes"], flags: ["quick"])
+        let a = try Arguments(args, valued: ["threads", "shapes"], flags: ["quick", "hot"])
         let threads = try a.int("threads", default: 2, range: 1...256) ?? 2
         let quick = a.has("quick")
         Linear.setThreads(threads)
@@ -35,7 +35,8 @@ enum BenchKernels {
             let name = "\(outF)x\(inF)"
             let flops1 = 2.0 * Double(outF * inF)
             // rows = 1: bandwidth-bound; several weight copies so every call streams from DRAM.
-            let copies = max(1, streamBytes / (outF * inF * 4))
+            // --hot: one copy, so small shapes measure the kernel's arithmetic speed from cache.
+            let copies = a.has("hot") ? 1 : max(1, streamBytes / (outF * inF * 4))
             let f32 = (0..<copies).map { randomWeight([outF, inF], dtype: .f32, seed: UInt64($0 + 1)) }
             let x = randomBuffer(count: 128 * inF, seed: 99)
             let y = UnsafeMutablePointer<Float>.allocate(capacity: 128 * outF)
