@@ -47,7 +47,7 @@ public final class LocalPipeline {
         defer { router.release([seq]) }
         var first = true
         while !state.finished {
-            let logits = try timings.measure(first ? "prefill" : "decode_step") { try router.step([(seq, input)])[0] }
+            let logits = try timings.measure(first ? "prefill" : "decode_steps") { try router.step([(seq, input)])[0] }
             if first { timings.add("first_token", seconds: monotonicSeconds() - t0); first = false }
             let (id, text) = state.accept(logits)
             onToken(id, text)

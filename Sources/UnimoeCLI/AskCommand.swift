@@ -10,6 +10,8 @@ struct AskOptions {
     var request: AskRequest
     var files: [String]
     var json: Bool
+    /// `--timings`: the per-stage timings (ms) as one JSON line on stderr at the end (benchmarks).
+    var timings: Bool
 
     static let valued: Set<String> = ["image", "audio", "video", "max-new-tokens", "temperature", "top-p", "seed"]
 
@@ -36,6 +38,7 @@ struct AskOptions {
                              seed: UInt64(try a.int("seed", default: 0, range: 0...Int.max) ?? 0))
         self.files = files
         json = a.has("json")
+        timings = a.has("timings")
     }
 
     /// Streams text as it comes (without `--json`), or prints the final JSON object.
@@ -45,6 +48,7 @@ struct AskOptions {
 
     func finish(_ answer: Answer) {
         if json { printLine(jsonLine(["ids": answer.ids, "text": answer.text])) } else { printLine("") }
+        if timings { printError(jsonLine(["timings": answer.timings, "tokens": answer.ids.count])) }
     }
 }
 
@@ -53,13 +57,18 @@ struct AskOptions {
 /// uploading media in chunks, and streams the answer.
 public enum AskCommand: Command {
     public static let name = "ask"
-    public static let usage = "ask [--image F]… [--audio F]… [--video F]… [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json] [--pipeline FILE] [--endpoint E] [--timeout S] QUESTION"
+    public static let usage = "ask [--image F]… [--audio F]… [--video F]… [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json] [--timings] [--stats] [--pipeline FILE] [--endpoint E] [--timeout S] QUESTION"
 
     public static func run(_ args: [String]) throws {
-        let a = try Arguments(args, valued: AskOptions.valued.union(["pipeline", "endpoint", "timeout"]), flags: ["json"])
-        let o = try AskOptions(a)
+        let a = try Arguments(args, valued: AskOptions.valued.union(["pipeline", "endpoint", "timeout"]), flags: ["json", "timings", "stats"])
         let endpoint = try a.value("endpoint") ?? PipelineConfig.load(a.value("pipeline") ?? "pipelines/default.json").frontend
         let client = try AskClient(endpoint: endpoint, timeout: try a.double("timeout", default: 300, range: 0.1...86400) ?? 300)
+        if a.has("stats") {
+            // The pipeline's counters (coordinator, router, expert workers) as one JSON line.
+            printLine(jsonLine(try client.stats()))
+            return
+        }
+        let o = try AskOptions(a)
         let answer = try client.ask(o.request, files: o.files, onToken: o.onToken)
         o.finish(answer)
     }

@@ -9,4 +9,5 @@ public let allCommands: [any Command.Type] = [
     EmbedCommand.self,
     AskCommand.self,
     RunCommand.self,
+    WireBenchCommand.self,
 ]

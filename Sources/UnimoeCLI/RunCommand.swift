@@ -2,16 +2,21 @@ import Foundation
 import Media
 import Options
 import Stages
+import Tensor
 
 /// `unimoe run --model DIR` with `unimoe ask`'s options: the whole pipeline in this process (same
 /// stages, same order, same sampler), so its ids equal the distributed pipeline's.
 public enum RunCommand: Command {
     public static let name = "run"
-    public static let usage = "run --model DIR [--image F]… [--audio F]… [--video F]… [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json] QUESTION"
+    public static let usage = "run --model DIR [--image F]… [--audio F]… [--video F]… [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json] [--timings] [--threads N] QUESTION"
 
     public static func run(_ args: [String]) throws {
-        let a = try Arguments(args, valued: AskOptions.valued.union(["model"]), flags: ["json"])
+        let a = try Arguments(args, valued: AskOptions.valued.union(["model", "threads"]), flags: ["json", "timings"])
         let o = try AskOptions(a)
+        if let n = try a.int("threads", range: 1...256) {
+            Parallel.setThreads(n)
+            Linear.setThreads(n)
+        }
         let pipeline = try LocalPipeline(modelDirectory: try a.required("model"))
         let answer = try pipeline.ask(o.request, media: o.files.map { .file($0) }, onToken: o.onToken)
         o.finish(answer)
