@@ -9,6 +9,10 @@ import Synchronization
 /// workers of this pool spin on an atomic generation counter for a short while after each job
 /// (about a millisecond, long enough to bridge the small serial gaps between kernels) and only then
 /// sleep on a semaphore. A call costs ~1 µs while the workers are hot.
+///
+/// Work is claimed task by task, and the caller never waits for a worker that has not joined: on a
+/// busy machine a descheduled worker simply misses the job and the caller (and whoever did join)
+/// does all of it, instead of the caller waiting a whole scheduler time slice.
 public enum Parallel {
     /// Threads kernels may use, the calling thread included.
     public static var threads: Int {
@@ -39,13 +43,17 @@ public enum Parallel {
 
 /// The persistent worker threads behind `Parallel`.
 /// `@unchecked Sendable`: `job`/`jobTasks` are written only by the single caller holding `busy`,
-/// before the releasing increment of `generation`, and read by workers after acquiring it.
+/// while `open` is false and no worker is `active`; workers read them only after incrementing
+/// `active` and then seeing `open` true (sequentially consistent), so reads never race writes.
 @available(macOS 15.0, *)
 final class WorkerPool: @unchecked Sendable {
     let threads: Int
     private let generation = Atomic<Int>(0)
     private let nextTask = Atomic<Int>(0)
-    private let running = Atomic<Int>(0)
+    private let finished = Atomic<Int>(0)
+    /// True while the current job accepts workers; `active` counts workers inside it.
+    private let open = Atomic<Bool>(false)
+    private let active = Atomic<Int>(0)
     private let sleeping = Atomic<Int>(0)
     private let stop = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
@@ -109,12 +117,17 @@ final class WorkerPool: @unchecked Sendable {
             job = escaping
             jobTasks = tasks
             nextTask.store(0, ordering: .relaxed)
-            running.store(threads - 1, ordering: .relaxed)
+            finished.store(0, ordering: .relaxed)
+            open.store(true, ordering: .sequentiallyConsistent)
             generation.add(1, ordering: .sequentiallyConsistent)
             let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
             for _ in 0..<sleepers { wake.signal() }
             work(escaping, tasks: tasks, worker: 0)
-            while running.load(ordering: .acquiring) > 0 {}
+            // Tasks claimed by workers may still run; then close the job and wait only for the
+            // workers that joined (a worker arriving after `open` turned false never reads `job`).
+            while finished.load(ordering: .acquiring) < tasks {}
+            open.store(false, ordering: .sequentiallyConsistent)
+            while active.load(ordering: .sequentiallyConsistent) > 0 {}
             job = nil
         }
     }
@@ -125,12 +138,13 @@ final class WorkerPool: @unchecked Sendable {
             let t = nextTask.add(1, ordering: .relaxed).oldValue
             if t >= tasks { return }
             body(t, worker)
+            finished.add(1, ordering: .releasing)
         }
     }
 
     private func workerLoop(_ w: Int) {
-        // Start from the pool's initial generation, not a fresh load: a job posted before this
-        // thread got scheduled must still be seen (otherwise the caller waits for it forever).
+        // Start from the pool's initial generation, not a fresh load, so a job posted before this
+        // thread first ran is still joined when it is open.
         var seen = 0
         while true {
             // Spin for the next job, then sleep.
@@ -151,8 +165,10 @@ final class WorkerPool: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stop.load(ordering: .acquiring) { return }
-            if let body = job { work(body, tasks: jobTasks, worker: w) }
-            running.subtract(1, ordering: .releasing)
+            // Join only while the job is open (Dekker pair with the caller's close + active check).
+            active.add(1, ordering: .sequentiallyConsistent)
+            if open.load(ordering: .sequentiallyConsistent), let body = job { work(body, tasks: jobTasks, worker: w) }
+            active.subtract(1, ordering: .releasing)
         }
     }
 }

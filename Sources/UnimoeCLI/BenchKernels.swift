@@ -31,6 +31,15 @@ enum BenchKernels {
         printLine(BenchReport.line("memory read bandwidth threads=\(threads)", ours: bwN / 1e9, reference: bw1 / 1e9,
                                    unit: "GB/s", refLabel: "threads=1"))
 
+        // Fork-join cost of one parallel kernel call (decode makes ~150 per token).
+        let noop = { (_: Int, _: Int) in }
+        let tPool = BenchReport.time(repeats: rep, minSeconds: 0.05) { Parallel.forEach(tasks: threads, noop) }
+        let tDispatch = BenchReport.time(repeats: rep, minSeconds: 0.05) {
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in }
+        }
+        printLine(BenchReport.line("parallel dispatch threads=\(threads)", ours: tPool * 1e6, reference: tDispatch * 1e6,
+                                   unit: "us", refLabel: "DispatchQueue.concurrentPerform"))
+
         for (outF, inF) in shapes {
             let name = "\(outF)x\(inF)"
             let flops1 = 2.0 * Double(outF * inF)
