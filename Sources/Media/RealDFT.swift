@@ -16,9 +16,15 @@ final class RealDFT {
     /// e^{-iπk²/n}, k < n (interleaved re, im).
     private var chirp: [Float]
     /// FFT of the conjugate chirp b[k] = e^{iπk²/n} wrapped over m, scaled by 1/m.
-    private var chirpFFT: [Float]
-    private var work: UnsafeMutablePointer<Float>
-    private var spectrum: UnsafeMutablePointer<Float>
+    private let chirpFFT: UnsafeMutablePointer<Float>
+    /// av_tx's SIMD transforms need 32-byte aligned buffers (AV_TX_UNALIGNED makes them ~4× slower).
+    private let work: UnsafeMutablePointer<Float>
+    private let spectrum: UnsafeMutablePointer<Float>
+
+    private static func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.size, alignment: 64)
+        return p.initializeMemory(as: Float.self, repeating: 0, count: count)
+    }
 
     init(length n: Int) throws {
         self.n = n
@@ -28,9 +34,8 @@ final class RealDFT {
         var scale: Float = 1
         var f: av_tx_fn?
         var i: av_tx_fn?
-        let unaligned = UInt64(AV_TX_UNALIGNED.rawValue)   // Swift arrays are only 16-byte aligned
-        try check(av_tx_init(&forward, &f, AV_TX_FLOAT_FFT, 0, Int32(m), &scale, unaligned), "av_tx_init", file: "log-mel")
-        let r = av_tx_init(&inverse, &i, AV_TX_FLOAT_FFT, 1, Int32(m), &scale, unaligned)
+        try check(av_tx_init(&forward, &f, AV_TX_FLOAT_FFT, 0, Int32(m), &scale, 0), "av_tx_init", file: "log-mel")
+        let r = av_tx_init(&inverse, &i, AV_TX_FLOAT_FFT, 1, Int32(m), &scale, 0)
         guard r >= 0, let f, let i else {
             av_tx_uninit(&forward)
             av_tx_uninit(&inverse)
@@ -38,10 +43,11 @@ final class RealDFT {
         }
         forwardFn = f
         inverseFn = i
-        work = UnsafeMutablePointer<Float>.allocate(capacity: 2 * m)
-        spectrum = UnsafeMutablePointer<Float>.allocate(capacity: 2 * m)
+        work = RealDFT.aligned(2 * m)
+        spectrum = RealDFT.aligned(2 * m)
+        chirpFFT = RealDFT.aligned(2 * m)
         chirp = [Float](repeating: 0, count: 2 * n)
-        var b = [Float](repeating: 0, count: 2 * m)
+        let b = work
         for k in 0..<n {
             // k² mod 2n keeps the angle exact for large k.
             let q = Double((k * k) % (2 * n))
@@ -50,12 +56,7 @@ final class RealDFT {
             b[2 * k] = Float(cos(angle)); b[2 * k + 1] = Float(sin(angle))
             if k > 0 { b[2 * (m - k)] = Float(cos(angle)); b[2 * (m - k) + 1] = Float(sin(angle)) }
         }
-        chirpFFT = [Float](repeating: 0, count: 2 * m)
-        b.withUnsafeMutableBufferPointer { bb in
-            chirpFFT.withUnsafeMutableBufferPointer { out in
-                forwardFn(forward, out.baseAddress, bb.baseAddress, MemoryLayout<Float>.size * 2)
-            }
-        }
+        forwardFn(forward, chirpFFT, b, MemoryLayout<Float>.size * 2)
         let inv = 1 / Float(m)
         for j in 0..<(2 * m) { chirpFFT[j] *= inv }
     }
@@ -65,6 +66,7 @@ final class RealDFT {
         av_tx_uninit(&inverse)
         work.deallocate()
         spectrum.deallocate()
+        chirpFFT.deallocate()
     }
 
     /// Writes |DFT(a)[k]|² and |DFT(b)[k]|² for k = 0…n/2 into `outA` and `outB`: the two real frames
@@ -72,9 +74,10 @@ final class RealDFT {
     func power(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into outA: UnsafeMutablePointer<Float>,
                _ outB: UnsafeMutablePointer<Float>) {
         let w = work, s = spectrum, n = n, m = m
+        let bf = chirpFFT
         chirp.withUnsafeBufferPointer { cb in
-            chirpFFT.withUnsafeBufferPointer { bb in
-                let c = cb.baseAddress!, bf = bb.baseAddress!
+            do {
+                let c = cb.baseAddress!
                 // (a + ib)·chirp, zero beyond n.
                 for k in 0..<n {
                     let xr = a[k], xi = b[k], cr = c[2 * k], ci = c[2 * k + 1]
