@@ -64,7 +64,10 @@ public final class Coordinator {
     private var requests: [UInt64: Request] = [:]
     private var byClient: [[UInt8]: [UInt64: UInt64]] = [:]
     private var purposes: [UInt64: (request: UInt64?, purpose: Purpose)] = [:]
-    private var nextKey: UInt64 = 1
+    /// Sequence keys start at a random point so a restarted coordinator never reuses a key whose
+    /// KV cache a surviving router may still hold.
+    private var nextKey = UInt64.random(in: 1..<(1 << 48)) << 8
+    private var nextStream = UInt64.random(in: 1..<(1 << 48)) << 8
     private var stepJob: UInt64?
     private var routerWorker: Dispatcher.WorkerID?
     private var counters: [String: Int] = [:]
@@ -133,7 +136,7 @@ public final class Coordinator {
         }
         let key = nextKey
         nextKey += 1
-        let streams = ask.media.indices.map { key << 8 | UInt64($0) }
+        let streams = ask.media.indices.map { _ in nextStream += 1; return nextStream }
         let r = Request(key: key, client: client, clientRequestID: m.requestID, ask: ask,
                         state: GenerationState(request: ask, builder: builder), streams: streams)
         requests[key] = r
@@ -277,13 +280,20 @@ public final class Coordinator {
         let elapsed = monotonicSeconds() - stepStarted
         guard m.kind == .logits, m.tensors.count == seqs.count else {
             let why = m.kind == .error ? m.payloadText : "router answered \(m.kind) with \(m.tensors.count) tensors for \(seqs.count) sequences"
-            if m.kind == .error && why.contains("died with") { routerWorker = nil }
+            if let w = routerWorker, backend.workers[w] == nil { routerWorker = nil }  // its caches died with it
             for s in seqs { if let r = requests[s] { fail(r, "router: \(why)") } }
             return
         }
         if routerWorker == nil { routerWorker = worker }
+        var orphans: [UInt64] = []
+        defer {
+            // Sequences whose request failed while their step was in flight: free their caches.
+            if !orphans.isEmpty, let w = routerWorker, let rel = try? Message.json(.release, TrunkStepHeader(sequences: orphans)) {
+                submit(rel, service: "router", pin: w, request: nil, purpose: .release)
+            }
+        }
         for (s, logits) in zip(seqs, m.tensors) {
-            guard let r = requests[s] else { continue }
+            guard let r = requests[s] else { orphans.append(s); continue }
             r.timings.add(r.firstToken ? "prefill" : "decode_steps", seconds: elapsed)
             if r.firstToken {
                 r.timings.add("first_token", seconds: monotonicSeconds() - r.started)

@@ -32,6 +32,7 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
             ids.append(try dispatcher.submit(m, service: WorkerAnnouncement.expertService(layer: layer, expert: b.expert)))
         }
         let replies = try dispatcher.collect(ids, timeout: timeout)
+        var slowest: UInt32 = 0
         var outputs: [Tensor] = []
         outputs.reserveCapacity(batches.count)
         for (id, b) in zip(ids, batches) {
@@ -41,8 +42,14 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
                 throw WireError.malformed("expert \(b.expert) of layer \(layer) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(b.rows.shape)")
             }
             outputs.append(r.tensors[0])
+            slowest = max(slowest, r.sequence)
         }
-        timings.add("moe_round_trip", seconds: monotonicSeconds() - t0)
+        let rt = monotonicSeconds() - t0
+        // Workers compute in parallel: what the wire and the scheduling cost is the round trip
+        // minus the slowest expert's own compute time (each reply carries it, in µs).
+        timings.add("moe_round_trip", seconds: rt)
+        timings.add("moe_expert_compute", seconds: Double(slowest) * 1e-6)
+        timings.add("moe_overhead", seconds: max(0, rt - Double(slowest) * 1e-6))
         timings.add("expert_messages", seconds: 0, count: batches.count)
         return outputs
     }
@@ -84,11 +91,13 @@ public final class ExpertService: WorkerHandler {
             }
             let layer = Int(job.layer), expert = Int(job.expert)
             do {
-                let out = try timings.measure("expert") {
-                    try experts.run(layer: layer, batches: [ExpertBatch(expert: expert, rows: job.tensors[0])])
-                }
+                let t0 = monotonicSeconds()
+                let out = try experts.run(layer: layer, batches: [ExpertBatch(expert: expert, rows: job.tensors[0])])
+                let dt = monotonicSeconds() - t0
+                timings.add("expert", seconds: dt)
                 served["layer\(layer)/expert\(expert)", default: 0] += 1
-                return Message(.expertResult, requestID: job.requestID, sequence: job.sequence, layer: job.layer,
+                // `sequence` carries the compute time in µs, so the router can tell wire time from work.
+                return Message(.expertResult, requestID: job.requestID, sequence: UInt32(min(dt * 1e6, 4e9)), layer: job.layer,
                                expert: job.expert, tensors: out)
             } catch {
                 return Message.errorReply(to: job, "expert worker: layer \(layer) expert \(expert): \(error)")

@@ -32,6 +32,12 @@ public final class LocalPipeline {
         guard media.count == request.media.count else {
             throw StageError.badRequest("\(media.count) media sources for \(request.media.count) media items")
         }
+        // Weights load before the clock starts, as the distributed workers load theirs at start.
+        for m in Set(request.media.map(\.modality)) {
+            try decoder.preload(m)
+            try encoder.preload(m)
+            try connector.preload(m)
+        }
         var timings = StageTimings()
         let t0 = monotonicSeconds()
         var embeddings: [Tensor] = []

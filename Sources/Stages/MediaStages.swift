@@ -55,6 +55,14 @@ public final class DecodeStage: @unchecked Sendable {
         }
     }
 
+    /// Reads the settings for `modality` now, so timings measure decoding rather than loading.
+    public func preload(_ modality: Modality) throws {
+        switch modality {
+        case .image, .video: _ = try clipPreprocessor()
+        case .audio: _ = try audioEncoder()
+        }
+    }
+
     private func clipPreprocessor() throws -> ClipPreprocessor {
         lock.lock(); defer { lock.unlock() }
         if let clip { return clip }
