@@ -40,6 +40,17 @@ enum BenchKernels {
         printLine(BenchReport.line("parallel dispatch threads=\(threads)", ours: tPool * 1e6, reference: tDispatch * 1e6,
                                    unit: "us", refLabel: "DispatchQueue.concurrentPerform"))
 
+        // SwiGLU activation over a prefill's worth of MLP rows (128 × 11008), vector vs libm expf.
+        let actN = 128 * 11008
+        let gate = randomBuffer(count: actN, seed: 5), up = randomBuffer(count: actN, seed: 6)
+        defer { gate.deallocate(); up.deallocate() }
+        let tAct = BenchReport.time(repeats: rep, minSeconds: 0.05) { Activations.siluMul(gate, up, count: actN) }
+        let tActRef = BenchReport.time(repeats: rep, minSeconds: 0.05) {
+            for i in 0..<actN { let v = gate[i]; gate[i] = v / (1 + expf(-v)) * up[i] }
+        }
+        printLine(BenchReport.line("siluMul 128x11008", ours: Double(actN) / tAct / 1e9, reference: Double(actN) / tActRef / 1e9,
+                                   unit: "Gelem/s", refLabel: "scalar expf loop"))
+
         for (outF, inF) in shapes {
             let name = "\(outF)x\(inF)"
             let flops1 = 2.0 * Double(outF * inF)

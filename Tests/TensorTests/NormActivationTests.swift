@@ -1,3 +1,4 @@
+import Foundation
 import Tensor
 import TestSupport
 import XCTest
@@ -59,6 +60,16 @@ final class NormActivationTests: XCTestCase {
         var g = x
         g.withUnsafeMutableBufferPointer { gp in up.withUnsafeBufferPointer { Activations.siluMul(gp.baseAddress!, $0.baseAddress!, count: gp.count) } }
         XCTAssertLessThanOrEqual(relativeError(g, try fx.floats("silu_mul")), kernelTolerance, "silu_mul")
+    }
+
+    /// The vector SiLU at the ends of the float range (where its e^x clamps) against Double math.
+    func testSiluExtremes() {
+        var x: [Float] = [-1000, -200, -100, -88.5, -87.5, -20, -1e-30, 0, 1e-30, 20, 87.5, 88.5, 100, 1000, 3e38, -3e38]
+        let want = x.map { v -> Float in let d = Double(v); return Float(d / (1 + Foundation.exp(-d))) }
+        x.withUnsafeMutableBufferPointer { Activations.silu($0.baseAddress!, count: $0.count) }
+        for i in 0..<x.count {
+            XCTAssertEqual(x[i], want[i], accuracy: max(1e-30, abs(want[i]) * 1e-6), "silu(\(want[i]))")
+        }
     }
 
     /// Softmax stays exact for logits in the thousands and rows with masked (−∞) tails.
