@@ -17,12 +17,12 @@ final class Cluster {
     let pipeline: String
     var processes: [String: Process] = [:]
 
-    init(heartbeat: Double = 0.2, expertGroups: [[Int]] = [[0, 1], [2, 3]]) throws {
+    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]]) throws {
         dir = NSTemporaryDirectory() + "unimoe-pl-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         pipeline = dir + "/pipeline.json"
         let cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
-                                 experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 5),
+                                 experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 6),
                                  requestTimeout: 60, expertTimeout: 30, expertGroups: expertGroups)
         let enc = JSONEncoder()
         enc.outputFormatting = .prettyPrinted
@@ -40,7 +40,7 @@ final class Cluster {
         env["OPENBLAS_NUM_THREADS"] = "1"
         p.environment = env
         let log = dir + "/\(name).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         p.standardError = FileHandle(forWritingAtPath: log)
         p.standardOutput = FileHandle.nullDevice
         try p.run()

@@ -3,7 +3,7 @@ import Tensor
 import Testing
 @testable import Wire
 
-let fast = HeartbeatPolicy(interval: 0.1, liveness: 3)
+let fast = HeartbeatPolicy(interval: 0.1, liveness: 5)
 
 /// Doubles tensor 0 and says who answered in the payload.
 final class Doubler: WorkerHandler {
