@@ -9,9 +9,16 @@ public enum FastMath {
 
     /// e^x lane-wise (Cephes expf scheme: 2^n · p(r), r = x − n·ln2). Below −87.3 gives 0, above 88.7 +∞.
     @inline(__always) public static func exp(_ x: V) -> V {
+        // Only concrete SIMD operations (arithmetic, comparisons, bit casts): the generic ones
+        // (`clamped`, `rounded`, integer conversion) are per-lane loops in the standard library.
         let hi = V(repeating: 88.72283), lo = V(repeating: -87.33654)
-        let c = x.clamped(lowerBound: lo, upperBound: hi)
-        let n = (c * 1.44269504088896341).rounded(.toNearestOrEven)
+        var c = x.replacing(with: hi, where: x .> hi)
+        c = c.replacing(with: lo, where: c .< lo)
+        // Round to nearest by the 1.5·2²³ trick; the low mantissa bits then hold n as an integer.
+        let magic = V(repeating: 12582912)
+        let t = c * 1.44269504088896341 + magic
+        let n = t - magic
+        let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
         var r = c - n * 0.693359375
         r = r + n * 2.12194440e-4
         var p = V(repeating: 1.9875691500e-4)
@@ -22,13 +29,12 @@ public enum FastMath {
         p = p * r + 5.0000001201e-1
         p = p * (r * r) + r + 1
         // 2^n as two factors so n up to 128 (x near 88.7) and down to −126 stay representable.
-        let ni = SIMD16<Int32>(n, rounding: .towardZero)
         let half = ni &>> 1
         let s1 = unsafeBitCast((half &+ 127) &<< 23, to: V.self)
         let s2 = unsafeBitCast((ni &- half &+ 127) &<< 23, to: V.self)
         var y = p * s1 * s2
-        y.replace(with: 0, where: x .< lo)
-        y.replace(with: .infinity, where: x .> hi)
+        y = y.replacing(with: 0, where: x .< lo)
+        y = y.replacing(with: .infinity, where: x .> hi)
         return y
     }
 
@@ -42,9 +48,7 @@ public enum FastMath {
         p = p * t - 0.284496736
         p = p * t + 0.254829592
         let y = 1 - p * t * exp(-(a * a))
-        var out = y
-        out.replace(with: -y, where: x .< 0)
-        return out
+        return y.replacing(with: -y, where: x .< 0)
     }
 
     /// Runs `body` over `count` items split into contiguous chunks on all cores (2 here). Pure Swift
@@ -137,7 +141,10 @@ public enum FastMath {
                 let full = n / lanes * lanes
                 var mv = V(repeating: -.infinity)
                 var i = 0
-                while i < full { mv = pointwiseMax(mv, UnsafeRawPointer(row + i).loadUnaligned(as: V.self)); i += lanes }
+                while i < full {
+                    let v = UnsafeRawPointer(row + i).loadUnaligned(as: V.self)
+                    mv = mv.replacing(with: v, where: v .> mv); i += lanes
+                }
                 var m = mv.max()
                 for j in full..<n { m = max(m, row[j]) }
                 if n == 0 || m == -.infinity {

@@ -14,6 +14,7 @@ public enum BenchCommand: Command {
         "kernels": BenchKernels.run,
         "lm": BenchLM.run,
         "media": BenchMedia.run,
+        "encoders": BenchEncoders.run,
     ]
 
     public static func run(_ args: [String]) throws {
