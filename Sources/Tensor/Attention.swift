@@ -113,19 +113,76 @@ public enum Attention {
                     let o = out + i * qStride + h * headDim
                     let visible = causalOffset.map { max(0, min(keyCount, $0 + i + 1)) } ?? keyCount
                     if visible == 0 { for d in 0..<headDim { o[d] = 0 }; continue }
+                    scoreKeys(qv, kg, kvStride, visible, headDim, scale, scores)
                     var m = -Float.infinity
-                    for j in 0..<visible {
-                        let s = dot(qv, kg + j * kvStride, count: headDim) * scale
-                        scores[j] = s
-                        m = max(m, s)
-                    }
+                    for j in 0..<visible { m = max(m, scores[j]) }
                     var sum: Float = 0
                     for j in 0..<visible { let e = expf(scores[j] - m); scores[j] = e; sum += e }
                     let inv = 1 / sum
-                    for d in 0..<headDim { o[d] = 0 }
-                    for j in 0..<visible { axpy(scores[j] * inv, vg + j * kvStride, o, count: headDim) }
+                    for j in 0..<visible { scores[j] *= inv }
+                    weightedValues(scores, vg, kvStride, visible, headDim, o)
                 }
             }
+        }
+    }
+
+    /// scores[j] = scale · q·K[j] for j < n, four keys at a time so four FMA chains run in parallel
+    /// and each q chunk is loaded once per four keys.
+    @inline(__always)
+    static func scoreKeys(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ ldk: Int, _ n: Int, _ d: Int,
+                          _ scale: Float, _ scores: UnsafeMutablePointer<Float>) {
+        let d8 = d & ~7
+        let rq = UnsafeRawPointer(q)
+        var j = 0
+        while j + 4 <= n {
+            let k0 = UnsafeRawPointer(k + j * ldk), k1 = k0 + ldk * 4, k2 = k1 + ldk * 4, k3 = k2 + ldk * 4
+            var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+            var i = 0
+            while i < d8 {
+                let qv = rq.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                a0 += qv * k0.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                a1 += qv * k1.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                a2 += qv * k2.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                a3 += qv * k3.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                i += 8
+            }
+            var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
+            let kr = k + j * ldk
+            for t in d8..<d {
+                s0 += q[t] * kr[t]; s1 += q[t] * kr[ldk + t]; s2 += q[t] * kr[2 * ldk + t]; s3 += q[t] * kr[3 * ldk + t]
+            }
+            scores[j] = s0 * scale; scores[j + 1] = s1 * scale; scores[j + 2] = s2 * scale; scores[j + 3] = s3 * scale
+            j += 4
+        }
+        while j < n { scores[j] = dot(q, k + j * ldk, count: d) * scale; j += 1 }
+    }
+
+    /// o = Σ_j p[j] · V[j] for j < n, 32 output lanes at a time held in registers across all keys
+    /// (no load/store of `o` per key).
+    @inline(__always)
+    static func weightedValues(_ p: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ ldv: Int, _ n: Int, _ d: Int,
+                               _ o: UnsafeMutablePointer<Float>) {
+        let ro = UnsafeMutableRawPointer(o)
+        var c = 0
+        while c + 32 <= d {
+            var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+            for j in 0..<n {
+                let w = SIMD8<Float>(repeating: p[j])
+                let r = UnsafeRawPointer(v + j * ldv + c)
+                a0 += w * r.loadUnaligned(as: SIMD8<Float>.self)
+                a1 += w * r.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                a2 += w * r.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                a3 += w * r.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+            }
+            ro.storeBytes(of: a0, toByteOffset: c * 4, as: SIMD8<Float>.self)
+            ro.storeBytes(of: a1, toByteOffset: c * 4 + 32, as: SIMD8<Float>.self)
+            ro.storeBytes(of: a2, toByteOffset: c * 4 + 64, as: SIMD8<Float>.self)
+            ro.storeBytes(of: a3, toByteOffset: c * 4 + 96, as: SIMD8<Float>.self)
+            c += 32
+        }
+        if c < d {
+            for t in c..<d { o[t] = 0 }
+            for j in 0..<n { axpy(p[j], v + j * ldv + c, o + c, count: d - c) }
         }
     }
 

@@ -51,6 +51,33 @@ enum BenchKernels {
         printLine(BenchReport.line("siluMul 128x11008", ours: Double(actN) / tAct / 1e9, reference: Double(actN) / tActRef / 1e9,
                                    unit: "Gelem/s", refLabel: "scalar expf loop"))
 
+        // Decode attention: one query against a KV cache, GQA, vs per-head cblas_sgemv calls.
+        for (heads, kvHeads, headDim, keys) in [(32, 8, 128, 1024), (16, 16, 64, 192)] {
+            let q = randomBuffer(count: heads * headDim, seed: 7)
+            let k = randomBuffer(count: keys * kvHeads * headDim, seed: 8), v = randomBuffer(count: keys * kvHeads * headDim, seed: 9)
+            let out = UnsafeMutablePointer<Float>.allocate(capacity: heads * headDim)
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: keys)
+            defer { q.deallocate(); k.deallocate(); v.deallocate(); out.deallocate(); scores.deallocate() }
+            let scale = 1 / Float(headDim).squareRoot()
+            let tOurs = BenchReport.time(repeats: rep, minSeconds: 0.05) {
+                Attention.forward(q: q, queries: 1, heads: heads, kvHeads: kvHeads, headDim: headDim, keys: k, values: v,
+                                  keyCount: keys, causalOffset: keys - 1, scale: scale, scratch: scores, out: out)
+            }
+            let tRef = BenchReport.time(repeats: rep, minSeconds: 0.05) {
+                let group = heads / kvHeads, ld = Int32(kvHeads * headDim)
+                for h in 0..<heads {
+                    let g = h / group
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(headDim), scale, k + g * headDim, ld,
+                                q + h * headDim, 1, 0, scores, 1)
+                    Activations.softmax(scores, rows: 1, cols: keys)
+                    cblas_sgemv(CblasRowMajor, CblasTrans, Int32(keys), Int32(headDim), 1, v + g * headDim, ld,
+                                scores, 1, 0, out + h * headDim, 1)
+                }
+            }
+            printLine(BenchReport.line("attention decode heads=\(heads) kv=\(kvHeads) d=\(headDim) keys=\(keys)",
+                                       ours: tOurs * 1e6, reference: tRef * 1e6, unit: "us", refLabel: "per-head cblas_sgemv"))
+        }
+
         for (outF, inF) in shapes {
             let name = "\(outF)x\(inF)"
             let flops1 = 2.0 * Double(outF * inF)
