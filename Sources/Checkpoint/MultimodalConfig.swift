@@ -37,6 +37,15 @@ public struct MultimodalConfig: Sendable, Equatable {
 
     public var padToSquare: Bool { imageAspectRatio == "pad" }
 
+    /// Name prefixes of the connector tensors a multimodal `model.safetensors` holds beside the trunk.
+    /// The encoders' loaders own them (strictly); the language-model loader should skip them:
+    /// `checkpoint.ignore(where: MultimodalConfig.isConnectorTensor)`.
+    public static let connectorPrefixes = ["model.mm_projector.", "model.mm_audio_aligner.", "model.query_tokens"]
+
+    public static func isConnectorTensor(_ name: String) -> Bool {
+        connectorPrefixes.contains { name.hasPrefix($0) }
+    }
+
     /// Reads `config.json` of a model directory.
     public static func load(directory: String) throws -> MultimodalConfig {
         let path = (directory as NSString).appendingPathComponent("config.json")
