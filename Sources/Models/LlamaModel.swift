@@ -64,6 +64,11 @@ public final class LanguageModel: @unchecked Sendable {
         let config = try ModelConfig.load(directory: directory)
         let ckpt = try Checkpoint(directory: directory)
         let model = try LanguageModel(config: config, checkpoint: ckpt, experts: experts, routing: routing)
+        // A whole Uni-MoE directory also holds the connectors (their own loaders take them strictly);
+        // only a config that declares a tower lets the trunk loader pass over them.
+        if config.raw["mm_vision_tower"] != nil || config.raw["mm_audio_tower"] != nil {
+            ckpt.ignore(where: MultimodalConfig.isConnectorTensor)
+        }
         try ckpt.finishLoading()
         return model
     }
