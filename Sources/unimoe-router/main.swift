@@ -1,4 +1,7 @@
 import Foundation
 import Stages
+import Tensor
+
+BLASRuntime.selectFastKernels()
 
 exit(RoleMain.main("router", CommandLine.arguments))
