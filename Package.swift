@@ -44,14 +44,14 @@ let package = Package(
                 swiftSettings: fast),
 
         // Thin executables.
-        .executableTarget(name: "unimoe", dependencies: ["UnimoeCLI", "Tensor"]),
+        .executableTarget(name: "unimoe", dependencies: ["UnimoeCLI"]),
         // Pipeline roles (one process each; see docs/PIPELINE.md).
-        .executableTarget(name: "unimoe-decode", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-decode"),
-        .executableTarget(name: "unimoe-encode", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-encode"),
-        .executableTarget(name: "unimoe-connect", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-connect"),
-        .executableTarget(name: "unimoe-router", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-router"),
-        .executableTarget(name: "unimoe-expert", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-expert"),
-        .executableTarget(name: "unimoe-coordinator", dependencies: ["Stages", "Tensor"], path: "Sources/unimoe-coordinator"),
+        .executableTarget(name: "unimoe-decode", dependencies: ["Stages"], path: "Sources/unimoe-decode"),
+        .executableTarget(name: "unimoe-encode", dependencies: ["Stages"], path: "Sources/unimoe-encode"),
+        .executableTarget(name: "unimoe-connect", dependencies: ["Stages"], path: "Sources/unimoe-connect"),
+        .executableTarget(name: "unimoe-router", dependencies: ["Stages"], path: "Sources/unimoe-router"),
+        .executableTarget(name: "unimoe-expert", dependencies: ["Stages"], path: "Sources/unimoe-expert"),
+        .executableTarget(name: "unimoe-coordinator", dependencies: ["Stages"], path: "Sources/unimoe-coordinator"),
 
         // Tests mirror modules one to one; fixtures live in Tests/Fixtures (made by scripts/make-fixtures).
         .target(name: "TestSupport", dependencies: ["Tensor", "Checkpoint"], path: "Tests/TestSupport"),

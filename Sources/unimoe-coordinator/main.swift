@@ -1,7 +1,4 @@
 import Foundation
 import Stages
-import Tensor
-
-BLASRuntime.selectFastKernels()
 
 exit(RoleMain.main("coordinator", CommandLine.arguments))
