@@ -22,6 +22,7 @@ public enum Linear {
             MatVec.forward(x, rows: rows, ldx: inF, weight: weight, bias: bias, into: y, ldy: outF)
             return
         }
+        OpenBLASCore.ensureSelected()
         switch weight.dtype {
         case .f32:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),
@@ -78,6 +79,7 @@ public enum Linear {
                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
                             c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
         if m == 0 || n == 0 { return }
+        OpenBLASCore.ensureSelected()
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -95,6 +97,7 @@ public enum Linear {
     /// Threads this process's kernels may use: sets both our worker pool (mat-vec, attention) and
     /// OpenBLAS (GEMMs). Set once per process (the pipeline file gives each role its count).
     public static func setThreads(_ n: Int) {
+        OpenBLASCore.ensureSelected()
         openblas_set_num_threads(Int32(max(1, n)))
         Parallel.setThreads(n)
     }
