@@ -35,6 +35,8 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
     private var weights: [Int: [Int: FeedForward]] = [:]
     private let lock = NSLock()
     private let gateBuf = ScratchBuffer(), upBuf = ScratchBuffer()
+    /// Per pool worker (gate, up) buffers for the expert-parallel prefill path.
+    private var workerBuffers: [(ScratchBuffer, ScratchBuffer)] = []
 
     /// - layers: MoE layers to load (nil: every MoE layer of the config).
     /// - experts: expert indices to load in each of those layers (nil: all).
@@ -94,15 +96,40 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
             ffns.append(f)
         }
         lock.lock(); defer { lock.unlock() }
-        var outputs: [Tensor] = []
-        outputs.reserveCapacity(batches.count)
-        for (b, f) in zip(batches, ffns) {
-            let n = b.rows.shape[0]
-            let x = b.rows.converted(to: .f32)
-            let out = Tensor(zeros: [n, hidden])
-            try f.forward(x.floats, rows: n, gateBuf: gateBuf.ensure(n * inner), upBuf: upBuf.ensure(n * inner), into: out.floats)
-            outputs.append(out)
+        let outputs = batches.map { Tensor(zeros: [$0.rows.shape[0], hidden]) }
+        let threads = Parallel.threads
+        if threads > 1 && batches.count > 1 && batches.contains(where: { $0.rows.shape[0] > Self.matVecRows }) {
+            // Prefill: one expert per thread, largest first, each GEMM single-threaded. Skinny
+            // products (~32 rows) do not speed up with OpenBLAS's own threads; whole experts do.
+            let order = batches.indices.sorted { batches[$0].rows.shape[0] > batches[$1].rows.shape[0] }
+            while workerBuffers.count < threads { workerBuffers.append((ScratchBuffer(), ScratchBuffer())) }
+            let buffers = workerBuffers
+            var failure: Error?
+            let failureLock = NSLock()
+            OpenBLASCore.withSingleThreadedBLAS {
+                Parallel.forEach(tasks: order.count) { task, worker in
+                    let i = order[task]
+                    do {
+                        try self.compute(ffns[i], batches[i].rows, buffers[worker], into: outputs[i])
+                    } catch {
+                        failureLock.lock(); failure = failure ?? error; failureLock.unlock()
+                    }
+                }
+            }
+            if let failure { throw failure }
+        } else {
+            // Decode (or one batch): experts in turn, each kernel split over the pool.
+            for i in batches.indices { try compute(ffns[i], batches[i].rows, (gateBuf, upBuf), into: outputs[i]) }
         }
         return outputs
+    }
+
+    /// Row counts up to this go to the mat-vec kernel (bandwidth-bound, split over the pool itself).
+    static let matVecRows = 8
+
+    private func compute(_ f: FeedForward, _ rows: Tensor, _ bufs: (ScratchBuffer, ScratchBuffer), into out: Tensor) throws {
+        let n = rows.shape[0]
+        let x = rows.converted(to: .f32)
+        try f.forward(x.floats, rows: n, gateBuf: bufs.0.ensure(n * inner), upBuf: bufs.1.ensure(n * inner), into: out.floats)
     }
 }

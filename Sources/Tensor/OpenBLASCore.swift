@@ -74,3 +74,17 @@ public enum OpenBLASCore {
         return current
     }
 }
+
+extension OpenBLASCore {
+    /// Runs `body` with OpenBLAS limited to one thread, then restores the process's thread count
+    /// (`Parallel.threads`). For callers that split GEMM work over the worker pool themselves
+    /// (e.g. one expert per thread): skinny products (≈32 rows) gain nothing from OpenBLAS's own
+    /// threading, and two levels of threads would fight over the cores. The setting is process-wide,
+    /// so other threads' GEMMs during `body` also run single-threaded (slower, still correct).
+    public static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
+        ensureSelected()
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(max(1, Parallel.threads))) }
+        return try body()
+    }
+}

@@ -73,6 +73,26 @@ final class ExpertsTests: XCTestCase {
         assertClose(out.toArray(), try Linear.forward(act, weight: w.down).toArray(), 1e-5, "expert by hand")
     }
 
+    /// Several batches with more rows than the mat-vec kernel takes run one expert per pool thread
+    /// (OpenBLAS single-threaded meanwhile); each output must equal that expert run on its own.
+    func testExpertParallelPrefillEqualsOneExpertAtATime() throws {
+        let f = LMFixture.all[2]
+        let full = try LocalExperts.load(directory: f.directory)
+        let saved = Linear.threads
+        Linear.setThreads(2)
+        defer { Linear.setThreads(saved) }
+        let sizes = [(5, 20), (1, 3), (2, 11), (7, 9)]
+        let batches = try sizes.map { e, n in
+            ExpertBatch(expert: e, rows: try Tensor(shape: [n, 64], values: (0..<(n * 64)).map { cos(Float($0 * (e + 1))) }))
+        }
+        let together = try full.run(layer: 1, batches: batches)
+        XCTAssertEqual(together.map(\.shape), sizes.map { [$0.1, 64] })
+        for (b, out) in zip(batches, together) {
+            let alone = try full.run(layer: 1, batches: [b])[0]
+            assertClose(out.toArray(), alone.toArray(), 1e-5, "expert \(b.expert) with \(b.rows.shape[0]) rows")
+        }
+    }
+
     func testRoutingRule() throws {
         // Top-2 of raw logits, softmax over the two; ties go to the lower index.
         let logits: [Float] = [0.5, 2.0, 1.0, 2.0, -1, 3, 1, 0]
