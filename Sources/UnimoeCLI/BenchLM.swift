@@ -51,6 +51,7 @@ enum BenchLM {
             "load_s": loadSeconds,
             "threads": threads,
             "dtype": model.lmHead.dtype.rawValue,
+            "blas_core": OpenBLASCore.current,
         ]
         printLine(jsonLine(out))
     }
