@@ -32,9 +32,10 @@ let package = Package(
 
         // Libraries: one module per concern.
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: fast + cpu),
-        .target(name: "Checkpoint", dependencies: ["Tensor"], swiftSettings: fast),
-        .target(name: "Tokenizer", swiftSettings: fast),
-        .target(name: "Models", dependencies: ["Tensor", "Checkpoint", "Media"], swiftSettings: fast),
+        .target(name: "JSON", swiftSettings: fast),
+        .target(name: "Checkpoint", dependencies: ["Tensor", "JSON"], swiftSettings: fast),
+        .target(name: "Tokenizer", dependencies: ["JSON"], swiftSettings: fast),
+        .target(name: "Models", dependencies: ["Tensor", "Checkpoint", "Media", "JSON"], swiftSettings: fast),
         .target(name: "Media", dependencies: ["CFFmpeg", "Tensor"], swiftSettings: fast),
         .target(name: "Wire", dependencies: ["CZeroMQ", "Tensor"], swiftSettings: fast),
         .target(name: "Options"),
@@ -55,6 +56,7 @@ let package = Package(
 
         // Tests mirror modules one to one; fixtures live in Tests/Fixtures (made by scripts/make-fixtures).
         .target(name: "TestSupport", dependencies: ["Tensor", "Checkpoint"], path: "Tests/TestSupport"),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Checkpoint", "TestSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
         .testTarget(name: "OptionsTests", dependencies: ["Options", "UnimoeCLI", "TestSupport"]),
