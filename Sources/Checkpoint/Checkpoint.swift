@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 
 /// All the tensors of a model directory: one `model.safetensors`, or shards listed by
@@ -35,9 +36,10 @@ public final class Checkpoint: @unchecked Sendable {
         func bad(_ reason: String) -> CheckpointError { .malformed(path: index, reason: reason) }
         guard let data = FileManager.default.contents(atPath: index) else { throw CheckpointError.io(path: index, reason: "cannot be read") }
         let json: JSONValue
-        do { json = try StrictJSON.parse(Array(data)) } catch let d as StrictJSON.DuplicateKey {
-            throw bad("'\(d.key)' appears more than once in \(d.path.isEmpty ? "the index" : d.path.joined(separator: "."))")
-        } catch {
+        do { json = try JSONValue.parse(data) } catch {
+            if case .duplicateKey(let key, let path, _) = error {
+                throw bad("'\(key)' appears more than once in \(path.isEmpty ? "the index" : JSONError.describe(path: path))")
+            }
             throw bad("not valid JSON (\(error))")
         }
         guard case .object(let map)? = json["weight_map"] else { throw bad("no weight_map object") }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 
 extension ModelConfig {
@@ -22,11 +23,10 @@ extension ModelConfig {
 
     /// Decodes and validates config bytes; `path` names the source in error messages.
     public static func decode(_ data: Data, path: String = "config.json") throws -> ModelConfig {
+        // The strict parser first: it rejects duplicate keys, bad UTF-8 and over-deep nesting the
+        // decoder below would let through, and keeps integers exact in `raw`.
+        let raw = try parseObject(data, path: path)
         let decoder = JSONDecoder()
-        let raw: [String: JSONValue]
-        do { raw = try decoder.decode([String: JSONValue].self, from: data) } catch let e as DecodingError {
-            throw CheckpointError.config(path: path, reason: describe(e))
-        }
         var config: ModelConfig
         do {
             config = try decoder.decode(ModelConfig.self, from: data)
@@ -48,6 +48,23 @@ extension ModelConfig {
             throw CheckpointError.config(path: path, reason: reason.message)
         }
         return config
+    }
+
+    /// Parses a config file's bytes strictly (`JSONValue.parse`: duplicate keys, bad UTF-8, deep
+    /// nesting rejected) into its top-level members; `path` names the file in `CheckpointError.config`.
+    public static func parseObject(_ data: Data, path: String) throws -> [String: JSONValue] {
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch {
+            if case .duplicateKey(let key, let inside, _) = error {
+                let within = inside.isEmpty ? "" : " of '\(JSONError.describe(path: inside))'"
+                throw CheckpointError.config(path: path, reason: "key '\(key)'\(within) appears more than once")
+            }
+            throw CheckpointError.config(path: path, reason: "is not valid JSON (\(error))")
+        }
+        guard let object = json.objectValue else {
+            throw CheckpointError.config(path: path, reason: "the top level is not a JSON object")
+        }
+        return object
     }
 
     /// Checks the sizes fit together; throws `CheckpointError.config` naming the offending keys.

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// The language-model trunk's `config.json` (`model_type` `llama`, `mixtral` or `unimoe`), decoded
 /// with explicit snake_case keys and the defaults transformers uses, plus a normalised view of the

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// The multimodal keys of a Uni-MoE model directory's `config.json` (the reference implementation's
 /// `mm_*` names, see docs/MODEL-DIRECTORY.md), read from the raw JSON so an encoder or connector
@@ -52,11 +53,7 @@ public struct MultimodalConfig: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError.io(path: path, reason: "cannot read the model's config.json")
         }
-        let json: [String: JSONValue]
-        do { json = try JSONDecoder().decode([String: JSONValue].self, from: data) } catch {
-            throw CheckpointError.config(path: path, reason: "not a JSON object")
-        }
-        return try MultimodalConfig(json: json, path: path)
+        return try MultimodalConfig(json: ModelConfig.parseObject(data, path: path), path: path)
     }
 
     /// Decodes the multimodal keys from a parsed config; `path` names the file in errors.

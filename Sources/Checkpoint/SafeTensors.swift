@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 
 /// A read-only memory mapping of a whole file; tensors borrow from it and keep it alive.
@@ -32,7 +33,7 @@ public final class MappedFile: @unchecked Sendable {
 
 /// One `.safetensors` file: an 8-byte little-endian header length, a JSON header mapping names to
 /// `{dtype, shape, data_offsets}`, then the data. Tensors are views into the mapping (no copy).
-/// The header is untrusted input: it is parsed by `StrictJSON` (duplicate names rejected) and every
+/// The header is untrusted input: it is parsed by the strict `JSONValue.parse` (duplicate names rejected) and every
 /// entry is checked against the file before any tensor byte is touched.
 public final class SafeTensorsFile: @unchecked Sendable {
     /// Where one tensor lies in the file, already checked against the file's size.
@@ -89,10 +90,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let header = UnsafeRawBufferPointer(start: base + 8, count: Int(headerLen))
         guard String(validating: header, as: UTF8.self) != nil else { throw bad("header is not valid UTF-8") }
         let json: JSONValue
-        do { json = try StrictJSON.parse(header) } catch let d as StrictJSON.DuplicateKey {
-            if d.path.isEmpty { throw bad("header names tensor '\(d.key)' more than once") }
-            throw bad("header entry '\(d.path.joined(separator: "."))' has key '\(d.key)' more than once")
-        } catch {
+        do { json = try JSONValue.parse(header) } catch {
+            if case .duplicateKey(let key, let path, _) = error {
+                if path.isEmpty { throw bad("header names tensor '\(key)' more than once") }
+                throw bad("header entry '\(JSONError.describe(path: path))' has key '\(key)' more than once")
+            }
             throw bad("header is not valid JSON (\(error))")
         }
         guard case .object(let dict) = json else { throw bad("header is not a JSON object") }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 import Checkpoint
 
@@ -37,10 +38,10 @@ struct ConfigReader {
 
     static func load(_ path: String, modality: String) throws -> ConfigReader {
         guard let data = FileManager.default.contents(atPath: path) else { throw MultimodalError.missingTower(modality: modality, path: path) }
-        guard let json = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
-            throw MultimodalError.config(path: path, reason: "not a JSON object")
+        do { return ConfigReader(json: try ModelConfig.parseObject(data, path: path), path: path) } catch let e as CheckpointError {
+            if case .config(_, let reason) = e { throw MultimodalError.config(path: path, reason: reason) }
+            throw e
         }
-        return ConfigReader(json: json, path: path)
     }
 
     func int(_ key: String, _ def: Int? = nil) throws -> Int {
@@ -129,7 +130,8 @@ struct LinearLayer {
     /// `[rows, in]` → `[rows, out]`.
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = Tensor(zeros: [x.rowCount, outFeatures])
-        Linear.forward(x.floats, rows: x.rowCount, weight: weight, bias: bias, into: y.floats)
+        EncoderKernels.project(x.floats, rows: x.rowCount, weight: weight, into: y.floats)
+        if let bias { EncoderKernels.addBias(y.floats, rows: x.rowCount, cols: outFeatures, bias: bias.floats) }
         return y
     }
 }
@@ -147,11 +149,8 @@ struct LayerNormLayer {
 
     func callAsFunction(_ x: Tensor) -> Tensor {
         let y = Tensor(zeros: x.shape)
-        let rows = x.rowCount, dim = x.lastDim
-        FastMath.parallel(rows, minChunk: 64) { r in
-            Norm.layer(x.floats + r.lowerBound * dim, rows: r.count, dim: dim, weight: weight, bias: bias, eps: eps,
-                       into: y.floats + r.lowerBound * dim)
-        }
+        EncoderKernels.addLayerNorm(x.floats, rows: x.rowCount, dim: x.lastDim, pending: nil, weight: weight, bias: bias,
+                                    eps: eps, into: y.floats)
         return y
     }
 }
