@@ -1,3 +1,5 @@
+import JSON
+
 /// One entry of `added_tokens` in tokenizer.json: text matched whole in the input before the model
 /// runs (special tokens such as `<s>`, chat markers, user additions).
 struct AddedToken: Sendable {
@@ -9,17 +11,17 @@ struct AddedToken: Sendable {
     let rstrip: Bool
     let normalized: Bool
 
-    init(json: JSON, file: String) throws {
-        guard let id = json["id"]?.int, id >= 0, let content = json["content"]?.string else {
+    init(json: JSONValue, file: String) throws {
+        guard let id = json["id"]?.intValue, id >= 0, let content = json["content"]?.stringValue else {
             throw TokenizerError.malformed(file: file, reason: "an added_tokens entry lacks an integer 'id' or a 'content' string")
         }
         self.id = id
         self.content = Array(content.utf8)
-        special = json["special"]?.bool ?? false
-        singleWord = json["single_word"]?.bool ?? false
-        lstrip = json["lstrip"]?.bool ?? false
-        rstrip = json["rstrip"]?.bool ?? false
-        normalized = json["normalized"]?.bool ?? !special
+        special = json["special"]?.boolValue ?? false
+        singleWord = json["single_word"]?.boolValue ?? false
+        lstrip = json["lstrip"]?.boolValue ?? false
+        rstrip = json["rstrip"]?.boolValue ?? false
+        normalized = json["normalized"]?.boolValue ?? !special
     }
 }
 

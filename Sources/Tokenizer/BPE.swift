@@ -1,3 +1,4 @@
+import JSON
 import Synchronization
 
 /// The model stage of `tokenizer.json`: byte-pair encoding of one pre-tokenized word. Merges are a
@@ -24,8 +25,8 @@ final class BPEModel: Sendable {
 
     struct MergeTarget: Sendable { let rank: Int32; let id: Int32 }
 
-    init(json: JSON, file: String) throws {
-        if let type = json["type"]?.string, type != "BPE" {
+    init(json: JSONValue, file: String) throws {
+        if let type = json["type"]?.stringValue, type != "BPE" {
             throw TokenizerError.unsupported(file: file, stage: "model", type: type)
         }
         guard let vocabJSON = json["vocab"]?.members else {
@@ -35,8 +36,8 @@ final class BPEModel: Sendable {
         vocab.reserveCapacity(vocabJSON.count)
         var maxId = -1
         for (token, idJSON) in vocabJSON {
-            guard let id = idJSON.int, id >= 0 else {
-                throw TokenizerError.malformed(file: file, reason: "vocab entry '\(token)' has id \(idJSON.kind), not a non-negative integer")
+            guard let id = idJSON.intValue, id >= 0 else {
+                throw TokenizerError.malformed(file: file, reason: "vocab entry '\(token)' has id \(idJSON), not a non-negative integer")
             }
             vocab[ByteKey(Array(token.utf8))] = id
             maxId = max(maxId, id)
@@ -47,15 +48,15 @@ final class BPEModel: Sendable {
         self.tokens = tokens
 
         func optionalString(_ key: String) -> Bytes? {
-            guard let s = json[key]?.string, !s.isEmpty else { return nil }
+            guard let s = json[key]?.stringValue, !s.isEmpty else { return nil }
             return Array(s.utf8)
         }
         prefix = optionalString("continuing_subword_prefix")
         suffix = optionalString("end_of_word_suffix")
-        fuseUnk = json["fuse_unk"]?.bool ?? false
-        byteFallback = json["byte_fallback"]?.bool ?? false
-        ignoreMerges = json["ignore_merges"]?.bool ?? false
-        if let unk = json["unk_token"]?.string {
+        fuseUnk = json["fuse_unk"]?.boolValue ?? false
+        byteFallback = json["byte_fallback"]?.boolValue ?? false
+        ignoreMerges = json["ignore_merges"]?.boolValue ?? false
+        if let unk = json["unk_token"]?.stringValue {
             guard let id = vocab[ByteKey(Array(unk.utf8))] else {
                 throw TokenizerError.malformed(file: file, reason: "unk_token '\(unk)' is not in the vocabulary")
             }
@@ -64,7 +65,7 @@ final class BPEModel: Sendable {
             unkId = nil
         }
 
-        guard let mergesJSON = json["merges"]?.array else {
+        guard let mergesJSON = json["merges"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "BPE model has no 'merges' array")
         }
         var merges: [UInt64: MergeTarget] = [:]
@@ -72,13 +73,13 @@ final class BPEModel: Sendable {
         let prefixLength = prefix?.count ?? 0
         for (rank, m) in mergesJSON.enumerated() {
             let a: String, b: String
-            if let s = m.string {
+            if let s = m.stringValue {
                 let parts = s.split(separator: " ", omittingEmptySubsequences: false)
                 guard parts.count == 2 else {
                     throw TokenizerError.malformed(file: file, reason: "merge \(rank + 1) '\(s)' is not two tokens separated by one space")
                 }
                 a = String(parts[0]); b = String(parts[1])
-            } else if let pair = m.array, pair.count == 2, let x = pair[0].string, let y = pair[1].string {
+            } else if let pair = m.arrayValue, pair.count == 2, let x = pair[0].stringValue, let y = pair[1].stringValue {
                 a = x; b = y
             } else {
                 throw TokenizerError.malformed(file: file, reason: "merge \(rank + 1) is neither \"a b\" nor [\"a\", \"b\"]")

@@ -1,3 +1,5 @@
+import JSON
+
 /// The way back: turns token strings into text (undoing `▁`, byte fallback and byte-level
 /// mapping). Each stage maps a list of token byte strings to another, as `tokenizers`' decoders do.
 protocol Decoder: Sendable {
@@ -98,31 +100,31 @@ struct ByteLevelDecoder: Decoder {
 }
 
 /// Builds the decoder described by a `"decoder"` JSON value (nil for `null`).
-func makeDecoder(_ json: JSON, file: String) throws -> Decoder? {
+func makeDecoder(_ json: JSONValue, file: String) throws -> Decoder? {
     if json.isNull { return nil }
-    guard let type = json["type"]?.string else {
+    guard let type = json["type"]?.stringValue else {
         throw TokenizerError.malformed(file: file, reason: "decoder has no 'type'")
     }
     switch type {
     case "Sequence":
-        guard let list = json["decoders"]?.array else {
+        guard let list = json["decoders"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "Sequence decoder has no 'decoders' array")
         }
         return SequenceDecoder(stages: try list.compactMap { try makeDecoder($0, file: file) })
     case "Replace":
         return ReplaceDecoder(pattern: try TextPattern(json: json["pattern"], file: file, stage: "Replace decoder"),
-                              content: Array((json["content"]?.string ?? "").utf8))
+                              content: Array((json["content"]?.stringValue ?? "").utf8))
     case "ByteFallback": return ByteFallbackDecoder()
     case "Fuse": return FuseDecoder()
     case "Strip":
-        guard let c = json["content"]?.string, let scalar = c.unicodeScalars.first, c.unicodeScalars.count == 1 else {
+        guard let c = json["content"]?.stringValue, let scalar = c.unicodeScalars.first, c.unicodeScalars.count == 1 else {
             throw TokenizerError.malformed(file: file, reason: "Strip decoder needs a one-character 'content'")
         }
-        return StripDecoder(content: scalar, start: json["start"]?.int ?? 0, stop: json["stop"]?.int ?? 0)
+        return StripDecoder(content: scalar, start: json["start"]?.intValue ?? 0, stop: json["stop"]?.intValue ?? 0)
     case "Metaspace":
-        let rep = json["replacement"]?.string ?? "\u{2581}"
+        let rep = json["replacement"]?.stringValue ?? "\u{2581}"
         let drop: Bool
-        if let scheme = json["prepend_scheme"]?.string { drop = scheme != "never" } else { drop = json["add_prefix_space"]?.bool ?? true }
+        if let scheme = json["prepend_scheme"]?.stringValue { drop = scheme != "never" } else { drop = json["add_prefix_space"]?.boolValue ?? true }
         return MetaspaceDecoder(replacement: Array(rep.utf8), dropInFirst: drop)
     case "ByteLevel": return ByteLevelDecoder()
     default:

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// The first stage of `tokenizer.json`: rewrites text before it is split (Unicode forms, the
 /// SentencePiece space marker, case). Built from the JSON `"normalizer"` by `makeNormalizer`.
@@ -11,13 +12,13 @@ enum TextPattern: Sendable {
     case literal(Bytes)
     case regex(TokenRegex)
 
-    init(json: JSON?, file: String, stage: String) throws {
+    init(json: JSONValue?, file: String, stage: String) throws {
         guard let json else { throw TokenizerError.malformed(file: file, reason: "\(stage) has no 'pattern'") }
-        if let s = json["String"]?.string {
+        if let s = json["String"]?.stringValue {
             self = .literal(Array(s.utf8))
-        } else if let r = json["Regex"]?.string {
+        } else if let r = json["Regex"]?.stringValue {
             self = .regex(try TokenRegex(r, file: file))
-        } else if let s = json.string {
+        } else if let s = json.stringValue {
             self = .literal(Array(s.utf8))
         } else {
             throw TokenizerError.malformed(file: file, reason: "\(stage) 'pattern' must be {\"String\": …} or {\"Regex\": …}")
@@ -160,38 +161,38 @@ struct ByteLevelNormalizer: Normalizer {
 }
 
 /// Builds the normalizer described by a `"normalizer"` JSON value (nil for `null`).
-func makeNormalizer(_ json: JSON, file: String) throws -> Normalizer? {
+func makeNormalizer(_ json: JSONValue, file: String) throws -> Normalizer? {
     if json.isNull { return nil }
-    guard let type = json["type"]?.string else {
+    guard let type = json["type"]?.stringValue else {
         throw TokenizerError.malformed(file: file, reason: "normalizer has no 'type'")
     }
     switch type {
     case "Sequence":
-        guard let list = json["normalizers"]?.array else {
+        guard let list = json["normalizers"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "Sequence normalizer has no 'normalizers' array")
         }
         return SequenceNormalizer(stages: try list.compactMap { try makeNormalizer($0, file: file) })
     case "Prepend":
-        guard let p = json["prepend"]?.string else {
+        guard let p = json["prepend"]?.stringValue else {
             throw TokenizerError.malformed(file: file, reason: "Prepend normalizer has no 'prepend' string")
         }
         return PrependNormalizer(prefix: Array(p.utf8))
     case "Replace":
         return ReplaceNormalizer(pattern: try TextPattern(json: json["pattern"], file: file, stage: "Replace normalizer"),
-                                 content: Array((json["content"]?.string ?? "").utf8))
+                                 content: Array((json["content"]?.stringValue ?? "").utf8))
     case "NFC": return UnicodeNormalizer(form: .nfc)
     case "NFD": return UnicodeNormalizer(form: .nfd)
     case "NFKC": return UnicodeNormalizer(form: .nfkc)
     case "NFKD": return UnicodeNormalizer(form: .nfkd)
     case "Lowercase": return LowercaseNormalizer()
     case "Strip":
-        return StripNormalizer(left: json["strip_left"]?.bool ?? true, right: json["strip_right"]?.bool ?? true)
+        return StripNormalizer(left: json["strip_left"]?.boolValue ?? true, right: json["strip_right"]?.boolValue ?? true)
     case "StripAccents": return StripAccentsNormalizer()
     case "BertNormalizer":
-        let lower = json["lowercase"]?.bool ?? true
-        let strip = json["strip_accents"]?.bool ?? lower
-        return BertNormalizer(cleanText: json["clean_text"]?.bool ?? true,
-                              handleChineseChars: json["handle_chinese_chars"]?.bool ?? true,
+        let lower = json["lowercase"]?.boolValue ?? true
+        let strip = json["strip_accents"]?.boolValue ?? lower
+        return BertNormalizer(cleanText: json["clean_text"]?.boolValue ?? true,
+                              handleChineseChars: json["handle_chinese_chars"]?.boolValue ?? true,
                               stripAccents: strip, lowercase: lower)
     case "ByteLevel": return ByteLevelNormalizer()
     default:

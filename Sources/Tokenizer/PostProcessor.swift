@@ -1,3 +1,5 @@
+import JSON
+
 /// The stage after the model: adds the special tokens a model expects around one sequence
 /// (LLaMA's BOS, RoBERTa's `<s> … </s>`). Only single sequences are encoded here.
 protocol PostProcessor: Sendable {
@@ -38,27 +40,27 @@ struct SequenceProcessor: PostProcessor {
 }
 
 /// Builds the post-processor described by a `"post_processor"` JSON value (nil for `null`).
-func makePostProcessor(_ json: JSON, file: String) throws -> PostProcessor? {
+func makePostProcessor(_ json: JSONValue, file: String) throws -> PostProcessor? {
     if json.isNull { return nil }
-    guard let type = json["type"]?.string else {
+    guard let type = json["type"]?.stringValue else {
         throw TokenizerError.malformed(file: file, reason: "post_processor has no 'type'")
     }
     switch type {
     case "TemplateProcessing":
-        guard let single = json["single"]?.array else {
+        guard let single = json["single"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "TemplateProcessing has no 'single' template")
         }
         var items: [TemplateProcessor.Item] = []
         for piece in single {
             if let special = piece["SpecialToken"] {
-                guard let name = special["id"]?.string else {
+                guard let name = special["id"]?.stringValue else {
                     throw TokenizerError.malformed(file: file, reason: "TemplateProcessing SpecialToken has no 'id'")
                 }
-                guard let entry = json["special_tokens"]?[name], let idList = entry["ids"]?.array else {
+                guard let entry = json["special_tokens"]?[name], let idList = entry["ids"]?.arrayValue else {
                     throw TokenizerError.malformed(file: file, reason: "TemplateProcessing uses '\(name)' but special_tokens does not define it")
                 }
                 let ids = try idList.map { v -> Int in
-                    guard let i = v.int else { throw TokenizerError.malformed(file: file, reason: "special token '\(name)' has a non-integer id") }
+                    guard let i = v.intValue else { throw TokenizerError.malformed(file: file, reason: "special token '\(name)' has a non-integer id") }
                     return i
                 }
                 items.append(.special(ids))
@@ -70,15 +72,15 @@ func makePostProcessor(_ json: JSON, file: String) throws -> PostProcessor? {
         }
         return TemplateProcessor(single: items)
     case "RobertaProcessing", "BertProcessing":
-        guard let cls = json["cls"]?.array, cls.count == 2, let clsId = cls[1].int,
-              let sep = json["sep"]?.array, sep.count == 2, let sepId = sep[1].int else {
+        guard let cls = json["cls"]?.arrayValue, cls.count == 2, let clsId = cls[1].intValue,
+              let sep = json["sep"]?.arrayValue, sep.count == 2, let sepId = sep[1].intValue else {
             throw TokenizerError.malformed(file: file, reason: "\(type) needs 'cls' and 'sep' as [token, id]")
         }
         return WrapProcessor(cls: clsId, sep: sepId)
     case "ByteLevel":
         return IdentityProcessor()
     case "Sequence":
-        guard let list = json["processors"]?.array else {
+        guard let list = json["processors"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "Sequence post-processor has no 'processors' array")
         }
         return SequenceProcessor(stages: try list.compactMap { try makePostProcessor($0, file: file) })

@@ -1,3 +1,5 @@
+import JSON
+
 /// A run of normalized text on its way to the model, with the byte offset in the original input
 /// where it starts (Metaspace's `prepend_scheme: first` needs to know whether that is 0).
 struct Piece: Sendable {
@@ -179,13 +181,13 @@ struct BertPreTokenizer: PreTokenizer {
 }
 
 /// Builds the pre-tokenizer described by a `"pre_tokenizer"` JSON value (nil for `null`).
-func makePreTokenizer(_ json: JSON, file: String) throws -> PreTokenizer? {
+func makePreTokenizer(_ json: JSONValue, file: String) throws -> PreTokenizer? {
     if json.isNull { return nil }
-    guard let type = json["type"]?.string else {
+    guard let type = json["type"]?.stringValue else {
         throw TokenizerError.malformed(file: file, reason: "pre_tokenizer has no 'type'")
     }
     func behavior(_ def: SplitBehavior) throws -> SplitBehavior {
-        guard let s = json["behavior"]?.string else { return def }
+        guard let s = json["behavior"]?.stringValue else { return def }
         guard let b = SplitBehavior(rawValue: s) else {
             throw TokenizerError.malformed(file: file, reason: "\(type) pre-tokenizer has unknown behavior '\(s)'")
         }
@@ -193,31 +195,31 @@ func makePreTokenizer(_ json: JSON, file: String) throws -> PreTokenizer? {
     }
     switch type {
     case "Sequence":
-        guard let list = json["pretokenizers"]?.array else {
+        guard let list = json["pretokenizers"]?.arrayValue else {
             throw TokenizerError.malformed(file: file, reason: "Sequence pre-tokenizer has no 'pretokenizers' array")
         }
         return SequencePreTokenizer(stages: try list.compactMap { try makePreTokenizer($0, file: file) })
     case "Split":
         return SplitPreTokenizer(pattern: try TextPattern(json: json["pattern"], file: file, stage: "Split pre-tokenizer"),
-                                 behavior: try behavior(.isolated), invert: json["invert"]?.bool ?? false)
+                                 behavior: try behavior(.isolated), invert: json["invert"]?.boolValue ?? false)
     case "Metaspace":
-        let rep = json["replacement"]?.string ?? "\u{2581}"
+        let rep = json["replacement"]?.stringValue ?? "\u{2581}"
         let scheme: MetaspacePreTokenizer.Prepend
-        switch json["prepend_scheme"]?.string {
+        switch json["prepend_scheme"]?.stringValue {
         case "always": scheme = .always
         case "first": scheme = .first
         case "never": scheme = .never
-        case nil: scheme = (json["add_prefix_space"]?.bool ?? true) ? .always : .never
+        case nil: scheme = (json["add_prefix_space"]?.boolValue ?? true) ? .always : .never
         case let other?:
             throw TokenizerError.malformed(file: file, reason: "Metaspace has unknown prepend_scheme '\(other)'")
         }
-        return MetaspacePreTokenizer(replacement: Array(rep.utf8), prepend: scheme, splitWords: json["split"]?.bool ?? true)
+        return MetaspacePreTokenizer(replacement: Array(rep.utf8), prepend: scheme, splitWords: json["split"]?.boolValue ?? true)
     case "ByteLevel":
-        let useRegex = json["use_regex"]?.bool ?? true
-        return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? true,
+        let useRegex = json["use_regex"]?.boolValue ?? true
+        return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.boolValue ?? true,
                                      regex: useRegex ? try TokenRegex(ByteLevelPreTokenizer.gpt2Pattern, file: file) : nil)
     case "Digits":
-        return DigitsPreTokenizer(individual: json["individual_digits"]?.bool ?? false)
+        return DigitsPreTokenizer(individual: json["individual_digits"]?.boolValue ?? false)
     case "Whitespace":
         return WhitespacePreTokenizer(regex: try TokenRegex(#"\w+|[^\w\s]+"#, file: file))
     case "WhitespaceSplit":

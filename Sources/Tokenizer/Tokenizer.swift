@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// A Hugging Face `tokenizer.json` tokenizer (BPE models: LLaMA/Vicuna SentencePiece-style with byte
 /// fallback, GPT-2/Qwen/LLaMA-3 byte-level), producing the same ids as the `tokenizers` library.
@@ -50,8 +51,17 @@ public final class Tokenizer: Sendable {
         }
     }
 
+    /// Parses tokenizer JSON with the shared strict parser. Duplicate keys are kept (the last one
+    /// wins on lookup), as the `tokenizers` library and Python's `json` read them.
+    private static func parse(_ bytes: Bytes, file: String) throws -> JSONValue {
+        do { return try JSONValue.parse(bytes, options: JSONParseOptions(rejectDuplicateKeys: false)) } catch {
+            if case .syntax(let offset, let reason) = error { throw TokenizerError.badJSON(file: file, offset: offset, reason: reason) }
+            throw TokenizerError.badJSON(file: file, offset: error.offset, reason: "\(error)")
+        }
+    }
+
     private init(json bytes: Bytes, config configBytes: Bytes?, file: String, configFile: String) throws {
-        let root = try JSON.parse(bytes, file: file)
+        let root = try Tokenizer.parse(bytes, file: file)
         guard root.members != nil else { throw TokenizerError.malformed(file: file, reason: "top level is not an object") }
         guard let modelJSON = root["model"] else { throw TokenizerError.malformed(file: file, reason: "no 'model'") }
         let bpe = try BPEModel(json: modelJSON, file: file)
@@ -63,7 +73,7 @@ public final class Tokenizer: Sendable {
 
         var added: [AddedToken] = []
         if let list = root["added_tokens"], !list.isNull {
-            guard let items = list.array else { throw TokenizerError.malformed(file: file, reason: "'added_tokens' is not an array") }
+            guard let items = list.arrayValue else { throw TokenizerError.malformed(file: file, reason: "'added_tokens' is not an array") }
             added = try items.map { try AddedToken(json: $0, file: file) }
         }
         var byId: [Int: Bytes] = [:], byContent: [Bytes: Int] = [:]
@@ -81,14 +91,14 @@ public final class Tokenizer: Sendable {
         vocabularySize = max(bpe.tokens.count, (added.map(\.id).max() ?? -1) + 1)
 
         // Special token ids: tokenizer_config.json first, then what the files imply.
-        var config: JSON?
+        var config: JSONValue?
         if let configBytes {
-            config = try JSON.parse(configBytes, file: configFile)
+            config = try Tokenizer.parse(configBytes, file: configFile)
         }
         func configured(_ key: String) -> (present: Bool, content: String?) {
             guard let v = config?[key] else { return (false, nil) }
-            if let s = v.string { return (true, s) }
-            if let s = v["content"]?.string { return (true, s) }
+            if let s = v.stringValue { return (true, s) }
+            if let s = v["content"]?.stringValue { return (true, s) }
             return (true, nil)
         }
         let lookup: (String) -> Int? = { s in byContent[Array(s.utf8)] ?? bpe.id(of: Array(s.utf8)) }
