@@ -154,17 +154,20 @@ struct JSONParser {
     mutating func string() throws(JSONError) -> String {
         pos += 1
         let start = pos
+        var high: UInt8 = 0
         while pos < bytes.count {
             let c = bytes[pos]
             if c == UInt8(ascii: "\"") {
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<pos])
+                pos += 1
+                if high < 0x80 { return String(decoding: raw, as: UTF8.self) }  // ASCII: nothing to check
                 guard let s = String(validating: raw, as: UTF8.self) else {
                     throw fail("string is not valid UTF-8", at: start + firstInvalidUTF8(raw))
                 }
-                pos += 1
                 return s
             }
             if c == UInt8(ascii: "\\") || c < 0x20 { break }
+            high |= c
             pos += 1
         }
         var out = Array(UnsafeRawBufferPointer(rebasing: bytes[start..<pos]))

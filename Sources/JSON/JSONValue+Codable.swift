@@ -29,7 +29,7 @@ extension JSONValue: Codable {
 }
 
 extension JSONObject: Codable {
-    private struct Key: CodingKey {
+    private struct MemberKey: CodingKey {
         var stringValue: String
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
@@ -37,7 +37,7 @@ extension JSONObject: Codable {
     }
 
     public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
+        let c = try decoder.container(keyedBy: MemberKey.self)
         var out = JSONObject()
         for k in c.allKeys.sorted(by: { $0.stringValue.utf8.lexicographicallyPrecedes($1.stringValue.utf8) }) {
             out.append(key: k.stringValue, value: try c.decode(JSONValue.self, forKey: k))
@@ -46,7 +46,7 @@ extension JSONObject: Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: Key.self)
-        for (k, v) in elements { try c.encode(v, forKey: Key(stringValue: k)) }
+        var c = encoder.container(keyedBy: MemberKey.self)
+        for (k, v) in elements { try c.encode(v, forKey: MemberKey(stringValue: k)) }
     }
 }
