@@ -74,11 +74,13 @@ final class BPEModel: Sendable {
         for (rank, m) in mergesJSON.enumerated() {
             let a: String, b: String
             if let s = m.stringValue {
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+                // Split on the space as a scalar, not a Character: a second token starting with a
+                // combining mark would otherwise fuse with the space into one grapheme.
+                let parts = s.unicodeScalars.split(separator: " ", omittingEmptySubsequences: false)
                 guard parts.count == 2 else {
                     throw TokenizerError.malformed(file: file, reason: "merge \(rank + 1) '\(s)' is not two tokens separated by one space")
                 }
-                a = String(parts[0]); b = String(parts[1])
+                a = String(String.UnicodeScalarView(parts[0])); b = String(String.UnicodeScalarView(parts[1]))
             } else if let pair = m.arrayValue, pair.count == 2, let x = pair[0].stringValue, let y = pair[1].stringValue {
                 a = x; b = y
             } else {

@@ -30,3 +30,14 @@ final class VocabularyJSONTests: XCTestCase {
         }
     }
 }
+
+final class MergeStringTests: XCTestCase {
+    /// "e \u{301}" is two tokens: the combining acute must not fuse with the separating space.
+    func testMergeWhoseSecondTokenStartsWithACombiningMark() throws {
+        let json = """
+        {"model": {"type": "BPE", "vocab": {"e": 0, "\\u0301": 1, "e\\u0301": 2}, "merges": ["e \\u0301"]}}
+        """
+        let tok = try Tokenizer(json: Data(json.utf8))
+        XCTAssertEqual(tok.encode("e\u{301}", addSpecialTokens: false), [2])
+    }
+}
