@@ -2,14 +2,14 @@ import Foundation
 
 /// Element-wise and row-wise kernels, in place over f32 buffers, matching PyTorch's formulas.
 public enum Activations {
-    /// x · σ(x). Vectorised with `sigmoidExp` (~2 ulp): it runs on every MLP row of every token,
+    /// x · σ(x). Vectorised with `FastMath.exp` (~2 ulp): it runs on every MLP row of every token,
     /// and a libm `expf` per element costs ~10% of a prefill.
     public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         let r = UnsafeMutableRawPointer(x)
         while i + 16 <= count {
             let v = r.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            r.storeBytes(of: v / (1 + sigmoidExp(-v)), toByteOffset: i * 4, as: SIMD16<Float>.self)
+            r.storeBytes(of: v / (1 + FastMath.exp(-v)), toByteOffset: i * 4, as: SIMD16<Float>.self)
             i += 16
         }
         while i < count { let v = x[i]; x[i] = v / (1 + expf(-v)); i += 1 }
@@ -22,37 +22,10 @@ public enum Activations {
         while i + 16 <= count {
             let v = r.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             let w = u.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            r.storeBytes(of: v / (1 + sigmoidExp(-v)) * w, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            r.storeBytes(of: v / (1 + FastMath.exp(-v)) * w, toByteOffset: i * 4, as: SIMD16<Float>.self)
             i += 16
         }
         while i < count { let v = gate[i]; gate[i] = v / (1 + expf(-v)) * up[i]; i += 1 }
-    }
-
-    /// e^x for sigmoids, lane-wise (Cephes expf polynomial, ~2 ulp); +∞ above 88.73. Inputs below
-    /// −87.3 give the smallest normal instead of a subnormal or 0 — negligible next to 1. Written
-    /// with plain arithmetic and bit casts (round-to-nearest by the 1.5·2²³ trick) because generic
-    /// SIMD helpers (`rounded`, `replacing`, integer conversions) are not inlined and cost ~50×.
-    @inline(__always) static func sigmoidExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
-        typealias V = SIMD16<Float>
-        let c = pointwiseMax(pointwiseMin(x, V(repeating: 89)), V(repeating: -87.33654))
-        let magic = V(repeating: 12_582_912)  // 1.5 · 2²³: adding it rounds to an integer in the low bits
-        let t = c * 1.44269504088896341 + magic
-        let n = t - magic
-        var r = c - n * 0.693359375
-        r = r + n * 2.12194440e-4
-        var p = V(repeating: 1.9875691500e-4)
-        p = p * r + 1.3981999507e-3
-        p = p * r + 8.3334519073e-3
-        p = p * r + 4.1665795894e-2
-        p = p * r + 1.6666665459e-1
-        p = p * r + 5.0000001201e-1
-        p = p * (r * r) + r + 1
-        // 2^n as two factors so that n = 128 (overflow to +∞) stays representable.
-        let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
-        let half = ni &>> 1
-        let s1 = unsafeBitCast((half &+ 127) &<< 23, to: V.self)
-        let s2 = unsafeBitCast((ni &- half &+ 127) &<< 23, to: V.self)
-        return p * s1 * s2
     }
 
     /// Exact GELU, 0.5·x·(1 + erf(x/√2)) (torch `gelu`, approximate='none').

@@ -1,72 +1,97 @@
 import Foundation
 
-/// Vectorised transcendental functions and row-parallel element-wise passes for the encoders, whose
-/// softmax and GELU touch hundreds of millions of elements per input: a scalar `expf`/`erff` loop
-/// would cost as much as the matrix products. Accuracy: exp within ~2 ulp, erf within 1e-6
-/// absolute (Abramowitz–Stegun 7.1.26), far inside the 1e-4 model tolerance.
+/// Vectorised transcendental functions and row-parallel element-wise passes, shared by the
+/// language model's SiLU/SwiGLU (`Activations`) and the encoders' GELU, quick-GELU and softmax,
+/// which touch hundreds of millions of elements per input: a scalar `expf`/`erff` loop would cost
+/// as much as the matrix products. Accuracy: exp within ~2 ulp (gradual underflow to 0 below
+/// −103.9, +∞ above 88.72), erf within 1e-6 absolute (Abramowitz–Stegun 7.1.26).
+///
+/// Written with concrete SIMD operations only (arithmetic, `pointwiseMin/Max`, bit casts, FMA):
+/// the generic helpers (`replacing(with:where:)`, comparisons, `rounded`, integer conversion)
+/// are per-lane loops in the standard library. Not `@inlinable` on purpose: the bodies must be
+/// compiled with this module's FMA target, so other modules call the array-level kernels.
 public enum FastMath {
     public typealias V = SIMD16<Float>
 
-    /// e^x lane-wise (Cephes expf scheme: 2^n · p(r), r = x − n·ln2). Below −87.3 gives 0, above 88.7 +∞.
+    /// a·b + c lane-wise, one fused instruction where the target has FMA.
+    @inline(__always) static func fma(_ a: V, _ b: V, _ c: V) -> V {
+        #if UNIMOE_FMA
+        return c.addingProduct(a, b)
+        #else
+        return a * b + c
+        #endif
+    }
+
+    /// e^x lane-wise (Cephes expf scheme: 2^n · p(r), r = x − n·ln2, ~2 ulp). The one exp of the
+    /// project (SiLU, SwiGLU, GELU, quick-GELU, softmax): ~7× a libm `expf` loop.
     @inline(__always) public static func exp(_ x: V) -> V {
-        // Only concrete SIMD operations (arithmetic, comparisons, bit casts): the generic ones
-        // (`clamped`, `rounded`, integer conversion) are per-lane loops in the standard library.
-        let hi = V(repeating: 88.72283), lo = V(repeating: -87.33654)
-        var c = x.replacing(with: hi, where: x .> hi)
-        c = c.replacing(with: lo, where: c .< lo)
+        // Clamp so n stays in [−150, 128]: 2^n built as two normal factors still rounds to 0 below
+        // and overflows to +∞ above, as expf does.
+        let c = pointwiseMax(pointwiseMin(x, V(repeating: 89)), V(repeating: -104))
         // Round to nearest by the 1.5·2²³ trick; the low mantissa bits then hold n as an integer.
-        let magic = V(repeating: 12582912)
-        let t = c * 1.44269504088896341 + magic
+        let magic = V(repeating: 12_582_912)
+        let t = fma(c, V(repeating: 1.44269504088896341), magic)
         let n = t - magic
-        let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
-        var r = c - n * 0.693359375
-        r = r + n * 2.12194440e-4
+        var r = fma(n, V(repeating: -0.693359375), c)
+        r = fma(n, V(repeating: 2.12194440e-4), r)
         var p = V(repeating: 1.9875691500e-4)
-        p = p * r + 1.3981999507e-3
-        p = p * r + 8.3334519073e-3
-        p = p * r + 4.1665795894e-2
-        p = p * r + 1.6666665459e-1
-        p = p * r + 5.0000001201e-1
-        p = p * (r * r) + r + 1
-        // 2^n as two factors so n up to 128 (x near 88.7) and down to −126 stay representable.
+        p = fma(p, r, V(repeating: 1.3981999507e-3))
+        p = fma(p, r, V(repeating: 8.3334519073e-3))
+        p = fma(p, r, V(repeating: 4.1665795894e-2))
+        p = fma(p, r, V(repeating: 1.6666665459e-1))
+        p = fma(p, r, V(repeating: 5.0000001201e-1))
+        p = fma(p, r * r, r + 1)
+        let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
         let half = ni &>> 1
         let s1 = unsafeBitCast((half &+ 127) &<< 23, to: V.self)
         let s2 = unsafeBitCast((ni &- half &+ 127) &<< 23, to: V.self)
-        var y = p * s1 * s2
-        y = y.replacing(with: 0, where: x .< lo)
-        y = y.replacing(with: .infinity, where: x .> hi)
-        return y
+        return p * s1 * s2
     }
 
     /// erf(x) lane-wise: sign(x)·(1 − t·poly(t)·e^(−x²)), t = 1/(1 + p|x|).
     @inline(__always) public static func erf(_ x: V) -> V {
-        let a = unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: V.self)
-        let t = 1 / (1 + 0.3275911 * a)
+        let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
+        let a = unsafeBitCast(bits & 0x7FFF_FFFF, to: V.self)
+        let t = 1 / fma(a, V(repeating: 0.3275911), V(repeating: 1))
         var p = V(repeating: 1.061405429)
-        p = p * t - 1.453152027
-        p = p * t + 1.421413741
-        p = p * t - 0.284496736
-        p = p * t + 0.254829592
+        p = fma(p, t, V(repeating: -1.453152027))
+        p = fma(p, t, V(repeating: 1.421413741))
+        p = fma(p, t, V(repeating: -0.284496736))
+        p = fma(p, t, V(repeating: 0.254829592))
         let y = 1 - p * t * exp(-(a * a))
-        return y.replacing(with: -y, where: x .< 0)
+        return unsafeBitCast(unsafeBitCast(y, to: SIMD16<UInt32>.self) ^ (bits & 0x8000_0000), to: V.self)
     }
 
-    /// Runs `body` over `count` items split into contiguous chunks on all cores (2 here). Pure Swift
-    /// passes only: BLAS calls stay on the caller's thread (OpenBLAS threads them itself).
+    /// Lane-wise max(a, b) by the sign of a − b and a bit select. `pointwiseMax` is a per-lane
+    /// loop in the standard library, which in a running reduction costs ~10× the whole softmax.
+    @inline(__always) static func maxV(_ a: V, _ b: V) -> V {
+        let takeB = unsafeBitCast(a - b, to: SIMD16<Int32>.self) &>> 31   // all ones where a < b
+        let ai = unsafeBitCast(a, to: SIMD16<Int32>.self), bi = unsafeBitCast(b, to: SIMD16<Int32>.self)
+        return unsafeBitCast((ai & (takeB ^ -1)) | (bi & takeB), to: V.self)
+    }
+
+    /// Exact GELU lane-wise, 0.5·x·(1 + erf(x/√2)).
+    @inline(__always) static func geluV(_ v: V) -> V { 0.5 * v * (1 + erf(v * 0.70710678118654752440)) }
+
+    /// CLIP quick-GELU lane-wise, x·σ(1.702x).
+    @inline(__always) static func quickGeluV(_ v: V) -> V { v / (1 + exp(v * -1.702)) }
+
+    /// Runs `body` over `count` items split into contiguous chunks on the worker pool
+    /// (`Parallel.forEach`, the threads OpenBLAS also uses, so the two never oversubscribe).
+    /// A few chunks per thread, so a descheduled worker's share is picked up by the others.
     public static func parallel(_ count: Int, minChunk: Int = 4096, _ body: (Range<Int>) -> Void) {
-        let workers = min(ProcessInfo.processInfo.activeProcessorCount, max(1, count / max(minChunk, 1)))
-        if workers <= 1 { body(0..<count); return }
-        let chunk = (count + workers - 1) / workers
-        withoutActuallyEscaping(body) { body in
-            let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let s = w * chunk, e = min(count, s + chunk)
-                if s < e { box.value(s..<e) }
-            }
+        let threads = Parallel.threads
+        let tasks = min(4 * threads, max(1, count / max(minChunk, 1)))
+        if tasks <= 1 || threads <= 1 { body(0..<count); return }
+        let chunk = (count + tasks - 1) / tasks
+        Parallel.forEach(tasks: tasks) { t, _ in
+            let s = t * chunk, e = min(count, s + chunk)
+            if s < e { body(s..<e) }
         }
     }
 
     /// Applies a lane-wise function to `count` floats in place, in parallel, the tail padded.
+    @inline(__always)
     public static func map(_ x: UnsafeMutablePointer<Float>, count: Int, _ f: (V) -> V) {
         let lanes = V.scalarCount
         parallel((count + lanes - 1) / lanes, minChunk: 2048) { r in
@@ -90,7 +115,7 @@ public enum FastMath {
         #if DEBUG
         Activations.gelu(x, count: count)   // unoptimised SIMD code is ~100× slower than libm
         #else
-        map(x, count: count) { v in 0.5 * v * (1 + erf(v * 0.70710678118654752440)) }
+        map(x, count: count) { geluV($0) }
         #endif
     }
 
@@ -99,7 +124,7 @@ public enum FastMath {
         #if DEBUG
         Activations.quickGelu(x, count: count)
         #else
-        map(x, count: count) { v in v / (1 + exp(-1.702 * v)) }
+        map(x, count: count) { quickGeluV($0) }
         #endif
     }
 
@@ -133,57 +158,53 @@ public enum FastMath {
     /// The vectorised, parallel body of `softmax` (called directly by tests in debug builds).
     public static func softmaxVectorised(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float,
                                          visible: ((Int) -> Int)? = nil) {
-        let lanes = V.scalarCount
         parallel(rows, minChunk: max(1, 16384 / max(cols, 1))) { range in
             for r in range {
-                let row = x + r * cols
-                let n = visible.map { min(cols, max(0, $0(r))) } ?? cols
-                let full = n / lanes * lanes
-                var mv = V(repeating: -.infinity)
-                var i = 0
-                while i < full {
-                    let v = UnsafeRawPointer(row + i).loadUnaligned(as: V.self)
-                    mv = mv.replacing(with: v, where: v .> mv); i += lanes
-                }
-                var m = mv.max()
-                for j in full..<n { m = max(m, row[j]) }
-                if n == 0 || m == -.infinity {
-                    for j in 0..<cols { row[j] = 0 }
-                    continue
-                }
-                let sm = V(repeating: scale * m), sc = V(repeating: scale)
-                var sv = V(repeating: 0)
-                i = 0
-                while i < full {
-                    let p = UnsafeMutableRawPointer(row + i)
-                    let e = exp(p.loadUnaligned(as: V.self) * sc - sm)
-                    p.storeBytes(of: e, as: V.self)
-                    sv += e; i += lanes
-                }
-                var s = sv.sum()
-                if full < n {
-                    var v = V(repeating: -.infinity)
-                    for j in full..<n { v[j - full] = row[j] * scale - scale * m }
-                    let e = exp(v)
-                    for j in full..<n { row[j] = e[j - full]; s += e[j - full] }
-                }
-                let inv = V(repeating: 1 / s)
-                i = 0
-                while i < full {
-                    let p = UnsafeMutableRawPointer(row + i)
-                    p.storeBytes(of: p.loadUnaligned(as: V.self) * inv, as: V.self)
-                    i += lanes
-                }
-                for j in full..<n { row[j] *= inv[0] }
-                for j in n..<cols { row[j] = 0 }
+                softmaxRow(x + r * cols, visible: visible.map { min(cols, max(0, $0(r))) } ?? cols, cols: cols, scale: scale)
             }
         }
     }
-}
 
-/// Carries a closure into `concurrentPerform`. `@unchecked Sendable` because `FastMath.parallel`
-/// gives each worker a disjoint index range and waits for all of them before returning.
-private struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+    /// One row of `softmax`, serial: `row[0..<n]` ← softmax(scale · row[0..<n]), `row[n..<cols]` ← 0.
+    @inline(__always)
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible n: Int, cols: Int, scale: Float) {
+        let lanes = V.scalarCount
+        let full = n / lanes * lanes
+        var mv = V(repeating: -.infinity)
+        var i = 0
+        while i < full {
+            mv = maxV(mv, UnsafeRawPointer(row + i).loadUnaligned(as: V.self)); i += lanes
+        }
+        var m = mv.max()
+        for j in full..<n { m = max(m, row[j]) }
+        if n == 0 || m == -.infinity {
+            for j in 0..<cols { row[j] = 0 }
+            return
+        }
+        let sm = V(repeating: -scale * m), sc = V(repeating: scale)
+        var sv = V(repeating: 0)
+        i = 0
+        while i < full {
+            let p = UnsafeMutableRawPointer(row + i)
+            let e = exp(fma(p.loadUnaligned(as: V.self), sc, sm))
+            p.storeBytes(of: e, as: V.self)
+            sv += e; i += lanes
+        }
+        var s = sv.sum()
+        if full < n {
+            var v = V(repeating: -.infinity)
+            for j in full..<n { v[j - full] = row[j] * scale - scale * m }
+            let e = exp(v)
+            for j in full..<n { row[j] = e[j - full]; s += e[j - full] }
+        }
+        let inv = V(repeating: 1 / s)
+        i = 0
+        while i < full {
+            let p = UnsafeMutableRawPointer(row + i)
+            p.storeBytes(of: p.loadUnaligned(as: V.self) * inv, as: V.self)
+            i += lanes
+        }
+        for j in full..<n { row[j] *= inv[0] }
+        for j in n..<cols { row[j] = 0 }
+    }
 }
