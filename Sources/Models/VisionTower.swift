@@ -45,13 +45,7 @@ public final class VisionTower: @unchecked Sendable {
     let positions: Tensor              // [patches + 1, D] f32
     let preNorm: LayerNormLayer
     let postNorm: LayerNormLayer
-    let layers: [Layer]
-
-    struct Layer {
-        let norm1, norm2: LayerNormLayer
-        let attention: AttentionLayer
-        let fc1, fc2: LinearLayer
-    }
+    let layers: [EncoderBlock]
 
     /// Loads a transformers CLIP vision directory (`config.json` + safetensors; names with or
     /// without the `vision_model.` prefix; a full CLIP checkpoint's text half is left alone).
@@ -78,9 +72,10 @@ public final class VisionTower: @unchecked Sendable {
         positions = try l.take("embeddings.position_embedding.weight", [c.patches + 1, d]).converted(to: .f32)
         preNorm = try LayerNormLayer.load(l, "pre_layrnorm", dim: d, eps: c.layerNormEps)
         postNorm = try LayerNormLayer.load(l, "post_layernorm", dim: d, eps: c.layerNormEps)
+        try Activations.check(c.hiddenAct)
         layers = try (0..<c.layers).map { i in
             let p = "encoder.layers.\(i)."
-            return Layer(norm1: try LayerNormLayer.load(l, p + "layer_norm1", dim: d, eps: c.layerNormEps),
+            return EncoderBlock(norm1: try LayerNormLayer.load(l, p + "layer_norm1", dim: d, eps: c.layerNormEps),
                          norm2: try LayerNormLayer.load(l, p + "layer_norm2", dim: d, eps: c.layerNormEps),
                          attention: AttentionLayer(q: try LinearLayer.load(l, p + "self_attn.q_proj", out: d, in: d),
                                                    k: try LinearLayer.load(l, p + "self_attn.k_proj", out: d, in: d),
@@ -88,9 +83,9 @@ public final class VisionTower: @unchecked Sendable {
                                                    o: try LinearLayer.load(l, p + "self_attn.out_proj", out: d, in: d),
                                                    heads: c.heads),
                          fc1: try LinearLayer.load(l, p + "mlp.fc1", out: c.intermediateSize, in: d),
-                         fc2: try LinearLayer.load(l, p + "mlp.fc2", out: d, in: c.intermediateSize))
+                                fc2: try LinearLayer.load(l, p + "mlp.fc2", out: d, in: c.intermediateSize),
+                                activation: c.hiddenAct)
         }
-        try Activations.check(c.hiddenAct)
         try l.finish()
     }
 
@@ -125,23 +120,19 @@ public final class VisionTower: @unchecked Sendable {
         let patchEmb = Tensor(zeros: [n * c.patches, d])
         Linear.forward(unfolded.floats, rows: n * c.patches, weight: patchWeight, into: patchEmb.floats)
         let emb = Tensor(zeros: [n * t, d])
-        for img in 0..<n {
-            let base = emb.floats + img * t * d
-            for j in 0..<d { base[j] = classEmbedding.floats[j] + positions.floats[j] }
-            for p in 0..<c.patches {
-                let dst = base + (p + 1) * d, src = patchEmb.floats + (img * c.patches + p) * d
-                let pos = positions.floats + (p + 1) * d
+        FastMath.parallel(n * t, minChunk: 64) { rows in
+            for row in rows {
+                let img = row / t, tok = row % t
+                let dst = emb.floats + row * d, pos = positions.floats + tok * d
+                let src = tok == 0 ? classEmbedding.floats : patchEmb.floats + (img * c.patches + tok - 1) * d
                 for j in 0..<d { dst[j] = src[j] + pos[j] }
             }
         }
         var h = preNorm(emb)
-        for layer in layers.prefix(index) {
-            let a = layer.attention(layer.norm1(h), batch: n)
-            Elementwise.add(h, a)
-            let f = layer.fc1(layer.norm2(h))
-            try FastMath.activate(c.hiddenAct, f.floats, count: f.count)
-            Elementwise.add(h, layer.fc2(f))
-        }
+        let buffers = EncoderBlock.Buffers(rows: n * t, dim: d, ffn: c.intermediateSize)
+        var pending: Tensor?
+        for layer in layers.prefix(index) { pending = try layer(h, batch: n, pending: pending, buffers: buffers) }
+        EncoderBlock.finish(h, pending: pending)
         h = try h.reshaped([n, t, d])
         if keepCLS { return h }
         let out = Tensor(zeros: [n, c.patches, d])
@@ -158,13 +149,5 @@ public final class VisionTower: @unchecked Sendable {
         let cls = Tensor(zeros: [n, d])
         for i in 0..<n { cls.floats.advanced(by: i * d).update(from: h.floats + i * t * d, count: d) }
         return postNorm(cls)
-    }
-}
-
-extension Activations {
-    /// Throws when `name` is not an activation `apply` knows, so configs fail at load, not mid-run.
-    static func check(_ name: String) throws {
-        var x: Float = 0
-        try apply(name, &x, count: 1)
     }
 }

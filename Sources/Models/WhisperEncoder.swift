@@ -46,20 +46,16 @@ public struct WhisperConfig: Sendable, Equatable {
     }
 }
 
-/// One pre-LN transformer block as Whisper (and CLIP) write it: x += attn(LN(x)); x += fc2(act(fc1(LN(x)))).
-/// Whisper's k_proj has no bias.
-struct WhisperEncoderLayer {
-    let attnNorm, ffnNorm: LayerNormLayer
-    let attention: AttentionLayer
-    let fc1, fc2: LinearLayer
-
-    static func load(_ l: PrefixLoader, _ p: String, d: Int, heads: Int, ffn: Int, eps: Double) throws -> WhisperEncoderLayer {
-        WhisperEncoderLayer(
-            attnNorm: try LayerNormLayer.load(l, p + "self_attn_layer_norm", dim: d, eps: eps),
-            ffnNorm: try LayerNormLayer.load(l, p + "final_layer_norm", dim: d, eps: eps),
-            attention: try AttentionLayer.whisper(l, p + "self_attn", d: d, heads: heads),
-            fc1: try LinearLayer.load(l, p + "fc1", out: ffn, in: d),
-            fc2: try LinearLayer.load(l, p + "fc2", out: d, in: ffn))
+extension EncoderBlock {
+    /// A Whisper encoder layer (`self_attn_layer_norm`, `self_attn`, `final_layer_norm`, `fc1`, `fc2`).
+    static func whisper(_ l: PrefixLoader, _ p: String, d: Int, heads: Int, ffn: Int, eps: Double,
+                        activation: String) throws -> EncoderBlock {
+        EncoderBlock(norm1: try LayerNormLayer.load(l, p + "self_attn_layer_norm", dim: d, eps: eps),
+                     norm2: try LayerNormLayer.load(l, p + "final_layer_norm", dim: d, eps: eps),
+                     attention: try AttentionLayer.whisper(l, p + "self_attn", d: d, heads: heads),
+                     fc1: try LinearLayer.load(l, p + "fc1", out: ffn, in: d),
+                     fc2: try LinearLayer.load(l, p + "fc2", out: d, in: ffn),
+                     activation: activation)
     }
 }
 
@@ -81,7 +77,7 @@ public final class WhisperEncoder: @unchecked Sendable {
     let conv1W, conv2W: Tensor
     let conv1B, conv2B: Tensor
     let positions: Tensor      // [P, D] f32
-    let layers: [WhisperEncoderLayer]
+    let layers: [EncoderBlock]
     let finalNorm: LayerNormLayer
 
     /// Loads the encoder of a transformers Whisper directory (`encoder.*` or `model.encoder.*` names;
@@ -109,7 +105,8 @@ public final class WhisperEncoder: @unchecked Sendable {
         conv2B = try l.take("conv2.bias", [d]).converted(to: .f32)
         positions = try l.take("embed_positions.weight", [c.maxSourcePositions, d]).converted(to: .f32)
         layers = try (0..<c.encoderLayers).map {
-            try WhisperEncoderLayer.load(l, "layers.\($0).", d: d, heads: c.encoderHeads, ffn: c.encoderFFN, eps: c.layerNormEps)
+            try EncoderBlock.whisper(l, "layers.\($0).", d: d, heads: c.encoderHeads, ffn: c.encoderFFN, eps: c.layerNormEps,
+                                     activation: c.activation)
         }
         finalNorm = try LayerNormLayer.load(l, "layer_norm", dim: d, eps: c.layerNormEps)
         try l.finish()
@@ -134,17 +131,15 @@ public final class WhisperEncoder: @unchecked Sendable {
             let b = try Conv.conv1d(a.floats, length: c.melFrames, channels: d, weight: conv2W, bias: conv2B, stride: 2, padding: 1)
             FastMath.gelu(b.floats, count: b.count)
             guard b.shape[0] == p else { throw MultimodalError.badInput("conv2 gave \(b.shape[0]) positions, expected \(p)") }
-            let dst = h.floats + w * p * d
-            for i in 0..<(p * d) { dst[i] = b.floats[i] + positions.floats[i] }
+            let dst = h.floats + w * p * d, src = b.floats, pos = positions.floats
+            FastMath.parallel(p * d, minChunk: 1 << 15) { r in for i in r { dst[i] = src[i] + pos[i] } }
         }
-        var x = h
-        for layer in layers {
-            Elementwise.add(x, layer.attention(layer.attnNorm(x), batch: n))
-            let f = layer.fc1(layer.ffnNorm(x))
-            try FastMath.activate(c.activation, f.floats, count: f.count)
-            Elementwise.add(x, layer.fc2(f))
-        }
-        x = finalNorm(x)
+        let buffers = EncoderBlock.Buffers(rows: n * p, dim: d, ffn: c.encoderFFN)
+        var pending: Tensor?
+        for layer in layers { pending = try layer(h, batch: n, pending: pending, buffers: buffers) }
+        let x = Tensor(zeros: h.shape)
+        EncoderKernels.addLayerNorm(h.floats, rows: n * p, dim: d, pending: pending.map { UnsafePointer($0.floats) },
+                                    weight: finalNorm.weight, bias: finalNorm.bias, eps: finalNorm.eps, into: x.floats)
         return try x.reshaped([n, p, d])
     }
 }
