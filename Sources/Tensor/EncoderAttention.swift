@@ -28,8 +28,8 @@ public enum EncoderAttention {
                                scale: Float, causal: Bool, out: UnsafeMutablePointer<Float>, ldo: Int) {
         if batch == 0 || queries == 0 { return }
         let threads = max(1, Parallel.threads)
-        // Query block: scores ≤ ~512 KB, but at least ~2 tasks per thread overall.
-        var block = max(16, min(queries, (1 << 17) / max(keys, 1)))
+        // Query block: scores ≤ ~1 MB, but at least ~2 tasks per thread overall.
+        var block = max(16, min(queries, (1 << 18) / max(keys, 1)))
         let perHead = batch * heads
         if perHead * ((queries + block - 1) / block) < 2 * threads {
             let want = (2 * threads + perHead - 1) / perHead
