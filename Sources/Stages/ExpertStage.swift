@@ -31,6 +31,7 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
             let m = Message(.expertForward, layer: Int32(layer), expert: Int32(b.expert), tensors: [b.rows])
             ids.append(try dispatcher.submit(m, service: WorkerAnnouncement.expertService(layer: layer, expert: b.expert)))
         }
+        Parallel.park()  // the experts need the cores while this thread waits
         let replies = try dispatcher.collect(ids, timeout: timeout)
         var slowest: UInt32 = 0
         var outputs: [Tensor] = []

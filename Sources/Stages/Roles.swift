@@ -53,9 +53,11 @@ public enum RoleMain {
         let stop = StopFlag.onTerminationSignals()
         let pid = ProcessInfo.processInfo.processIdentifier
         let dir = config.model
-        func serve(_ services: [String], name: String, endpoint: String, _ make: @escaping @Sendable () throws -> any WorkerHandler) throws {
+        func serve(_ services: [String], name: String, endpoint: String, inline: Bool = false,
+                   _ make: @escaping @Sendable () throws -> any WorkerHandler) throws {
             let worker = ServiceWorker(endpoint: endpoint, announcement: WorkerAnnouncement(role: role, services: services, name: name),
                                        policy: config.heartbeat)
+            worker.computeInline = inline
             wireLog(name, "serving \(services.count <= 4 ? services.joined(separator: " ") : "\(services.count) services") via \(endpoint)")
             try worker.run(stop: stop, makeHandler: make)
         }
@@ -100,7 +102,7 @@ public enum RoleMain {
             let layers = try a.intList("layers")
             let local = try LocalExperts.load(directory: dir, layers: layers, experts: experts)
             let name = a.value("name") ?? "expert-\(experts.map(String.init).joined(separator: "+"))-\(pid)"
-            try serve(ExpertService.services(local), name: name, endpoint: config.experts) { ExpertService(experts: local) }
+            try serve(ExpertService.services(local), name: name, endpoint: config.experts, inline: true) { ExpertService(experts: local) }
         case "coordinator":
             let builder = try PromptBuilder(modelDirectory: dir)
             let c = try Coordinator(builder: builder, frontend: config.frontend, backend: config.backend, policy: config.heartbeat)

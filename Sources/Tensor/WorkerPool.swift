@@ -39,6 +39,14 @@ public enum Parallel {
         for t in 0..<tasks { body(t, 0) }
     }
 
+    /// Tells the pool's spinning workers to sleep now instead of spinning out their ~1 ms: call it
+    /// before this thread blocks on I/O (a pipeline stage waiting for its expert workers or its next
+    /// job), so the spinners do not take the cores the other processes need meanwhile. The next
+    /// `forEach` wakes them again (one wake-up, ~60 µs, instead of a hot start).
+    public static func park() {
+        if #available(macOS 15.0, *) { WorkerPool.park() }
+    }
+
 }
 
 /// The persistent worker threads behind `Parallel`.
@@ -56,6 +64,8 @@ final class WorkerPool: @unchecked Sendable {
     private let active = Atomic<Int>(0)
     private let sleeping = Atomic<Int>(0)
     private let stop = Atomic<Bool>(false)
+    /// Set by `park()`: spinning workers go to sleep at once. Cleared when the next job is posted.
+    private let parked = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
     private var job: ((Int, Int) -> Void)?
     private var jobTasks = 0
@@ -106,6 +116,13 @@ final class WorkerPool: @unchecked Sendable {
 
     static func release() { busy.store(false, ordering: .releasing) }
 
+    static func park() {
+        currentLock.lock()
+        let p = current
+        currentLock.unlock()
+        if p.threads > 1 { p.parked.store(true, ordering: .relaxed) }
+    }
+
     private func shutdown() {
         stop.store(true, ordering: .releasing)
         generation.add(1, ordering: .releasing)
@@ -118,6 +135,7 @@ final class WorkerPool: @unchecked Sendable {
             jobTasks = tasks
             nextTask.store(0, ordering: .relaxed)
             finished.store(0, ordering: .relaxed)
+            parked.store(false, ordering: .relaxed)
             open.store(true, ordering: .sequentiallyConsistent)
             generation.add(1, ordering: .sequentiallyConsistent)
             let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
@@ -153,9 +171,9 @@ final class WorkerPool: @unchecked Sendable {
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
                 if spins & 63 == 0 { sched_yield() }
-                if spins & 1023 == 0 {
+                if spins & 1023 == 0 || parked.load(ordering: .relaxed) {
                     let now = DispatchTime.now().uptimeNanoseconds
-                    if deadline == 0 { deadline = now + spinNanoseconds }
+                    if deadline == 0 && !parked.load(ordering: .relaxed) { deadline = now + spinNanoseconds }
                     else if now > deadline {
                         sleeping.add(1, ordering: .sequentiallyConsistent)
                         if generation.load(ordering: .sequentiallyConsistent) == seen { wake.wait() }

@@ -61,6 +61,11 @@ public final class ServiceWorker {
     public var limits = WireLimits.standard
     /// Longest pause between reconnect attempts when no dispatcher answers.
     public var maxReconnectDelay = 2.0
+    /// Run the handler on the socket thread itself, with no compute thread: for services whose
+    /// jobs take milliseconds (expert workers), where the two thread hand-offs per job (each a
+    /// wake-up of tens of µs, much more when the cores are busy) cost more than they buy.
+    /// Heartbeats then wait while a job runs, so keep it off for long jobs (encoders, prefill).
+    public var computeInline = false
 
     public init(endpoint: String, announcement: WorkerAnnouncement, policy: HeartbeatPolicy = .standard) {
         self.endpoint = endpoint
@@ -71,6 +76,7 @@ public final class ServiceWorker {
     /// Builds the handler on the compute thread, then serves until `stop` is set. Throws when the
     /// handler cannot be built (e.g. weights missing) or the socket cannot be set up.
     public func run(stop: StopFlag, makeHandler: @escaping @Sendable () throws -> any WorkerHandler) throws {
+        if computeInline { return try runInline(stop: stop, handler: try makeHandler()) }
         let who = announcement.name
         let queue = WorkQueue()
         let bell = try Socket(.pair)
@@ -87,19 +93,7 @@ public final class ServiceWorker {
                 var served = 0
                 while let jobs = queue.takeJobs(timeout: policy.interval) {
                     if jobs.isEmpty { handler.idle(); continue }
-                    let work = jobs.filter { $0.kind != .stats }
-                    var replies = work.isEmpty ? [] : handler.handle(work)
-                    if replies.count != work.count {
-                        replies = work.map { Message.errorReply(to: $0, "\(who): handler answered \(replies.count) of \(work.count) jobs") }
-                    }
-                    served += work.count
-                    for s in jobs where s.kind == .stats {
-                        var counters = handler.stats()
-                        counters["served"] = served
-                        let reply = (try? Message.json(.statsReply, counters, requestID: s.requestID)) ?? Message.errorReply(to: s, "stats")
-                        replies.append(reply)
-                    }
-                    queue.pushReplies(replies)
+                    queue.pushReplies(Self.answer(jobs, handler, who: who, served: &served))
                     try? ring.send([.bytes([1])])
                 }
                 ring.close()
@@ -164,6 +158,81 @@ public final class ServiceWorker {
         try? dealer.send(Message(.disconnect))
         dealer.close()
         bell.close()
+    }
+
+    /// Answers one batch: the handler's replies to the work, then any stats queries.
+    static func answer(_ jobs: [Message], _ handler: any WorkerHandler, who: String, served: inout Int) -> [Message] {
+        let work = jobs.filter { $0.kind != .stats }
+        var replies = work.isEmpty ? [] : handler.handle(work)
+        if replies.count != work.count {
+            replies = work.map { Message.errorReply(to: $0, "\(who): handler answered \(replies.count) of \(work.count) jobs") }
+        }
+        served += work.count
+        Parallel.park()  // idle until the next job: the pool's spinners give their cores back
+        for s in jobs where s.kind == .stats {
+            var counters = handler.stats()
+            counters["served"] = served
+            let reply = (try? Message.json(.statsReply, counters, requestID: s.requestID)) ?? Message.errorReply(to: s, "stats")
+            replies.append(reply)
+        }
+        return replies
+    }
+
+    /// `run` with `computeInline`: one thread receives, computes and replies.
+    private func runInline(stop: StopFlag, handler: any WorkerHandler) throws {
+        let who = announcement.name
+        var served = 0
+        var dealer = try connectAndAnnounce()
+        var lastHeard = monotonicSeconds()
+        var lastBeat = lastHeard
+        var reconnectDelay = policy.interval
+        while !stop.isSet {
+            let ready = try Poller.wait([dealer], timeout: policy.interval)
+            var now = monotonicSeconds()
+            var jobs: [Message] = []
+            if ready[0] {
+                repeat {
+                    let frames = try dealer.receiveNow()
+                    lastHeard = now
+                    reconnectDelay = policy.interval
+                    let message: Message
+                    do {
+                        message = try Message(frames: frames, limits: limits)
+                    } catch {
+                        wireLog(who, "rejected a message: \(error)")
+                        try? dealer.send(Message.errorReply(to: nil, "\(who) rejected a message: \(error)").withRequestID(of: frames))
+                        continue
+                    }
+                    switch message.kind {
+                    case .heartbeat, .ready: break
+                    case .disconnect: try dealer.send(try Message.json(.ready, announcement))
+                    case .error: wireLog(who, "dispatcher reported: \(message.payloadText)")
+                    default: jobs.append(message)
+                    }
+                } while try Poller.wait([dealer], timeout: 0).first == true
+            } else {
+                handler.idle()
+            }
+            if !jobs.isEmpty {
+                for r in Self.answer(jobs, handler, who: who, served: &served) {
+                    do { try dealer.send(r) } catch { wireLog(who, "could not send a reply: \(error)") }
+                }
+                now = monotonicSeconds()
+            }
+            if now - lastBeat >= policy.interval {
+                lastBeat = now
+                try? dealer.send(Message(.heartbeat))
+            }
+            if now - lastHeard > max(policy.expiry, reconnectDelay) {
+                wireLog(who, "no word from the dispatcher at \(endpoint) for \(String(format: "%.1f", now - lastHeard)) s; reconnecting")
+                dealer.close()
+                dealer = try connectAndAnnounce()
+                lastHeard = now
+                reconnectDelay = min(reconnectDelay * 2, max(maxReconnectDelay, policy.expiry))
+            }
+        }
+        try? dealer.send(Message(.disconnect))
+        dealer.close()
     }
 
     private func connectAndAnnounce() throws -> Socket {

@@ -20,10 +20,11 @@ final class Doubler: WorkerHandler {
 }
 
 /// Runs a `ServiceWorker` on its own thread until `stop` is set.
-func startWorker(_ endpoint: String, name: String, services: [String], stop: StopFlag) {
+func startWorker(_ endpoint: String, name: String, services: [String], stop: StopFlag, inline: Bool = false) {
     let t = Thread {
         let w = ServiceWorker(endpoint: endpoint, announcement: WorkerAnnouncement(role: "test", services: services, name: name),
                               policy: fast)
+        w.computeInline = inline
         do { try w.run(stop: stop) { Doubler(name: name) } } catch { wireLog(name, "worker failed: \(error)") }
     }
     t.start()
@@ -55,6 +56,22 @@ func job(_ values: [Float], layer: Int32 = 0, expert: Int32 = 0) throws -> Messa
         let (only, _) = try d.call(try job([3], expert: 1), service: "expert/0/1", timeout: 5)
         #expect(only.payloadText == "w2")
         #expect(d.statsCounters()["served/w1", default: 0] + d.statsCounters()["served/w2", default: 0] == 21)
+    }
+
+    @Test func inlineWorkerAnswersJobsAndStats() throws {
+        let d = try Dispatcher(bind: "tcp://127.0.0.1:*", policy: fast, name: "test-dispatcher")
+        let stop = StopFlag()
+        defer { stop.set() }
+        startWorker(d.endpoint, name: "inline", services: ["expert/0/0"], stop: stop, inline: true)
+        let a = try d.submit(try job([1, 2]), service: "expert/0/0")
+        let b = try d.submit(try job([3]), service: "expert/0/0")
+        let replies = try d.collect([a, b], timeout: 5)
+        #expect(replies[a]?.message.tensors[0].toArray() == [2, 4])
+        #expect(replies[b]?.message.tensors[0].toArray() == [6])
+        #expect(replies[b]?.message.payloadText == "inline")
+        let (stats, _) = try d.call(Message(.stats), service: "expert/0/0", timeout: 5)
+        #expect(stats.kind == .statsReply)
+        #expect(stats.payloadText.contains("\"served\":2"), "\(stats.payloadText)")
     }
 
     @Test func jobsWaitForALateWorker() throws {
