@@ -43,7 +43,11 @@ let samplesDir = (tinyModel as NSString).deletingLastPathComponent.replacingOccu
         // team's f32 tolerance); the chosen tokens are the same.
         #expect(relativeError(both[0].toArray(), a1.toArray()) <= 1e-4)
         #expect(relativeError(both[1].toArray(), a2.toArray()) <= 1e-4)
-        #expect(Sampler.argmax(both[0].floats, count: both[0].count) == Sampler.argmax(a1.floats, count: a1.count))
+        // `floats` is a raw pointer: keep both tensors alive while argmax reads it (ARC may end
+        // their lifetime right after the last use, freeing the storage under the pointer).
+        withExtendedLifetime((both, a1)) {
+            #expect(Sampler.argmax(both[0].floats, count: both[0].count) == Sampler.argmax(a1.floats, count: a1.count))
+        }
         // Then a decode step of sequence 1, from the batched and the single caches.
         let t = try b.embed(5)
         #expect(relativeError(try one.step([(1, t)])[0].toArray(), try two.step([(1, t)])[0].toArray()) <= 1e-4)
