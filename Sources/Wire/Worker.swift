@@ -109,54 +109,18 @@ public final class ServiceWorker {
         }
         defer { queue.close() }
 
-        var dealer = try connectAndAnnounce()
-        var lastHeard = monotonicSeconds()
-        var lastBeat = lastHeard
-        var reconnectDelay = policy.interval
+        let link = try DispatcherLink(worker: self)
         while !stop.isSet {
-            let ready = try Poller.wait([dealer, bell], timeout: policy.interval)
+            let ready = try Poller.wait([link.dealer, bell], timeout: policy.interval)
             let now = monotonicSeconds()
             if ready[1] {
                 while try Poller.wait([bell], timeout: 0).first == true { _ = try bell.receiveNow() }
-                for r in queue.takeReplies() {
-                    do { try dealer.send(r) } catch { wireLog(who, "could not send a reply: \(error)") }
-                }
+                link.send(queue.takeReplies())
             }
-            if ready[0] {
-                repeat {
-                    let frames = try dealer.receiveNow()
-                    lastHeard = now
-                    reconnectDelay = policy.interval
-                    let message: Message
-                    do {
-                        message = try Message(frames: frames, limits: limits)
-                    } catch {
-                        wireLog(who, "rejected a message: \(error)")
-                        try? dealer.send(Message.errorReply(to: nil, "\(who) rejected a message: \(error)").withRequestID(of: frames))
-                        continue
-                    }
-                    switch message.kind {
-                    case .heartbeat, .ready: break
-                    case .disconnect: try dealer.send(try Message.json(.ready, announcement))
-                    case .error: wireLog(who, "dispatcher reported: \(message.payloadText)")
-                    default: queue.push(message)
-                    }
-                } while try Poller.wait([dealer], timeout: 0).first == true
-            }
-            if now - lastBeat >= policy.interval {
-                lastBeat = now
-                try? dealer.send(Message(.heartbeat))
-            }
-            if now - lastHeard > max(policy.expiry, reconnectDelay) {
-                wireLog(who, "no word from the dispatcher at \(endpoint) for \(String(format: "%.1f", now - lastHeard)) s; reconnecting")
-                dealer.close()
-                dealer = try connectAndAnnounce()
-                lastHeard = now
-                reconnectDelay = min(reconnectDelay * 2, max(maxReconnectDelay, policy.expiry))
-            }
+            if ready[0] { try link.drain(now: now) { queue.push($0) } }
+            try link.keepAlive(now: now)
         }
-        try? dealer.send(Message(.disconnect))
-        dealer.close()
+        link.close()
         bell.close()
     }
 
@@ -182,65 +146,102 @@ public final class ServiceWorker {
     private func runInline(stop: StopFlag, handler: any WorkerHandler) throws {
         let who = announcement.name
         var served = 0
-        var dealer = try connectAndAnnounce()
-        var lastHeard = monotonicSeconds()
-        var lastBeat = lastHeard
-        var reconnectDelay = policy.interval
+        let link = try DispatcherLink(worker: self)
         while !stop.isSet {
-            let ready = try Poller.wait([dealer], timeout: policy.interval)
+            let ready = try Poller.wait([link.dealer], timeout: policy.interval)
             var now = monotonicSeconds()
             var jobs: [Message] = []
             if ready[0] {
-                repeat {
-                    let frames = try dealer.receiveNow()
-                    lastHeard = now
-                    reconnectDelay = policy.interval
-                    let message: Message
-                    do {
-                        message = try Message(frames: frames, limits: limits)
-                    } catch {
-                        wireLog(who, "rejected a message: \(error)")
-                        try? dealer.send(Message.errorReply(to: nil, "\(who) rejected a message: \(error)").withRequestID(of: frames))
-                        continue
-                    }
-                    switch message.kind {
-                    case .heartbeat, .ready: break
-                    case .disconnect: try dealer.send(try Message.json(.ready, announcement))
-                    case .error: wireLog(who, "dispatcher reported: \(message.payloadText)")
-                    default: jobs.append(message)
-                    }
-                } while try Poller.wait([dealer], timeout: 0).first == true
+                try link.drain(now: now) { jobs.append($0) }
             } else {
                 handler.idle()
             }
             if !jobs.isEmpty {
-                for r in Self.answer(jobs, handler, who: who, served: &served) {
-                    do { try dealer.send(r) } catch { wireLog(who, "could not send a reply: \(error)") }
-                }
+                link.send(Self.answer(jobs, handler, who: who, served: &served))
                 now = monotonicSeconds()
             }
-            if now - lastBeat >= policy.interval {
-                lastBeat = now
-                try? dealer.send(Message(.heartbeat))
-            }
-            if now - lastHeard > max(policy.expiry, reconnectDelay) {
-                wireLog(who, "no word from the dispatcher at \(endpoint) for \(String(format: "%.1f", now - lastHeard)) s; reconnecting")
-                dealer.close()
-                dealer = try connectAndAnnounce()
-                lastHeard = now
-                reconnectDelay = min(reconnectDelay * 2, max(maxReconnectDelay, policy.expiry))
-            }
+            try link.keepAlive(now: now)
         }
-        try? dealer.send(Message(.disconnect))
-        dealer.close()
+        link.close()
     }
 
-    private func connectAndAnnounce() throws -> Socket {
+    fileprivate func connectAndAnnounce() throws -> Socket {
         let s = try Socket(.dealer)
         s.sendTimeout = 5
         try s.connect(endpoint)
         try s.send(try Message.json(.ready, announcement))
         return s
+    }
+}
+
+/// A worker's connection to its dispatcher, shared by the threaded and the inline loops: drains and
+/// validates what arrived (control messages handled here, work handed on), heartbeats, and
+/// reconnects after the dispatcher falls silent. Used by one thread only.
+private final class DispatcherLink {
+    private unowned let worker: ServiceWorker
+    private(set) var dealer: Socket
+    private var lastHeard: Double
+    private var lastBeat: Double
+    private var reconnectDelay: Double
+    private var who: String { worker.announcement.name }
+
+    init(worker: ServiceWorker) throws {
+        self.worker = worker
+        dealer = try worker.connectAndAnnounce()
+        lastHeard = monotonicSeconds()
+        lastBeat = lastHeard
+        reconnectDelay = worker.policy.interval
+    }
+
+    /// Receives everything waiting; each valid work message goes to `deliver`, a malformed one gets
+    /// an error reply.
+    func drain(now: Double, deliver: (Message) -> Void) throws {
+        repeat {
+            let frames = try dealer.receiveNow()
+            lastHeard = now
+            reconnectDelay = worker.policy.interval
+            let message: Message
+            do {
+                message = try Message(frames: frames, limits: worker.limits)
+            } catch {
+                wireLog(who, "rejected a message: \(error)")
+                try? dealer.send(Message.errorReply(to: nil, "\(who) rejected a message: \(error)").withRequestID(of: frames))
+                continue
+            }
+            switch message.kind {
+            case .heartbeat, .ready: break
+            case .disconnect: try dealer.send(try Message.json(.ready, worker.announcement))
+            case .error: wireLog(who, "dispatcher reported: \(message.payloadText)")
+            default: deliver(message)
+            }
+        } while try Poller.wait([dealer], timeout: 0).first == true
+    }
+
+    func send(_ replies: [Message]) {
+        for r in replies {
+            do { try dealer.send(r) } catch { wireLog(who, "could not send a reply: \(error)") }
+        }
+    }
+
+    /// Heartbeat when due; reconnect (with back-off) after the dispatcher's silence outlasts expiry.
+    func keepAlive(now: Double) throws {
+        let policy = worker.policy
+        if now - lastBeat >= policy.interval {
+            lastBeat = now
+            try? dealer.send(Message(.heartbeat))
+        }
+        if now - lastHeard > max(policy.expiry, reconnectDelay) {
+            wireLog(who, "no word from the dispatcher at \(worker.endpoint) for \(String(format: "%.1f", now - lastHeard)) s; reconnecting")
+            dealer.close()
+            dealer = try worker.connectAndAnnounce()
+            lastHeard = now
+            reconnectDelay = min(reconnectDelay * 2, max(worker.maxReconnectDelay, policy.expiry))
+        }
+    }
+
+    func close() {
+        try? dealer.send(Message(.disconnect))
+        dealer.close()
     }
 }
 
