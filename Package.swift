@@ -41,7 +41,9 @@ let package = Package(
         .target(name: "Options"),
         .target(name: "Stages", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Options"],
                 swiftSettings: fast),
-        .target(name: "UnimoeCLI", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Stages", "Options"],
+        .target(name: "Training", dependencies: ["COpenBLAS", "Tensor", "Checkpoint", "JSON", "Tokenizer", "Models", "Media"],
+                swiftSettings: fast),
+        .target(name: "UnimoeCLI", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Stages", "Options", "Training"],
                 swiftSettings: fast),
 
         // Thin executables.
@@ -67,6 +69,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensor", "TestSupport"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Models", "Media", "Tokenizer", "Wire", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "TestSupport"]),
     ]
 )

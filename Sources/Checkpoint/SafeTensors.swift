@@ -63,6 +63,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public let unsupported: [String: String]
     public let metadata: [String: String]
     private let file: MappedFile
+    /// Byte ranges of the `unsupported` tensors (integer buffers can still be read with `integers`).
+    private let otherRanges: [String: Range<Int>]
 
     /// Every tensor name in the file, sorted.
     public var names: [String] { (Array(entries.keys) + Array(unsupported.keys)).sorted() }
@@ -101,6 +103,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
         var entries: [String: Entry] = [:]
         var unsupported: [String: String] = [:]
+        var otherRanges: [String: Range<Int>] = [:]
         var metadata: [String: String] = [:]
         var ranges: [(name: String, range: Range<Int>)] = []
         for (name, value) in dict {
@@ -151,6 +154,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 entries[name] = Entry(dtype: dtype, shape: shape, range: range)
             } else {
                 unsupported[name] = dt
+                otherRanges[name] = range
             }
             if !range.isEmpty { ranges.append((name, range)) }
         }
@@ -166,7 +170,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         self.entries = entries
         self.unsupported = unsupported
+        self.otherRanges = otherRanges
         self.metadata = metadata
+    }
+
+    /// The elements of an I64 or I32 tensor (token ids, labels), flattened.
+    public func integers(_ name: String) throws -> [Int] {
+        guard let dt = unsupported[name], let range = otherRanges[name] else {
+            if let e = entries[name] { throw CheckpointError.unsupportedDType(name: name, dtype: e.dtype.rawValue) }
+            throw CheckpointError.missingTensor(name)
+        }
+        guard dt == "I64" || dt == "I32", let base = file.base else {
+            if range.isEmpty { return [] }
+            throw CheckpointError.unsupportedDType(name: name, dtype: dt)
+        }
+        let size = dt == "I64" ? 8 : 4
+        return (0..<(range.count / size)).map { i in
+            let p = UnsafeRawPointer(base) + range.lowerBound + i * size
+            return size == 8 ? Int(Int64(littleEndian: p.loadUnaligned(as: Int64.self))) : Int(Int32(littleEndian: p.loadUnaligned(as: Int32.self)))
+        }
     }
 
     /// The named tensor as a view into the mapping (a copy only when the file misaligns it).

@@ -1,0 +1,314 @@
+import Foundation
+import Checkpoint
+import Models
+import Tensor
+import Tokenizer
+import JSON
+
+/// One training sample after tokenisation, with the frozen encoders' outputs of its media: ids with
+/// `Placeholder` sentinels (-200 image, -300 audio, -400 video), labels aligned with the ids (-100
+/// where nothing is learned; sentinels are never learned), and per medium, in placeholder order:
+/// image features `[P, mm_hidden]`, video frame features `[F, P, mm_hidden]`, audio encoder states
+/// `[windows, S, D]`.
+public struct TrainingExample: Sendable {
+    public var ids: [Int]
+    public var labels: [Int]
+    public var images: [Tensor]
+    public var videos: [Tensor]
+    public var audios: [Tensor]
+
+    public init(ids: [Int], labels: [Int], images: [Tensor] = [], videos: [Tensor] = [], audios: [Tensor] = []) {
+        self.ids = ids; self.labels = labels; self.images = images; self.videos = videos; self.audios = audios
+    }
+
+    /// Tokens whose label is learned (after the shift: a label at position 0 can never be predicted).
+    public var targetCount: Int { labels.dropFirst().filter { $0 != TrunkBatch.ignoreIndex }.count }
+}
+
+/// What one micro-batch contributed.
+public struct MicroBatchStats: Sendable {
+    public var crossEntropySum: Double
+    public var targetTokens: Int
+    public var auxLoss: Double
+    public var rows: Int
+    public var routing: [Int: [Int]]
+}
+
+/// A whole Uni-MoE model under training: every tensor of its directory as an f32 `Parameter`
+/// (plus LoRA adapters when present), the trunk, and the trainable connectors (image projector,
+/// speech connector). Frozen encoders are not part of it: training consumes their cached outputs.
+public final class TrainableModel {
+    public let directory: String
+    public let config: ModelConfig
+    public let multimodal: MultimodalConfig?
+    public let params: ParameterSet
+    public let trunk: TrainableTrunk
+    let imageProjector: ProjectorOp?
+    let speech: SpeechConnectorOp?
+    /// LoRA scale alpha / r of the adapters present (1 without adapters).
+    public let loraScale: Float
+
+    /// Loads `directory` (config.json, model safetensors, optional `adapter.safetensors` +
+    /// `adapter_config.json`). `speechHeads` overrides the connector's head count (read otherwise
+    /// from the audio tower's config).
+    public init(directory: String, speechHeads: Int? = nil, expertsLocal: Bool = true) throws {
+        self.directory = directory
+        config = try ModelConfig.load(directory: directory)
+        let hasMM = config.raw["mm_projector_type"] != nil || config.raw["mm_audio_hidden_size"] != nil
+            || config.raw["mm_vision_tower"] != nil || config.raw["mm_audio_tower"] != nil
+        multimodal = hasMM ? try MultimodalConfig.load(directory: directory) : nil
+        let ckpt = try Checkpoint(directory: directory)
+        let arch = try Architecture.forConfig(config)
+        params = ParameterSet()
+        for name in ckpt.names {
+            if name.hasSuffix(".rotary_emb.inv_freq") || name.hasSuffix("audio_decoder.embed_tokens.weight") { continue }
+            if !expertsLocal && arch.isExpertTensor(name) { continue }
+            params.add(Parameter(name: name, value: try ckpt.take(name)))
+        }
+        var scale: Float = 1
+        let adapterPath = (directory as NSString).appendingPathComponent("adapter.safetensors")
+        if FileManager.default.fileExists(atPath: adapterPath) {
+            let cfg = try AdapterConfig.load(directory: directory)
+            scale = cfg.scale
+            let adapters = try Checkpoint(file: adapterPath)
+            for name in adapters.names { params.add(Parameter(name: name, value: try adapters.take(name))) }
+        }
+        loraScale = scale
+        trunk = try TrainableTrunk(config: config, params: params, loraScale: scale, expertsLocal: expertsLocal,
+                                   auxLossCoefficient: Float(config.raw["router_aux_loss_coef"]?.doubleValue ?? 0.01))
+        if let mm = multimodal, params["model.mm_projector.0.weight"] != nil || params["model.mm_projector.weight"] != nil {
+            imageProjector = try ProjectorOp(type: mm.projectorType, prefix: "model.mm_projector", params: params)
+        } else {
+            imageProjector = nil
+        }
+        if let mm = multimodal, params["model.query_tokens"] != nil {
+            var heads = speechHeads
+            var eps: Float = 1e-5
+            if heads == nil, let tower = mm.audioTower {
+                let dir = tower.hasPrefix("/") ? tower : (directory as NSString).appendingPathComponent(tower)
+                let w = try WhisperConfig.load(directory: dir)
+                heads = w.decoderHeads
+                eps = Float(w.layerNormEps)
+            }
+            guard let heads else { throw TrainingError.unsupportedModel("the speech connector's head count is unknown (no audio tower config)") }
+            speech = try SpeechConnectorOp(params: params, heads: heads, eps: eps, projectorType: mm.audioProjectorType)
+        } else {
+            speech = nil
+        }
+    }
+
+    /// Names of the connector tensors (stage 1 trains exactly these).
+    public static func isConnector(_ name: String) -> Bool { MultimodalConfig.isConnectorTensor(name) }
+
+    /// Runs one micro-batch forward and backward, accumulating gradients into the trainable
+    /// parameters. `ceScale` = 1 / target tokens of the whole optimizer step; `auxScale` = the aux
+    /// coefficient / micro-batches per step.
+    public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float) throws -> MicroBatchStats {
+        let (batch, media) = try prepare(examples)
+        try trunk.forward(batch)
+        let wantMedia = connectorsTrainable && batch.media != nil
+        let r = try trunk.backward(ceScale: ceScale, auxScale: auxScale, wantMediaGrad: wantMedia)
+        if let g = r.mediaGrad { media.backward(g) }
+        media.release()
+        return MicroBatchStats(crossEntropySum: r.crossEntropySum, targetTokens: r.targetTokens, auxLoss: r.auxLoss,
+                               rows: batch.rows, routing: r.routing)
+    }
+
+    /// Logits of every row of one example's expanded sequence (tests, evaluation of the loss).
+    public func logits(_ example: TrainingExample) throws -> Tensor {
+        let (batch, media) = try prepare([example])
+        let l = try trunk.forward(batch, allLogits: true)
+        _ = try trunk.backward(ceScale: 0, auxScale: 0, wantMediaGrad: false)
+        media.release()
+        return l
+    }
+
+    var connectorsTrainable: Bool {
+        params.ordered.contains { $0.trainable && Self.isConnector($0.name) }
+    }
+
+    /// Media rows in trunk order and how to send their gradient back to the connectors.
+    struct MediaPlan {
+        var imageProjector: ProjectorOp?
+        var speech: SpeechConnectorOp?
+        /// Per media row: (source, index): source 0 image-projector row, 1 video (index = video#, row), 2 speech row.
+        var rowSource: [(kind: Int, a: Int, b: Int)] = []
+        var videoFrames: [Int] = []       // frames of each video
+        var videoOffset: [Int] = []       // first projector row of each video
+        var tokens = 0
+        var projectorRows = 0
+        var speechRows = 0
+
+        func backward(_ g: Tensor) {
+            let h = g.lastDim
+            if let p = imageProjector, projectorRows > 0 {
+                let d = Tensor(zeros: [projectorRows, h])
+                for (r, s) in rowSource.enumerated() {
+                    switch s.kind {
+                    case 0: Vec.addRow(d, s.a, g, r, width: h)
+                    case 1:
+                        let frames = videoFrames[s.a], inv = 1 / Float(frames)
+                        for f in 0..<frames { Vec.addRow(d, videoOffset[s.a] + f * tokens + s.b, g, r, width: h, scale: inv) }
+                    default: break
+                    }
+                }
+                p.backward(d)
+            }
+            if let sp = speech, speechRows > 0 {
+                let d = Tensor(zeros: [speechRows, h])
+                for (r, s) in rowSource.enumerated() where s.kind == 2 { Vec.addRow(d, s.a, g, r, width: h) }
+                sp.backward(d)
+            }
+        }
+
+        func release() { imageProjector?.release(); speech?.release() }
+    }
+
+    /// Expands the examples' sentinels into media rows (connectors run once per micro-batch over
+    /// every medium) and shifts the labels into per-row targets.
+    func prepare(_ examples: [TrainingExample]) throws -> (TrunkBatch, MediaPlan) {
+        let h = config.hiddenSize
+        var plan = MediaPlan(imageProjector: imageProjector, speech: speech)
+        // 1. Image-like inputs through the projector in one call.
+        var projIn: [Tensor] = []
+        var imageOffsets: [[Int]] = [], videoIdx: [[Int]] = []
+        var rows = 0, perImage = 0
+        for ex in examples {
+            var offs: [Int] = []
+            for im in ex.images {
+                guard im.rank == 2 else { throw TrainingError.invalidSetting("image features must be [P, D], got \(im.shape)") }
+                offs.append(rows); rows += im.rowCount; projIn.append(im); perImage = im.rowCount
+            }
+            imageOffsets.append(offs)
+            var vids: [Int] = []
+            for v in ex.videos {
+                guard v.rank == 3 else { throw TrainingError.invalidSetting("video features must be [F, P, D], got \(v.shape)") }
+                vids.append(plan.videoFrames.count)
+                plan.videoFrames.append(v.shape[0]); plan.videoOffset.append(rows)
+                plan.tokens = v.shape[1]
+                rows += v.shape[0] * v.shape[1]; projIn.append(v)
+            }
+            videoIdx.append(vids)
+        }
+        _ = perImage
+        var projected: Tensor?
+        if !projIn.isEmpty {
+            guard let p = imageProjector else { throw TrainingError.unsupportedModel("the model has no vision projector, but a sample holds an image or video") }
+            let width = projIn[0].lastDim
+            let x = Tensor(zeros: [rows, width])
+            var at = 0
+            for t in projIn {
+                guard t.lastDim == width else { throw TrainingError.invalidSetting("vision features of width \(t.lastDim) and \(width) in one batch") }
+                Vec.copy(x, at: at * width, from: t); at += t.rowCount
+            }
+            projected = p.forward(x)
+            plan.projectorRows = rows
+        }
+        // 2. Audio windows through the speech connector in one call.
+        var audioOffsets: [[Int]] = []
+        var windows: [Tensor] = []
+        var audioRows = 0
+        for ex in examples {
+            var offs: [Int] = []
+            for a in ex.audios {
+                guard a.rank == 3 else { throw TrainingError.invalidSetting("audio states must be [windows, S, D], got \(a.shape)") }
+                offs.append(audioRows); audioRows += a.shape[0] * (speech?.queryCount ?? 0); windows.append(a)
+            }
+            audioOffsets.append(offs)
+        }
+        var spoken: Tensor?
+        if !windows.isEmpty {
+            guard let sp = speech else { throw TrainingError.unsupportedModel("the model has no speech connector, but a sample holds audio") }
+            let s = windows[0].shape[1], d = windows[0].shape[2]
+            let total = windows.reduce(0) { $0 + $1.shape[0] }
+            let x = Tensor(zeros: [total, s, d])
+            var at = 0
+            for w in windows {
+                guard w.shape[1] == s, w.shape[2] == d else { throw TrainingError.invalidSetting("audio states \(w.shape) and [_, \(s), \(d)] in one batch") }
+                Vec.copy(x, at: at, from: w); at += w.count
+            }
+            spoken = try sp.forward(encoderStates: x)
+            plan.speechRows = audioRows
+        }
+        // 3. Rows of the trunk.
+        var tokens: [Int] = [], targets: [Int] = [], lengths: [Int] = []
+        var mediaRows: [(Tensor, Int)] = []   // (source tensor, row), copied below
+        for (e, ex) in examples.enumerated() {
+            guard ex.ids.count == ex.labels.count, !ex.ids.isEmpty else {
+                throw TrainingError.invalidSetting("sample \(e): \(ex.ids.count) ids and \(ex.labels.count) labels")
+            }
+            var labels: [Int] = []
+            var ni = 0, nv = 0, na = 0
+            for (id, label) in zip(ex.ids, ex.labels) {
+                switch id {
+                case Placeholder.image.rawValue:
+                    guard ni < ex.images.count, let pr = projected else { throw TrainingError.invalidSetting("sample \(e): more <image> placeholders than images") }
+                    let off = imageOffsets[e][ni], n = ex.images[ni].rowCount
+                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((pr, off + j)); plan.rowSource.append((0, off + j, 0)) }
+                    ni += 1
+                case Placeholder.video.rawValue:
+                    guard nv < ex.videos.count, let pr = projected else { throw TrainingError.invalidSetting("sample \(e): more <video> placeholders than videos") }
+                    let vi = videoIdx[e][nv], frames = plan.videoFrames[vi], p = plan.tokens
+                    let mean = Tensor(zeros: [p, h]), inv = 1 / Float(frames)
+                    for f in 0..<frames {
+                        for j in 0..<p { Vec.addRow(mean, j, pr, plan.videoOffset[vi] + f * p + j, width: h, scale: inv) }
+                    }
+                    for j in 0..<p { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((mean, j)); plan.rowSource.append((1, vi, j)) }
+                    nv += 1
+                case Placeholder.audio.rawValue:
+                    guard na < ex.audios.count, let sp = spoken, let q = speech?.queryCount else { throw TrainingError.invalidSetting("sample \(e): more <audio> placeholders than audio inputs") }
+                    let off = audioOffsets[e][na], n = ex.audios[na].shape[0] * q
+                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((sp, off + j)); plan.rowSource.append((2, off + j, 0)) }
+                    na += 1
+                default:
+                    tokens.append(id); labels.append(label)
+                }
+            }
+            guard ni == ex.images.count, nv == ex.videos.count, na == ex.audios.count else {
+                throw TrainingError.invalidSetting("sample \(e): media inputs without a placeholder")
+            }
+            for i in 0..<labels.count { targets.append(i + 1 < labels.count ? labels[i + 1] : TrunkBatch.ignoreIndex) }
+            lengths.append(labels.count)
+        }
+        var media: Tensor?
+        if !mediaRows.isEmpty {
+            let m = Tensor(zeros: [mediaRows.count, h])
+            for (i, (t, r)) in mediaRows.enumerated() { Vec.copyRow(m, i, from: t, r, width: h) }
+            media = m
+        }
+        return (TrunkBatch(tokens: tokens, targets: targets, lengths: lengths, media: media), plan)
+    }
+}
+
+/// `adapter_config.json` of LoRA adapters (PEFT's keys: `r`, `lora_alpha`, `target_modules`).
+public struct AdapterConfig: Sendable, Equatable {
+    public var rank: Int
+    public var alpha: Double
+    public var targetModules: [String]
+    public var scale: Float { Float(alpha / Double(max(rank, 1))) }
+
+    public init(rank: Int, alpha: Double, targetModules: [String]) {
+        self.rank = rank; self.alpha = alpha; self.targetModules = targetModules
+    }
+
+    public static func load(directory: String) throws -> AdapterConfig {
+        let path = (directory as NSString).appendingPathComponent("adapter_config.json")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainingError.badCheckpoint(path: path, reason: "missing (adapter.safetensors needs its adapter_config.json)")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch { throw TrainingError.badCheckpoint(path: path, reason: "not valid JSON (\(error))") }
+        guard let r = json["r"]?.intValue, r > 0, let a = json["lora_alpha"]?.doubleValue else {
+            throw TrainingError.badCheckpoint(path: path, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
+        }
+        let targets = json["target_modules"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        return AdapterConfig(rank: r, alpha: a, targetModules: targets)
+    }
+
+    public func write(directory: String) throws {
+        let obj: [String: Any] = ["r": rank, "lora_alpha": alpha, "target_modules": targetModules, "peft_type": "LORA",
+                                  "lora_dropout": 0.0, "bias": "none"]
+        let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .prettyPrinted])
+        try data.write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent("adapter_config.json")))
+    }
+}
