@@ -11,10 +11,17 @@ public final class Checkpoint: @unchecked Sendable {
     private var location: [String: String] = [:]   // tensor name → file name
     private var used: Set<String> = []
     private let lock = NSLock()
+    /// LoRA adapters saved beside the weights (`adapter.safetensors` + `adapter_config.json`), merged
+    /// into their base weights by `take` (W + alpha/r · B·A, in f32).
+    private var adapters: SafeTensorsFile?
+    private var adapterScale: Float = 1
 
     public var names: [String] { location.keys.sorted() }
 
-    public init(directory: String) throws {
+    /// Opens a model directory. With `mergeAdapters` (the default), LoRA adapters in the directory
+    /// are merged into the tensors they adapt as they are taken, so every loader (trunk, experts,
+    /// router) sees merged weights; training passes false to keep them apart.
+    public init(directory: String, mergeAdapters: Bool = true) throws {
         self.directory = directory
         let fm = FileManager.default
         let index = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
@@ -28,6 +35,37 @@ public final class Checkpoint: @unchecked Sendable {
         } else {
             throw CheckpointError.io(path: directory, reason: "no model.safetensors or model.safetensors.index.json")
         }
+        if mergeAdapters { try openAdapters() }
+    }
+
+    /// Opens `adapter.safetensors` (if present): every `X.lora_A.weight` needs `X.lora_B.weight` and a
+    /// base `X.weight` in the checkpoint, with shapes A `[r, in]`, B `[out, r]`, W `[out, in]`.
+    private func openAdapters() throws {
+        let weights = (directory as NSString).appendingPathComponent("adapter.safetensors")
+        guard FileManager.default.fileExists(atPath: weights) else { return }
+        let cfgPath = (directory as NSString).appendingPathComponent("adapter_config.json")
+        guard let data = FileManager.default.contents(atPath: cfgPath) else {
+            throw CheckpointError.io(path: cfgPath, reason: "missing: adapter.safetensors needs its adapter_config.json")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch { throw CheckpointError.malformed(path: cfgPath, reason: "not valid JSON (\(error))") }
+        guard let r = json["r"]?.intValue, r > 0, let alpha = json["lora_alpha"]?.doubleValue else {
+            throw CheckpointError.malformed(path: cfgPath, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
+        }
+        let file = try SafeTensorsFile(path: weights)
+        for name in file.names {
+            if name.hasSuffix(".lora_B.weight") { continue }
+            guard name.hasSuffix(".lora_A.weight") else {
+                throw CheckpointError.malformed(path: weights, reason: "'\(name)' is not a LoRA tensor (X.lora_A.weight / X.lora_B.weight)")
+            }
+            let base = String(name.dropLast(".lora_A.weight".count))
+            guard let a = file.entries[name], let b = file.entries[base + ".lora_B.weight"], let w = shape(base + ".weight"),
+                  a.shape.count == 2, a.shape[0] == r, w == [b.shape.first ?? -1, a.shape[1]], b.shape == [w[0], r] else {
+                throw CheckpointError.malformed(path: weights, reason: "'\(name)' has no matching lora_B of rank \(r) or base tensor \(base).weight of fitting shape")
+            }
+        }
+        adapters = file
+        adapterScale = Float(alpha / Double(r))
     }
 
     /// Reads `model.safetensors.index.json`: every `weight_map` entry must name a shard file in this
@@ -89,9 +127,28 @@ public final class Checkpoint: @unchecked Sendable {
     /// The named tensor (a view into the mapped file), marked as used; checks the shape when given.
     public func take(_ name: String, shape: [Int]? = nil) throws -> Tensor {
         guard let f = location[name], let file = files[f] else { throw CheckpointError.missingTensor(name) }
-        let t = try file.tensor(name)
+        var t = try file.tensor(name)
         if let shape, shape != t.shape { throw CheckpointError.shapeMismatch(name: name, expected: shape, actual: t.shape) }
         lock.lock(); used.insert(name); lock.unlock()
+        if let adapters, name.hasSuffix(".weight") {
+            let base = String(name.dropLast(".weight".count))
+            if adapters.contains(base + ".lora_A.weight") {
+                let a = try adapters.tensor(base + ".lora_A.weight").converted(to: .f32)
+                let b = try adapters.tensor(base + ".lora_B.weight").converted(to: .f32)
+                let merged = t.converted(to: .f32).copy()
+                let out = t.shape[0], inF = t.shape[1], r = a.shape[0]
+                withExtendedLifetime((a, b)) {
+                    var delta = [Float](repeating: 0, count: out * inF)
+                    delta.withUnsafeMutableBufferPointer { d in
+                        Linear.gemm(m: out, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
+                                    c: d.baseAddress!, ldc: inF)
+                    }
+                    let m = merged.floats
+                    for i in 0..<(out * inF) { m[i] += adapterScale * delta[i] }
+                }
+                t = merged
+            }
+        }
         return t
     }
 

@@ -57,6 +57,12 @@ public final class ParameterSet: @unchecked Sendable {
 
     public subscript(name: String) -> Parameter? { byName[name] }
 
+    /// Takes over another set's contents.
+    func adopt(_ other: ParameterSet) {
+        ordered = other.ordered
+        byName = Dictionary(uniqueKeysWithValues: ordered.map { ($0.name, $0) })
+    }
+
     public var trainable: [Parameter] { ordered.filter(\.trainable) }
 
     public func zeroGrads() { for p in ordered { p.zeroGrad() } }

@@ -9,5 +9,6 @@ public let allCommands: [any Command.Type] = [
     EmbedCommand.self,
     AskCommand.self,
     RunCommand.self,
+    TrainCommand.self,
     WireBenchCommand.self,
 ]

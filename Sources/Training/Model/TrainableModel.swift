@@ -51,30 +51,48 @@ public final class TrainableModel {
     /// Loads `directory` (config.json, model safetensors, optional `adapter.safetensors` +
     /// `adapter_config.json`). `speechHeads` overrides the connector's head count (read otherwise
     /// from the audio tower's config).
-    public init(directory: String, speechHeads: Int? = nil, expertsLocal: Bool = true) throws {
-        self.directory = directory
-        config = try ModelConfig.load(directory: directory)
-        let hasMM = config.raw["mm_projector_type"] != nil || config.raw["mm_audio_hidden_size"] != nil
-            || config.raw["mm_vision_tower"] != nil || config.raw["mm_audio_tower"] != nil
-        multimodal = hasMM ? try MultimodalConfig.load(directory: directory) : nil
-        let ckpt = try Checkpoint(directory: directory)
+    public convenience init(directory: String, speechHeads: Int? = nil, expertsLocal: Bool = true) throws {
+        let loaded = try Self.loadParameters(directory: directory, expertsLocal: expertsLocal)
+        try self.init(directory: directory, config: loaded.config, params: loaded.params, loraScale: loaded.loraScale,
+                      speechHeads: speechHeads, expertsLocal: expertsLocal)
+    }
+
+    /// Every tensor of a model directory as f32 parameters (frozen), plus adapters when present.
+    public static func loadParameters(directory: String, expertsLocal: Bool = true) throws
+        -> (config: ModelConfig, params: ParameterSet, loraScale: Float) {
+        let config = try ModelConfig.load(directory: directory)
+        let ckpt = try Checkpoint(directory: directory, mergeAdapters: false)
         let arch = try Architecture.forConfig(config)
-        params = ParameterSet()
+        let params = ParameterSet()
         for name in ckpt.names {
             if name.hasSuffix(".rotary_emb.inv_freq") || name.hasSuffix("audio_decoder.embed_tokens.weight") { continue }
             if !expertsLocal && arch.isExpertTensor(name) { continue }
             params.add(Parameter(name: name, value: try ckpt.take(name)))
         }
         var scale: Float = 1
-        let adapterPath = (directory as NSString).appendingPathComponent("adapter.safetensors")
+        let adapterPath = (directory as NSString).appendingPathComponent(AdapterConfig.weightsFile)
         if FileManager.default.fileExists(atPath: adapterPath) {
             let cfg = try AdapterConfig.load(directory: directory)
             scale = cfg.scale
             let adapters = try Checkpoint(file: adapterPath)
-            for name in adapters.names { params.add(Parameter(name: name, value: try adapters.take(name))) }
+            for name in adapters.names where expertsLocal || !arch.isExpertTensor(name) {
+                params.add(Parameter(name: name, value: try adapters.take(name)))
+            }
         }
-        loraScale = scale
-        trunk = try TrainableTrunk(config: config, params: params, loraScale: scale, expertsLocal: expertsLocal,
+        return (config, params, scale)
+    }
+
+    /// Builds the model over already loaded (and possibly extended) parameters.
+    public init(directory: String, config: ModelConfig, params: ParameterSet, loraScale: Float,
+                speechHeads: Int? = nil, expertsLocal: Bool = true) throws {
+        self.directory = directory
+        self.config = config
+        self.params = params
+        let hasMM = config.raw["mm_projector_type"] != nil || config.raw["mm_audio_hidden_size"] != nil
+            || config.raw["mm_vision_tower"] != nil || config.raw["mm_audio_tower"] != nil
+        multimodal = hasMM ? try MultimodalConfig.load(directory: directory) : nil
+        self.loraScale = loraScale
+        trunk = try TrainableTrunk(config: config, params: params, loraScale: loraScale, expertsLocal: expertsLocal,
                                    auxLossCoefficient: Float(config.raw["router_aux_loss_coef"]?.doubleValue ?? 0.01))
         if let mm = multimodal, params["model.mm_projector.0.weight"] != nil || params["model.mm_projector.weight"] != nil {
             imageProjector = try ProjectorOp(type: mm.projectorType, prefix: "model.mm_projector", params: params)
@@ -282,6 +300,8 @@ public final class TrainableModel {
 
 /// `adapter_config.json` of LoRA adapters (PEFT's keys: `r`, `lora_alpha`, `target_modules`).
 public struct AdapterConfig: Sendable, Equatable {
+    public static let weightsFile = "adapter.safetensors"
+    public static let configFile = "adapter_config.json"
     public var rank: Int
     public var alpha: Double
     public var targetModules: [String]
@@ -292,7 +312,7 @@ public struct AdapterConfig: Sendable, Equatable {
     }
 
     public static func load(directory: String) throws -> AdapterConfig {
-        let path = (directory as NSString).appendingPathComponent("adapter_config.json")
+        let path = (directory as NSString).appendingPathComponent(configFile)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TrainingError.badCheckpoint(path: path, reason: "missing (adapter.safetensors needs its adapter_config.json)")
         }

@@ -1,0 +1,271 @@
+import Foundation
+import Checkpoint
+import JSON
+import Models
+import Tensor
+import Tokenizer
+
+/// Everything `unimoe train` can be told.
+public struct TrainingOptions: Sendable {
+    public var stage: TrainingStage
+    public var model: String
+    public var data: String
+    public var mediaDirectory: String
+    public var out: String
+    /// Optimizer steps; nil = `epochs` passes over the data.
+    public var steps: Int?
+    public var epochs: Int = 1
+    public var batchSize: Int = 4
+    public var gradientAccumulation: Int = 1
+    public var learningRate: Double?
+    public var warmupRatio: Double = 0.03
+    public var weightDecay: Double = 0
+    public var maxGradNorm: Double = 1
+    public var loraRank: Int = 8
+    public var loraAlpha: Double = 16
+    public var seed: UInt64 = 0
+    /// Write a resumable checkpoint every N steps (0: only at the end).
+    public var saveEvery: Int = 0
+    public var resume = false
+    public var skipBad = false
+    /// Stage 3: write adapters beside the base weights instead of merging them.
+    public var saveAdapters = false
+    /// Stage 2 on a dense model: experts to upcycle into, and on which layers (nil: even layers).
+    public var upcycleExperts: Int = 4
+    public var moeLayers: [Int]?
+    /// Stage 2: which modality group each expert learns, in expert order.
+    public var expertModalities: [String] = ["text", "image", "audio", "video"]
+    public var auxLossCoefficient: Double?
+    public var maxTokens = 2048
+
+    public init(stage: TrainingStage, model: String, data: String, mediaDirectory: String, out: String) {
+        self.stage = stage; self.model = model; self.data = data; self.mediaDirectory = mediaDirectory; self.out = out
+    }
+
+    /// The reference's learning rates per stage (LLaVA-style alignment 1e-3; experts 2e-5; LoRA 4e-5... tiny
+    /// models want more: pass --lr).
+    public var effectiveLearningRate: Double {
+        learningRate ?? [TrainingStage.alignment: 1e-3, .experts: 2e-5, .mixed: 4e-5][stage]!
+    }
+}
+
+/// One optimizer step's figures (a line of the loss log).
+public struct StepRecord: Codable, Sendable, Equatable {
+    public var step: Int
+    public var epoch: Int
+    public var loss: Double
+    public var crossEntropy: Double
+    public var auxLoss: Double
+    public var learningRate: Double
+    public var gradNorm: Double
+    public var tokens: Int
+    public var tokensPerSecond: Double
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, loss, tokens, seconds
+        case crossEntropy = "ce", auxLoss = "aux", learningRate = "lr", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s"
+    }
+}
+
+/// Where a run stands (saved in each checkpoint as `state.json`).
+struct RunState: Codable, Equatable {
+    var step: Int
+    var epoch: Int
+    /// Next batch index within the epoch's batch list.
+    var cursor: Int
+    var stage: Int
+    var seed: UInt64
+    var totalSteps: Int
+    var batchSize: Int
+    var accumulation: Int
+    var loraScale: Float
+    var config: String   // config.json of the model being trained (after upcycling)
+}
+
+/// A training run: loads the model and data, sets up the stage, and runs optimizer steps with
+/// progress lines, a JSONL loss log, periodic resumable checkpoints and the final model directory.
+public final class TrainingRun {
+    public let options: TrainingOptions
+    public let model: TrainableModel
+    public let samples: [RawSample]
+    let examples: [TrainingExample?]
+    let batcher: ModalityBatcher
+    let optimizer: AdamW
+    let schedule: LearningRateSchedule
+    var state: RunState
+    let log: (String) -> Void
+    public var onStep: ((StepRecord) -> Void)?
+    /// Called after every optimizer step with the step number (tests use it to stop a run early).
+    public var shouldStop: (Int) -> Bool = { _ in false }
+    /// Stage 2: the expert each modality group trains.
+    let expertOfGroup: [String: Int]
+    public private(set) var records: [StepRecord] = []
+
+    public init(options o: TrainingOptions, expertBackend: ((TrainableModel) throws -> ExpertBackend)? = nil,
+                log: @escaping (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }) throws {
+        options = o
+        self.log = log
+        guard o.batchSize >= 1, o.gradientAccumulation >= 1, o.epochs >= 1 else {
+            throw TrainingError.invalidSetting("batch, accumulation and epochs must be at least 1")
+        }
+        // Samples first: bad data fails before any heavy loading.
+        samples = try TrainingData.load(path: o.data, mediaDirectory: o.mediaDirectory, skipBad: o.skipBad, warn: log)
+        guard !samples.isEmpty else { throw TrainingError.noData("\(o.data) holds no usable sample") }
+
+        let resumeDir = o.resume ? try Self.latestCheckpoint(in: o.out) : nil
+        var (config, params, loraScale) = try TrainableModel.loadParameters(directory: o.model)
+        if o.stage == .experts && !config.hasMoE {
+            let layers = o.moeLayers ?? Array(stride(from: 0, to: config.numHiddenLayers, by: 2))
+            config = try StageSetup.upcycle(config: config, params: params, experts: o.upcycleExperts, moeLayers: layers, seed: o.seed)
+        }
+        if o.stage == .mixed {
+            guard config.hasMoE else { throw TrainingError.unsupportedModel("stage 3 tunes a mixture of experts, and \(o.model) has no MoE layers (run stage 2 first)") }
+            if !params.ordered.contains(where: { $0.name.hasSuffix(".lora_A.weight") }) {
+                try StageSetup.addLoRA(config: config, params: params, rank: o.loraRank, seed: o.seed)
+                loraScale = Float(o.loraAlpha / Double(o.loraRank))
+            }
+        }
+        try StageSetup.setTrainable(stage: o.stage, params: params, config: config)
+        model = try TrainableModel(directory: o.model, config: config, params: params, loraScale: loraScale)
+        model.trunk.auxLossCoefficient = Float(o.auxLossCoefficient ?? (o.stage == .mixed ? Double(model.trunk.auxLossCoefficient) : 0))
+        if let make = expertBackend { model.trunk.backend = try make(model) }
+
+        // Tokenise every sample and encode its media once (frozen encoders).
+        let tokenizer = try Tokenizer(directory: o.model)
+        let encoder = SampleEncoder(tokenizer: tokenizer, maxTokens: o.maxTokens)
+        let features = MediaFeatures(modelDirectory: o.model)
+        var exs: [TrainingExample?] = []
+        let start = Date()
+        for (i, s) in samples.enumerated() {
+            do { exs.append(try features.example(s, encoder: encoder)) } catch let e as TrainingError {
+                guard o.skipBad else { throw e }
+                log("warning: skipping \(e)")
+                exs.append(nil)
+            }
+            if (i + 1) % 50 == 0 || i + 1 == samples.count {
+                log(String(format: "encoding media: %d/%d samples (%.1f s)", i + 1, samples.count, Date().timeIntervalSince(start)))
+            }
+        }
+        examples = exs
+        guard exs.contains(where: { $0 != nil }) else { throw TrainingError.noData("every sample of \(o.data) was skipped") }
+        batcher = ModalityBatcher(samples: samples, batchSize: o.batchSize, seed: o.seed)
+        var map: [String: Int] = [:]
+        if o.stage == .experts {
+            for g in Set(samples.map(\.modalityGroup)) {
+                let first = String(g.split(separator: "+").first ?? "text")
+                guard let e = o.expertModalities.firstIndex(of: first) else {
+                    throw TrainingError.invalidSetting("stage 2: no expert is assigned to modality '\(first)' (--expert-modalities \(o.expertModalities.joined(separator: ",")))")
+                }
+                map[g] = e % config.experts
+            }
+        }
+        expertOfGroup = map
+        let perEpoch = (batcher.batches(epoch: 0).count + o.gradientAccumulation - 1) / o.gradientAccumulation
+        let total = o.steps ?? perEpoch * o.epochs
+        schedule = LearningRateSchedule(peak: o.effectiveLearningRate, warmupRatio: o.warmupRatio, totalSteps: total)
+        optimizer = AdamW(settings: .init(weightDecay: o.weightDecay))
+        let configJSON = try Self.configJSON(config, directory: o.model)
+        state = RunState(step: 0, epoch: 0, cursor: 0, stage: o.stage.rawValue, seed: o.seed, totalSteps: total,
+                         batchSize: o.batchSize, accumulation: o.gradientAccumulation, loraScale: loraScale, config: configJSON)
+        if let dir = resumeDir { try restore(from: dir) }
+    }
+
+    public var totalSteps: Int { state.totalSteps }
+    public var step: Int { state.step }
+
+    /// Runs until the total step count (or `shouldStop`), then writes the final model to `out`.
+    public func run() throws {
+        try FileManager.default.createDirectory(atPath: options.out, withIntermediateDirectories: true)
+        let logPath = (options.out as NSString).appendingPathComponent("loss.jsonl")
+        if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        } else {
+            try Self.truncateLog(logPath, toStep: state.step)
+        }
+        let trainable = model.params.trainable
+        log("stage \(options.stage.rawValue): training \(trainable.count) tensors (\(trainable.reduce(0) { $0 + $1.count }) values), \(samples.count) samples, \(state.totalSteps) steps" + (state.step > 0 ? ", resuming at step \(state.step)" : ""))
+        let runStart = Date()
+        let firstStep = state.step
+        while state.step < state.totalSteps {
+            let t0 = Date()
+            let record = try trainStep()
+            records.append(record)
+            appendLog(record, to: logPath)
+            let elapsed = Date().timeIntervalSince(runStart)
+            let done = state.step - firstStep
+            let eta = elapsed / Double(max(done, 1)) * Double(state.totalSteps - state.step)
+            log(String(format: "step %d/%d  loss %.4f  ce %.4f  aux %.4f  lr %.2e  |g| %.3f  %.0f tok/s  %.2f s/step  ETA %@",
+                       record.step, state.totalSteps, record.loss, record.crossEntropy, record.auxLoss, record.learningRate,
+                       record.gradNorm, record.tokensPerSecond, Date().timeIntervalSince(t0), Self.duration(eta)))
+            onStep?(record)
+            if options.saveEvery > 0 && state.step % options.saveEvery == 0 && state.step < state.totalSteps {
+                try saveCheckpoint()
+            }
+            if shouldStop(state.step) { return }
+        }
+        try saveCheckpoint()
+        try exportModel(to: options.out)
+        log("wrote \(options.out) after \(state.step) steps (\(Self.duration(Date().timeIntervalSince(runStart))))")
+    }
+
+    /// One optimizer step over `accumulation` micro-batches.
+    func trainStep() throws -> StepRecord {
+        var micro: [[TrainingExample]] = []
+        var groups: [String] = []
+        while micro.count < state.accumulation {
+            let epochBatches = batcher.batches(epoch: state.epoch)
+            if state.cursor >= epochBatches.count { state.epoch += 1; state.cursor = 0; continue }
+            let idx = epochBatches[state.cursor]
+            state.cursor += 1
+            let exs = idx.compactMap { examples[$0] }
+            if exs.isEmpty { continue }
+            micro.append(exs)
+            groups.append(samples[idx[0]].modalityGroup)
+        }
+        let tokens = micro.reduce(0) { $0 + $1.reduce(0) { $0 + $1.targetCount } }
+        guard tokens > 0 else { throw TrainingError.noData("a batch has no answer tokens to learn") }
+        model.params.zeroGrads()
+        let t0 = Date()
+        var ce = 0.0, aux = 0.0
+        let auxScale = model.trunk.auxLossCoefficient / Float(micro.count)
+        for (exs, group) in zip(micro, groups) {
+            model.trunk.forceExpert(options.stage == .experts ? expertOfGroup[group] : nil)
+            let s = try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale)
+            ce += s.crossEntropySum
+            aux += s.auxLoss / Double(micro.count)
+        }
+        model.trunk.forceExpert(nil)
+        let trainable = model.params.trainable
+        let norm = AdamW.clipGradients(trainable, maxNorm: options.maxGradNorm)
+        let lr = schedule.rate(step: state.step)
+        optimizer.update(trainable, lr: lr)
+        state.step += 1
+        let secs = Date().timeIntervalSince(t0)
+        let ceMean = ce / Double(tokens)
+        return StepRecord(step: state.step, epoch: state.epoch, loss: ceMean + Double(model.trunk.auxLossCoefficient) * aux,
+                          crossEntropy: ceMean, auxLoss: aux, learningRate: lr, gradNorm: norm, tokens: tokens,
+                          tokensPerSecond: Double(tokens) / max(secs, 1e-9), seconds: secs)
+    }
+
+    func appendLog(_ r: StepRecord, to path: String) {
+        guard let data = try? JSONEncoder().encode(r), let h = FileHandle(forWritingAtPath: path) else { return }
+        h.seekToEndOfFile()
+        h.write(data + Data("\n".utf8))
+        try? h.close()
+    }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+    }
+
+    static func truncateLog(_ path: String, toStep step: Int) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let d = line.data(using: .utf8), let r = try? JSONDecoder().decode(StepRecord.self, from: d) else { return false }
+            return r.step <= step
+        }
+        try (kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+}
