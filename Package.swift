@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Media", dependencies: ["CFFmpeg", "Tensor"], swiftSettings: fast),
         .target(name: "Wire", dependencies: ["CZeroMQ", "Tensor"], swiftSettings: fast),
         .target(name: "Options"),
-        .target(name: "Stages", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Options"],
+        .target(name: "Stages", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Options", "Training"],
                 swiftSettings: fast),
         .target(name: "Training", dependencies: ["COpenBLAS", "Tensor", "Checkpoint", "JSON", "Tokenizer", "Models", "Media"],
                 swiftSettings: fast),

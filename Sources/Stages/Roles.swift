@@ -13,7 +13,7 @@ public enum RoleMain {
         "encode": "unimoe-encode --modality image|video|audio[,…] [--pipeline FILE] [--threads N] [--name NAME]",
         "connect": "unimoe-connect --modality image|video|audio[,…] [--pipeline FILE] [--threads N] [--name NAME]",
         "router": "unimoe-router [--pipeline FILE] [--threads N] [--name NAME]",
-        "expert": "unimoe-expert (--experts 0,1 | --group N) [--layers 0,2,…] [--pipeline FILE] [--threads N] [--name NAME]",
+        "expert": "unimoe-expert (--experts 0,1 | --group N) [--layers 0,2,…] [--train] [--pipeline FILE] [--threads N] [--name NAME]",
         "coordinator": "unimoe-coordinator [--pipeline FILE] [--threads N]",
     ]
 
@@ -46,7 +46,7 @@ public enum RoleMain {
     }
 
     static func run(_ role: String, _ args: [String]) throws {
-        let a = try Arguments(args, valued: ["pipeline", "threads", "name", "modality", "experts", "layers", "group"])
+        let a = try Arguments(args, valued: ["pipeline", "threads", "name", "modality", "experts", "layers", "group"], flags: ["train"])
         if let extra = a.positional.first { throw UsageError("unexpected argument '\(extra)'") }
         let config = try PipelineConfig.load(a.value("pipeline") ?? "pipelines/default.json")
         config.applyThreads(role: role, override: try a.int("threads", range: 1...256))
@@ -100,6 +100,16 @@ public enum RoleMain {
             }
             guard let experts else { throw UsageError("give --experts or --group") }
             let layers = try a.intList("layers")
+            if a.has("train") {
+                // Training: the worker holds trainable copies, made when the trainer configures it; jobs
+                // run off the socket thread so heartbeats continue through long optimizer steps.
+                let services = try TrainingExpertService.services(modelDirectory: dir, layers: layers, experts: experts)
+                let name = a.value("name") ?? "expert-train-\(experts.map(String.init).joined(separator: "+"))-\(pid)"
+                try serve(services, name: name, endpoint: config.experts) {
+                    TrainingExpertService(modelDirectory: dir, layers: layers, experts: experts)
+                }
+                return
+            }
             let local = try LocalExperts.load(directory: dir, layers: layers, experts: experts)
             let name = a.value("name") ?? "expert-\(experts.map(String.init).joined(separator: "+"))-\(pid)"
             try serve(ExpertService.services(local), name: name, endpoint: config.experts, inline: true) { ExpertService(experts: local) }

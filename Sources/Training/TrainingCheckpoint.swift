@@ -28,11 +28,13 @@ extension TrainingRun {
         let tmp = (root as NSString).appendingPathComponent(".tmp-" + name)
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        let remote = try remoteExperts?.state() ?? []
+        let isMoment = { (n: String) in n.hasPrefix("exp_avg.") || n.hasPrefix("exp_avg_sq.") }
         try SafeTensorsWriter.write(path: (tmp as NSString).appendingPathComponent("trainable.safetensors"),
-                                    tensors: model.params.trainable.map { ($0.name, $0.value) })
+                                    tensors: model.params.trainable.map { ($0.name, $0.value) } + remote.filter { !isMoment($0.0) })
         try SafeTensorsWriter.write(path: (tmp as NSString).appendingPathComponent("optimizer.safetensors"),
-                                    tensors: optimizer.stateTensors())
-        let stateData = try JSONEncoder().encode(state)
+                                    tensors: optimizer.stateTensors() + remote.filter { isMoment($0.0) })
+        let stateData = try StepRecord.encoder.encode(state)
         try stateData.write(to: URL(fileURLWithPath: (tmp as NSString).appendingPathComponent("state.json")))
         try? FileManager.default.removeItem(atPath: final)
         try FileManager.default.moveItem(atPath: tmp, toPath: final)
@@ -54,7 +56,8 @@ extension TrainingRun {
         }
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("trainable.safetensors"))
         let trainable = model.params.trainable
-        guard Set(file.names) == Set(trainable.map(\.name)) else {
+        let remoteNames = Set(try remoteExperts?.state().map(\.0).filter { !$0.hasPrefix("exp_avg") } ?? [])
+        guard Set(file.names) == Set(trainable.map(\.name)).union(remoteNames) else {
             throw TrainingError.badCheckpoint(path: dir, reason: "holds other trainable tensors than this run trains")
         }
         for p in trainable {
@@ -65,7 +68,12 @@ extension TrainingRun {
         let opt = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("optimizer.safetensors"))
         var tensors: [String: Tensor] = [:]
         for n in opt.names { tensors[n] = try opt.tensor(n) }
-        optimizer.restore(step: saved.step, tensors: tensors)
+        let own = Set(trainable.flatMap { ["exp_avg." + $0.name, "exp_avg_sq." + $0.name] })
+        optimizer.restore(step: saved.step, tensors: tensors.filter { own.contains($0.key) })
+        if let remote = remoteExperts {
+            for n in remoteNames { tensors[n] = try file.tensor(n) }
+            try remote.restore(step: saved.step, tensors: tensors)
+        }
         state.step = saved.step
         state.epoch = saved.epoch
         state.cursor = saved.cursor
@@ -98,26 +106,26 @@ extension TrainingRun {
         try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
         try state.config.write(toFile: (out as NSString).appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         let params = model.params.ordered
-        let lora = params.filter { $0.name.contains(".lora_A.") || $0.name.contains(".lora_B.") }
-        var base: [(String, Tensor)] = []
+        let remote = try remoteExperts?.export(mergeLoRA: !options.saveAdapters) ?? []
+        let isLoRA = { (n: String) in n.contains(".lora_A.") || n.contains(".lora_B.") }
+        let lora = params.filter { isLoRA($0.name) }.map { ($0.name, $0.value) } + remote.filter { isLoRA($0.0) }
+        var base: [(String, Tensor)] = remote.filter { !isLoRA($0.0) }
         for p in params where !p.name.contains(".lora_") {
             let stem = String(p.name.dropLast(".weight".count))
             if !options.saveAdapters, p.name.hasSuffix(".weight"), let a = model.params[stem + ".lora_A.weight"],
                let b = model.params[stem + ".lora_B.weight"] {
-                let merged = p.value.copy()
-                Matmul.gemm(m: p.shape[0], n: p.shape[1], k: a.shape[0], a: b.value, lda: a.shape[0], b: a.value, ldb: p.shape[1],
-                            c: merged, ldc: p.shape[1], alpha: model.loraScale, beta: 1)
-                base.append((p.name, merged))
+                base.append((p.name, LoRA(a: a, b: b, scale: model.loraScale).merged(into: p.value)))
             } else {
                 base.append((p.name, p.value))
             }
         }
+        base.sort { $0.0 < $1.0 }
         try SafeTensorsWriter.write(path: (out as NSString).appendingPathComponent("model.safetensors"), tensors: base,
                                     metadata: ["format": "pt", "producer": "unimoe train stage \(options.stage.rawValue)"])
         let adapterFile = (out as NSString).appendingPathComponent(AdapterConfig.weightsFile)
         if options.saveAdapters && !lora.isEmpty {
-            try SafeTensorsWriter.write(path: adapterFile, tensors: lora.map { ($0.name, $0.value) })
-            let rank = lora.first { $0.name.hasSuffix(".lora_A.weight") }?.shape[0] ?? options.loraRank
+            try SafeTensorsWriter.write(path: adapterFile, tensors: lora)
+            let rank = lora.first { $0.0.hasSuffix(".lora_A.weight") }?.1.shape[0] ?? options.loraRank
             try AdapterConfig(rank: rank, alpha: Double(model.loraScale) * Double(rank),
                               targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]).write(directory: out)
         } else {

@@ -62,6 +62,13 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var tokensPerSecond: Double
     public var seconds: Double
 
+    /// Sorted keys, so logs and checkpoints are byte-reproducible.
+    public static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+
     enum CodingKeys: String, CodingKey {
         case step, epoch, loss, tokens, seconds
         case crossEntropy = "ce", auxLoss = "aux", learningRate = "lr", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s"
@@ -102,7 +109,13 @@ public final class TrainingRun {
     let expertOfGroup: [String: Int]
     public private(set) var records: [StepRecord] = []
 
-    public init(options o: TrainingOptions, expertBackend: ((TrainableModel) throws -> ExpertBackend)? = nil,
+    /// Experts outside this process (nil: trained here with the trunk).
+    public let remoteExperts: DistributedExperts?
+
+    /// `distributedExperts`, when given, builds the backend holding the experts from the setup the
+    /// workers need (the trunk then never loads expert tensors).
+    public init(options o: TrainingOptions,
+                distributedExperts: ((ModelConfig, ExpertTrainingSetup) throws -> DistributedExperts)? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }) throws {
         options = o
         self.log = log
@@ -114,10 +127,12 @@ public final class TrainingRun {
         guard !samples.isEmpty else { throw TrainingError.noData("\(o.data) holds no usable sample") }
 
         let resumeDir = o.resume ? try Self.latestCheckpoint(in: o.out) : nil
-        var (config, params, loraScale) = try TrainableModel.loadParameters(directory: o.model)
+        let local = distributedExperts == nil
+        var (config, params, loraScale) = try TrainableModel.loadParameters(directory: o.model, expertsLocal: local)
         if o.stage == .experts && !config.hasMoE {
             let layers = o.moeLayers ?? Array(stride(from: 0, to: config.numHiddenLayers, by: 2))
-            config = try StageSetup.upcycle(config: config, params: params, experts: o.upcycleExperts, moeLayers: layers, seed: o.seed)
+            config = try StageSetup.upcycle(config: config, params: params, experts: o.upcycleExperts, moeLayers: layers, seed: o.seed,
+                                            createExperts: local)
         }
         if o.stage == .mixed {
             guard config.hasMoE else { throw TrainingError.unsupportedModel("stage 3 tunes a mixture of experts, and \(o.model) has no MoE layers (run stage 2 first)") }
@@ -127,9 +142,16 @@ public final class TrainingRun {
             }
         }
         try StageSetup.setTrainable(stage: o.stage, params: params, config: config)
-        model = try TrainableModel(directory: o.model, config: config, params: params, loraScale: loraScale)
+        model = try TrainableModel(directory: o.model, config: config, params: params, loraScale: loraScale, expertsLocal: local)
         model.trunk.auxLossCoefficient = Float(o.auxLossCoefficient ?? (o.stage == .mixed ? Double(model.trunk.auxLossCoefficient) : 0))
-        if let make = expertBackend { model.trunk.backend = try make(model) }
+        if let make = distributedExperts {
+            let remote = try make(config, ExpertTrainingSetup(stage: o.stage.rawValue, loraRank: o.loraRank, loraAlpha: o.loraAlpha, seed: o.seed,
+                                                      weightDecay: o.weightDecay, upcycleExperts: o.upcycleExperts, moeLayers: o.moeLayers))
+            model.trunk.backend = remote
+            remoteExperts = remote
+        } else {
+            remoteExperts = nil
+        }
 
         // Tokenise every sample and encode its media once (frozen encoders).
         let tokenizer = try Tokenizer(directory: o.model)
@@ -189,7 +211,12 @@ public final class TrainingRun {
         let firstStep = state.step
         while state.step < state.totalSteps {
             let t0 = Date()
-            let record = try trainStep()
+            let record: StepRecord
+            do { record = try trainStep() } catch TrainingError.remote(let why) {
+                let last = (try? Self.latestCheckpoint(in: options.out)).flatMap { $0 }
+                throw TrainingError.remote("\(why) — stopped at step \(state.step); " + (last.map { "resume from \($0) with --resume once every worker is back" }
+                                                                                     ?? "no checkpoint was written yet (use --save-every N)"))
+            }
             records.append(record)
             appendLog(record, to: logPath)
             let elapsed = Date().timeIntervalSince(runStart)
@@ -226,6 +253,7 @@ public final class TrainingRun {
         let tokens = micro.reduce(0) { $0 + $1.reduce(0) { $0 + $1.targetCount } }
         guard tokens > 0 else { throw TrainingError.noData("a batch has no answer tokens to learn") }
         model.params.zeroGrads()
+        try remoteExperts?.zeroGrads()
         let t0 = Date()
         var ce = 0.0, aux = 0.0
         let auxScale = model.trunk.auxLossCoefficient / Float(micro.count)
@@ -237,9 +265,12 @@ public final class TrainingRun {
         }
         model.trunk.forceExpert(nil)
         let trainable = model.params.trainable
-        let norm = AdamW.clipGradients(trainable, maxNorm: options.maxGradNorm)
+        let norm = (AdamW.gradientSquares(trainable) + (try remoteExperts?.gradientSquares() ?? 0)).squareRoot()
+        let clip = AdamW.clipCoefficient(norm: norm, maxNorm: options.maxGradNorm)
+        AdamW.scaleGradients(trainable, by: clip)
         let lr = schedule.rate(step: state.step)
         optimizer.update(trainable, lr: lr)
+        try remoteExperts?.step(lr: lr, clip: clip)
         state.step += 1
         let secs = Date().timeIntervalSince(t0)
         let ceMean = ce / Double(tokens)
@@ -249,7 +280,7 @@ public final class TrainingRun {
     }
 
     func appendLog(_ r: StepRecord, to path: String) {
-        guard let data = try? JSONEncoder().encode(r), let h = FileHandle(forWritingAtPath: path) else { return }
+        guard let data = try? StepRecord.encoder.encode(r), let h = FileHandle(forWritingAtPath: path) else { return }
         h.seekToEndOfFile()
         h.write(data + Data("\n".utf8))
         try? h.close()

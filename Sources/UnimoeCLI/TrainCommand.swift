@@ -1,7 +1,10 @@
 import Foundation
+import Checkpoint
 import Options
+import Stages
 import Tensor
 import Training
+import Wire
 
 /// `unimoe train`: one of Uni-MoE's three progressive training stages on a model directory and a
 /// data file in the reference's format, with a progress line per step on stderr, `OUT/loss.jsonl`,
@@ -11,12 +14,13 @@ public enum TrainCommand: Command {
     public static let usage = "train --stage 1|2|3 --model DIR --data FILE --media-dir DIR --out DIR [--steps N] [--epochs N] "
         + "[--batch B] [--accumulate N] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-grad-norm G] [--lora-r R] "
         + "[--lora-alpha A] [--aux-coef C] [--experts N] [--moe-layers 0,2,…] [--expert-modalities text,image,audio,video] "
-        + "[--save-every N] [--save-adapters] [--resume] [--skip-bad] [--seed S] [--threads N] [--json]"
+        + "[--save-every N] [--save-adapters] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] [--json]"
 
     public static func run(_ args: [String]) throws {
         let a = try Arguments(args, valued: ["stage", "model", "data", "media-dir", "out", "steps", "epochs", "batch", "accumulate",
                                              "lr", "warmup-ratio", "weight-decay", "max-grad-norm", "lora-r", "lora-alpha", "aux-coef",
-                                             "experts", "moe-layers", "expert-modalities", "save-every", "seed", "threads", "max-tokens"],
+                                             "experts", "moe-layers", "expert-modalities", "save-every", "seed", "threads", "max-tokens",
+                                             "pipeline", "join-timeout"],
                               flags: ["save-adapters", "resume", "skip-bad", "json"])
         guard a.positional.isEmpty else { throw UsageError("unexpected argument '\(a.positional[0])'") }
         guard let stageNumber = try a.int("stage", range: 1...3), let stage = TrainingStage(rawValue: stageNumber) else {
@@ -58,9 +62,22 @@ public enum TrainCommand: Command {
         if o.saveAdapters && stage != .mixed { throw UsageError("--save-adapters applies to stage 3 (LoRA) only") }
         if let t = try a.int("threads", range: 1...256) { Linear.setThreads(t) }
         let json = a.has("json")
-        let run = try TrainingRun(options: o)
+        var distributed: ((ModelConfig, ExpertTrainingSetup) throws -> DistributedExperts)?
+        if let file = a.value("pipeline") {
+            // Expert-parallel: the experts are trained by `unimoe-expert --train` workers that join the
+            // pipeline's expert endpoint; this process holds the trunk only.
+            let pipeline = try PipelineConfig.load(file)
+            let join = try a.double("join-timeout", default: 60, range: 1...3600) ?? 60
+            distributed = { config, setup in
+                let dispatcher = try Dispatcher(bind: pipeline.experts, policy: pipeline.heartbeat, name: "trainer")
+                let layers = (0..<config.numHiddenLayers).filter { config.isMoE(layer: $0) }
+                return try RemoteTrainingExperts(dispatcher: dispatcher, layers: layers, experts: config.experts, setup: setup,
+                                                 joinTimeout: join, timeout: max(pipeline.expertTimeout, 60))
+            }
+        }
+        let run = try TrainingRun(options: o, distributedExperts: distributed)
         if json { run.onStep = { r in
-            if let d = try? JSONEncoder().encode(r) { printLine(String(decoding: d, as: UTF8.self)) }
+            if let d = try? StepRecord.encoder.encode(r) { printLine(String(decoding: d, as: UTF8.self)) }
         } }
         try run.run()
         if let last = run.records.last {

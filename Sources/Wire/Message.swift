@@ -13,6 +13,10 @@ public enum MessageKind: UInt16, Sendable, CaseIterable {
     // Expert workers (router → expert).
     case expertForward = 10 // layer, expert; tensor 0 = rows [n, hidden]
     case expertResult = 11  // tensor 0 = outputs [n, hidden]
+    // Expert workers in training (trainer → expert; forward reuses expertForward/expertResult).
+    case expertBackward = 12    // layer, expert; tensor 0 = output gradients [n, hidden] → expertResult with input gradients
+    case trainControl = 13      // payload JSON TrainControl (configure, zero, norm, step, state, restore, export); tensors for restore
+    case trainControlReply = 14 // payload JSON TrainControlReply; tensors (state/export pages)
     // Decode stage.
     case mediaChunk = 20    // stream = upload id; sequence = chunk index; payload = bytes; flags.last on the final chunk
     case decoded = 21       // tensor 0 = encoder input (pixels [n, 3, S, S] or log-mel [n, mel, frames])

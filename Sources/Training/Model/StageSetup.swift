@@ -17,7 +17,9 @@ public enum StageSetup {
     /// Stage 2 on a dense trunk: makes `experts` copies of the dense MLP of every layer in
     /// `moeLayers` (named as a `unimoe` model) and a router initialised N(0, 0.02²) from `seed`;
     /// returns the MoE config.
-    public static func upcycle(config: ModelConfig, params: ParameterSet, experts: Int, moeLayers: [Int], seed: UInt64) throws -> ModelConfig {
+    /// `createExperts` false leaves the expert tensors out (a trunk whose experts live in workers).
+    public static func upcycle(config: ModelConfig, params: ParameterSet, experts: Int, moeLayers: [Int], seed: UInt64,
+                               createExperts: Bool = true) throws -> ModelConfig {
         guard !config.hasMoE else { return config }
         guard experts >= 2 else { throw TrainingError.invalidSetting("upcycling needs at least 2 experts, got \(experts)") }
         var c = config
@@ -46,7 +48,7 @@ public enum StageSetup {
             let router = Tensor(zeros: [experts, h])
             for i in 0..<router.count { router.floats[i] = Float(gaussian(&rng) * 0.02) }
             rebuilt.add(Parameter(name: arch.routerName(layer: l), value: router))
-            for e in 0..<experts {
+            for e in 0..<experts where createExperts {
                 for proj in Projection.allCases {
                     guard let src = dense[arch.denseName(layer: l, proj)] else { continue }
                     rebuilt.add(Parameter(name: arch.expertName(layer: l, expert: e, proj), value: src.value))
@@ -59,11 +61,13 @@ public enum StageSetup {
 
     /// Adds LoRA adapters (A ~ U(±1/sqrt(in)) as PEFT's kaiming-uniform(a=√5), B = 0) to every trunk
     /// linear except routers and the LM head, unless the model already has them.
+    /// Each A is drawn from a generator seeded by (seed, tensor name), so a process holding only some
+    /// experts initialises them exactly as a process holding the whole model.
     public static func addLoRA(config: ModelConfig, params: ParameterSet, rank: Int, seed: UInt64) throws {
         guard rank > 0 else { throw TrainingError.invalidSetting("LoRA rank must be positive, got \(rank)") }
         if params.ordered.contains(where: { $0.name.hasSuffix(".lora_A.weight") }) { return }
-        var rng = Xoshiro256(seed: seed ^ 0x10_4A)
         for p in params.ordered where isLoRATarget(p.name, config: config) {
+            var rng = Xoshiro256(seed: seed ^ 0x10_4A ^ fnv1a(p.name))
             let out = p.shape[0], inF = p.shape[1]
             let a = Tensor(zeros: [rank, inF])
             let bound = 1 / Float(inF).squareRoot()
@@ -99,6 +103,13 @@ public enum StageSetup {
 
     static func isRouter(_ name: String, _ arch: Architecture) -> Bool {
         name.hasPrefix("model.layers.") && name.hasSuffix(".\(arch.moeModule).gate.weight")
+    }
+
+    /// FNV-1a of a name (stable across runs and platforms, unlike `hashValue`).
+    static func fnv1a(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return h
     }
 
     static func gaussian(_ rng: inout Xoshiro256) -> Double {

@@ -86,21 +86,9 @@ public final class TrainableTrunk {
         self.architecture = architecture
         self.auxLossCoefficient = auxLossCoefficient
         let h = config.hiddenSize, hd = config.headDim
-        func p(_ name: String, _ shape: [Int]) throws -> Parameter {
-            guard let t = params[name] else { throw TrainingError.badCheckpoint(path: name, reason: "tensor missing from the model") }
-            guard t.shape == shape else { throw TrainingError.badCheckpoint(path: name, reason: "shape \(t.shape), expected \(shape)") }
-            return t
-        }
+        func p(_ name: String, _ shape: [Int]) throws -> Parameter { try Self.parameter(params, name, shape) }
         func linear(_ weightName: String, out: Int, in inF: Int) throws -> LinearOp {
-            let base = String(weightName.dropLast(".weight".count))
-            var lora: LoRA?
-            if let a = params[base + ".lora_A.weight"], let b = params[base + ".lora_B.weight"] {
-                guard a.shape.count == 2, a.shape[1] == inF, b.shape == [out, a.shape[0]] else {
-                    throw TrainingError.badCheckpoint(path: base, reason: "LoRA shapes A \(a.shape), B \(b.shape) for a [\(out), \(inF)] linear")
-                }
-                lora = LoRA(a: a, b: b, scale: loraScale)
-            }
-            return LinearOp(weight: try p(weightName, [out, inF]), lora: lora)
+            try Self.linear(params, weightName, out: out, in: inF, loraScale: loraScale)
         }
         embed = try p("model.embed_tokens.weight", [config.vocabSize, h])
         finalNorm = RMSNormOp(weight: try p("model.norm.weight", [h]), eps: Float(config.rmsNormEps))
@@ -118,9 +106,7 @@ public final class TrainableTrunk {
                             experts: config.experts, k: config.expertsPerToken)
                 if expertsLocal {
                     experts[l] = try (0..<config.experts).map { e in
-                        FeedForwardOp(gate: try linear(architecture.expertName(layer: l, expert: e, .gate), out: inner, in: h),
-                                      up: try linear(architecture.expertName(layer: l, expert: e, .up), out: inner, in: h),
-                                      down: try linear(architecture.expertName(layer: l, expert: e, .down), out: h, in: inner))
+                        try Self.expert(params, config: config, architecture: architecture, layer: l, expert: e, loraScale: loraScale)
                     }
                 }
             } else {
@@ -141,6 +127,35 @@ public final class TrainableTrunk {
         let local = expertsLocal && !experts.isEmpty ? LocalExpertBackend(experts: experts) : nil
         localExperts = local
         backend = local ?? LocalExpertBackend(experts: [:])
+    }
+
+    /// A parameter by name, checking its shape.
+    static func parameter(_ params: ParameterSet, _ name: String, _ shape: [Int]) throws -> Parameter {
+        guard let t = params[name] else { throw TrainingError.badCheckpoint(path: name, reason: "tensor missing from the model") }
+        guard t.shape == shape else { throw TrainingError.badCheckpoint(path: name, reason: "shape \(t.shape), expected \(shape)") }
+        return t
+    }
+
+    /// The linear whose weight is `weightName`, with its LoRA adapter when `params` holds one.
+    static func linear(_ params: ParameterSet, _ weightName: String, out: Int, in inF: Int, loraScale: Float) throws -> LinearOp {
+        let base = String(weightName.dropLast(".weight".count))
+        var lora: LoRA?
+        if let a = params[base + ".lora_A.weight"], let b = params[base + ".lora_B.weight"] {
+            guard a.shape.count == 2, a.shape[1] == inF, b.shape == [out, a.shape[0]] else {
+                throw TrainingError.badCheckpoint(path: base, reason: "LoRA shapes A \(a.shape), B \(b.shape) for a [\(out), \(inF)] linear")
+            }
+            lora = LoRA(a: a, b: b, scale: loraScale)
+        }
+        return LinearOp(weight: try parameter(params, weightName, [out, inF]), lora: lora)
+    }
+
+    /// One expert's SwiGLU block (shared by the trunk and expert workers).
+    static func expert(_ params: ParameterSet, config: ModelConfig, architecture: Architecture, layer l: Int, expert e: Int,
+                       loraScale: Float) throws -> FeedForwardOp {
+        let h = config.hiddenSize, inner = config.intermediateSize
+        return FeedForwardOp(gate: try linear(params, architecture.expertName(layer: l, expert: e, .gate), out: inner, in: h, loraScale: loraScale),
+                             up: try linear(params, architecture.expertName(layer: l, expert: e, .up), out: inner, in: h, loraScale: loraScale),
+                             down: try linear(params, architecture.expertName(layer: l, expert: e, .down), out: h, in: inner, loraScale: loraScale))
     }
 
     /// The local experts' feed-forward ops of one layer (empty when remote or dense).

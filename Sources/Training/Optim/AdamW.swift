@@ -28,6 +28,14 @@ public final class AdamW {
     /// `maxNorm / (norm + 1e-6)` as torch does. Returns the norm before clipping.
     @discardableResult
     public static func clipGradients(_ params: [Parameter], maxNorm: Double) -> Double {
+        let norm = gradientSquares(params).squareRoot()
+        scaleGradients(params, by: clipCoefficient(norm: norm, maxNorm: maxNorm))
+        return norm
+    }
+
+    /// Σ g² over the gradients of `params` (per tensor in f32, summed in f64): the part of the global
+    /// norm one process holds (expert workers report theirs to the trunk).
+    public static func gradientSquares(_ params: [Parameter]) -> Double {
         var sq = 0.0
         for p in params {
             let g = p.grad.floats
@@ -35,12 +43,17 @@ public final class AdamW {
             for i in 0..<p.count { s += g[i] * g[i] }
             sq += Double(s)
         }
-        let norm = sq.squareRoot()
-        if maxNorm > 0 {
-            let coef = Float(min(maxNorm / (norm + 1e-6), 1))
-            if coef < 1 { for p in params { let g = p.grad.floats; for i in 0..<p.count { g[i] *= coef } } }
-        }
-        return norm
+        return sq
+    }
+
+    /// torch's `clip_grad_norm_` factor: min(1, maxNorm / (norm + 1e-6)); 1 when clipping is off.
+    public static func clipCoefficient(norm: Double, maxNorm: Double) -> Float {
+        maxNorm > 0 ? Float(min(maxNorm / (norm + 1e-6), 1)) : 1
+    }
+
+    public static func scaleGradients(_ params: [Parameter], by coef: Float) {
+        guard coef < 1 else { return }
+        for p in params { let g = p.grad.floats; for i in 0..<p.count { g[i] *= coef } }
     }
 
     /// One update of every parameter in `params` with learning rate `lr`.
@@ -72,10 +85,11 @@ public final class AdamW {
         }
     }
 
-    /// Restores moments saved by `stateTensors` (copies) and the step count.
-    public func restore(step: Int, tensors: [String: Tensor]) {
+    /// Restores moments saved by `stateTensors` (copies) and the step count. With `merge`, moments
+    /// not in `tensors` are kept (state restored page by page).
+    public func restore(step: Int, tensors: [String: Tensor], merge: Bool = false) {
         self.step = step
-        moments = [:]
+        if !merge { moments = [:] }
         for (name, t) in tensors where name.hasPrefix("exp_avg.") {
             let n = String(name.dropFirst("exp_avg.".count))
             if let v = tensors["exp_avg_sq." + n] { moments[n] = (t.converted(to: .f32).copy(), v.converted(to: .f32).copy()) }
