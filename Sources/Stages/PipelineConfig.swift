@@ -22,9 +22,11 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
     public var expertGroups: [[Int]]
     /// Kernel threads per role (`decode`, `encode`, `connect`, `router`, `expert`, `coordinator`).
     public var threads: [String: Int]
+    /// Where data-parallel trainers meet to sum gradients (`unimoe train --world`); rank 0 binds it.
+    public var allreduce: String?
 
     enum CodingKeys: String, CodingKey {
-        case model, frontend, backend, experts, heartbeat, threads
+        case model, frontend, backend, experts, heartbeat, threads, allreduce
         case requestTimeout = "request_timeout"
         case expertTimeout = "expert_timeout"
         case expertGroups = "expert_groups"
@@ -55,6 +57,7 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         expertTimeout = try c.decodeIfPresent(Double.self, forKey: .expertTimeout) ?? 60
         expertGroups = try c.decodeIfPresent([[Int]].self, forKey: .expertGroups) ?? []
         threads = try c.decodeIfPresent([String: Int].self, forKey: .threads) ?? [:]
+        allreduce = try c.decodeIfPresent(String.self, forKey: .allreduce)
     }
 
     /// Reads and checks a pipeline file, resolving the model directory.

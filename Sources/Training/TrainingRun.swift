@@ -37,6 +37,11 @@ public struct TrainingOptions: Sendable {
     public var expertModalities: [String] = ["text", "image", "audio", "video"]
     public var auxLossCoefficient: Double?
     public var maxTokens = 2048
+    /// Modality data parallelism: this replica's rank among `world` trunk replicas. Each step takes
+    /// `world × accumulation` batches; a replica runs the batches of the modality groups it owns
+    /// (groups sorted by name, group i → replica i mod world) and the gradients are summed.
+    public var rank = 0
+    public var world = 1
 
     public init(stage: TrainingStage, model: String, data: String, mediaDirectory: String, out: String) {
         self.stage = stage; self.model = model; self.data = data; self.mediaDirectory = mediaDirectory; self.out = out
@@ -111,17 +116,29 @@ public final class TrainingRun {
 
     /// Experts outside this process (nil: trained here with the trunk).
     public let remoteExperts: DistributedExperts?
+    /// Sums gradients over data-parallel replicas (nil: one replica).
+    public let reducer: GradientReducer?
+    /// The replica that owns each modality group.
+    let ownerOfGroup: [String: Int]
 
     /// `distributedExperts`, when given, builds the backend holding the experts from the setup the
     /// workers need (the trunk then never loads expert tensors).
     public init(options o: TrainingOptions,
                 distributedExperts: ((ModelConfig, ExpertTrainingSetup) throws -> DistributedExperts)? = nil,
+                reducer: GradientReducer? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }) throws {
         options = o
         self.log = log
         guard o.batchSize >= 1, o.gradientAccumulation >= 1, o.epochs >= 1 else {
             throw TrainingError.invalidSetting("batch, accumulation and epochs must be at least 1")
         }
+        guard o.world >= 1, (0..<o.world).contains(o.rank), (o.world == 1) == (reducer == nil || reducer?.world == 1) else {
+            throw TrainingError.invalidSetting("rank \(o.rank) of \(o.world) replicas needs a gradient reducer for \(o.world) replicas")
+        }
+        guard o.world == 1 || distributedExperts == nil else {
+            throw TrainingError.invalidSetting("data-parallel replicas keep their experts local: use either --pipeline experts or --world")
+        }
+        self.reducer = reducer
         // Samples first: bad data fails before any heavy loading.
         samples = try TrainingData.load(path: o.data, mediaDirectory: o.mediaDirectory, skipBad: o.skipBad, warn: log)
         guard !samples.isEmpty else { throw TrainingError.noData("\(o.data) holds no usable sample") }
@@ -183,7 +200,10 @@ public final class TrainingRun {
             }
         }
         expertOfGroup = map
-        let perEpoch = (batcher.batches(epoch: 0).count + o.gradientAccumulation - 1) / o.gradientAccumulation
+        let sortedGroups = Set(samples.map(\.modalityGroup)).sorted()
+        ownerOfGroup = Dictionary(uniqueKeysWithValues: sortedGroups.enumerated().map { ($1, $0 % o.world) })
+        let perStep = o.gradientAccumulation * o.world
+        let perEpoch = (batcher.batches(epoch: 0).count + perStep - 1) / perStep
         let total = o.steps ?? perEpoch * o.epochs
         schedule = LearningRateSchedule(peak: o.effectiveLearningRate, warmupRatio: o.warmupRatio, totalSteps: total)
         optimizer = AdamW(settings: .init(weightDecay: o.weightDecay))
@@ -198,9 +218,12 @@ public final class TrainingRun {
 
     /// Runs until the total step count (or `shouldStop`), then writes the final model to `out`.
     public func run() throws {
+        // Data-parallel replicas hold identical parameters: rank 0 alone writes logs, checkpoints and the model.
+        let leader = options.rank == 0
         try FileManager.default.createDirectory(atPath: options.out, withIntermediateDirectories: true)
         let logPath = (options.out as NSString).appendingPathComponent("loss.jsonl")
-        if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
+        if !leader {
+        } else if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         } else {
             try Self.truncateLog(logPath, toStep: state.step)
@@ -218,7 +241,7 @@ public final class TrainingRun {
                                                                                      ?? "no checkpoint was written yet (use --save-every N)"))
             }
             records.append(record)
-            appendLog(record, to: logPath)
+            if leader { appendLog(record, to: logPath) }
             let elapsed = Date().timeIntervalSince(runStart)
             let done = state.step - firstStep
             let eta = elapsed / Double(max(done, 1)) * Double(state.totalSteps - state.step)
@@ -226,11 +249,12 @@ public final class TrainingRun {
                        record.step, state.totalSteps, record.loss, record.crossEntropy, record.auxLoss, record.learningRate,
                        record.gradNorm, record.tokensPerSecond, Date().timeIntervalSince(t0), Self.duration(eta)))
             onStep?(record)
-            if options.saveEvery > 0 && state.step % options.saveEvery == 0 && state.step < state.totalSteps {
+            if leader && options.saveEvery > 0 && state.step % options.saveEvery == 0 && state.step < state.totalSteps {
                 try saveCheckpoint()
             }
             if shouldStop(state.step) { return }
         }
+        guard leader else { return }
         try saveCheckpoint()
         try exportModel(to: options.out)
         log("wrote \(options.out) after \(state.step) steps (\(Self.duration(Date().timeIntervalSince(runStart))))")
@@ -240,7 +264,7 @@ public final class TrainingRun {
     func trainStep() throws -> StepRecord {
         var micro: [[TrainingExample]] = []
         var groups: [String] = []
-        while micro.count < state.accumulation {
+        while micro.count < state.accumulation * options.world {
             let epochBatches = batcher.batches(epoch: state.epoch)
             if state.cursor >= epochBatches.count { state.epoch += 1; state.cursor = 0; continue }
             let idx = epochBatches[state.cursor]
@@ -257,7 +281,7 @@ public final class TrainingRun {
         let t0 = Date()
         var ce = 0.0, aux = 0.0
         let auxScale = model.trunk.auxLossCoefficient / Float(micro.count)
-        for (exs, group) in zip(micro, groups) {
+        for (exs, group) in zip(micro, groups) where (ownerOfGroup[group] ?? 0) == options.rank {
             model.trunk.forceExpert(options.stage == .experts ? expertOfGroup[group] : nil)
             let s = try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale)
             ce += s.crossEntropySum
@@ -265,6 +289,11 @@ public final class TrainingRun {
         }
         model.trunk.forceExpert(nil)
         let trainable = model.params.trainable
+        if let reducer, reducer.world > 1 {
+            let (sum, stats) = try reducer.allReduce(ParameterSet.flatGradients(trainable), stats: [ce, aux])
+            try ParameterSet.setGradients(trainable, from: sum)
+            ce = stats[0]; aux = stats[1]
+        }
         let norm = (AdamW.gradientSquares(trainable) + (try remoteExperts?.gradientSquares() ?? 0)).squareRoot()
         let clip = AdamW.clipCoefficient(norm: norm, maxNorm: options.maxGradNorm)
         AdamW.scaleGradients(trainable, by: clip)

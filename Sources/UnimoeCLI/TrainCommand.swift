@@ -14,13 +14,14 @@ public enum TrainCommand: Command {
     public static let usage = "train --stage 1|2|3 --model DIR --data FILE --media-dir DIR --out DIR [--steps N] [--epochs N] "
         + "[--batch B] [--accumulate N] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-grad-norm G] [--lora-r R] "
         + "[--lora-alpha A] [--aux-coef C] [--experts N] [--moe-layers 0,2,…] [--expert-modalities text,image,audio,video] "
-        + "[--save-every N] [--save-adapters] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] [--json]"
+        + "[--save-every N] [--save-adapters] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] "
+        + "[--rank R --world W (--allreduce ENDPOINT | --pipeline FILE)] [--json]"
 
     public static func run(_ args: [String]) throws {
         let a = try Arguments(args, valued: ["stage", "model", "data", "media-dir", "out", "steps", "epochs", "batch", "accumulate",
                                              "lr", "warmup-ratio", "weight-decay", "max-grad-norm", "lora-r", "lora-alpha", "aux-coef",
                                              "experts", "moe-layers", "expert-modalities", "save-every", "seed", "threads", "max-tokens",
-                                             "pipeline", "join-timeout"],
+                                             "pipeline", "join-timeout", "rank", "world", "allreduce"],
                               flags: ["save-adapters", "resume", "skip-bad", "json"])
         guard a.positional.isEmpty else { throw UsageError("unexpected argument '\(a.positional[0])'") }
         guard let stageNumber = try a.int("stage", range: 1...3), let stage = TrainingStage(rawValue: stageNumber) else {
@@ -63,7 +64,16 @@ public enum TrainCommand: Command {
         if let t = try a.int("threads", range: 1...256) { Linear.setThreads(t) }
         let json = a.has("json")
         var distributed: ((ModelConfig, ExpertTrainingSetup) throws -> DistributedExperts)?
-        if let file = a.value("pipeline") {
+        var reducer: GradientReducer?
+        o.world = try a.int("world", default: 1, range: 1...1024) ?? 1
+        o.rank = try a.int("rank", default: 0, range: 0...1023) ?? 0
+        guard o.rank < o.world else { throw UsageError("--rank \(o.rank) must be below --world \(o.world)") }
+        if o.world > 1 {
+            // Modality data parallel: trunk replicas sum their gradients each step over ZeroMQ.
+            let endpoint = try a.value("allreduce") ?? a.value("pipeline").map { try PipelineConfig.load($0).allreduce } ?? nil
+            guard let endpoint else { throw UsageError("--world \(o.world) needs --allreduce ENDPOINT (or a pipeline file with \"allreduce\")") }
+            reducer = try ZeroMQAllReduce(rank: o.rank, world: o.world, endpoint: endpoint)
+        } else if let file = a.value("pipeline") {
             // Expert-parallel: the experts are trained by `unimoe-expert --train` workers that join the
             // pipeline's expert endpoint; this process holds the trunk only.
             let pipeline = try PipelineConfig.load(file)
@@ -75,7 +85,7 @@ public enum TrainCommand: Command {
                                                  joinTimeout: join, timeout: max(pipeline.expertTimeout, 60))
             }
         }
-        let run = try TrainingRun(options: o, distributedExperts: distributed)
+        let run = try TrainingRun(options: o, distributedExperts: distributed, reducer: reducer)
         if json { run.onStep = { r in
             if let d = try? StepRecord.encoder.encode(r) { printLine(String(decoding: d, as: UTF8.self)) }
         } }

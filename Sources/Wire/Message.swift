@@ -17,6 +17,9 @@ public enum MessageKind: UInt16, Sendable, CaseIterable {
     case expertBackward = 12    // layer, expert; tensor 0 = output gradients [n, hidden] → expertResult with input gradients
     case trainControl = 13      // payload JSON TrainControl (configure, zero, norm, step, state, restore, export); tensors for restore
     case trainControlReply = 14 // payload JSON TrainControlReply; tensors (state/export pages)
+    // Data-parallel trainers (rank > 0 → rank 0 and back).
+    case gradShare = 15         // sequence = round; payload JSON {rank, round, stats, count}; tensors: flat gradient chunks
+    case gradSum = 16           // the summed gradients, same layout
     // Decode stage.
     case mediaChunk = 20    // stream = upload id; sequence = chunk index; payload = bytes; flags.last on the final chunk
     case decoded = 21       // tensor 0 = encoder input (pixels [n, 3, S, S] or log-mel [n, mel, frames])

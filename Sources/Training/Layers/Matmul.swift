@@ -43,40 +43,40 @@ enum Matmul {
 
 /// Small elementwise helpers shared by the layers, on whole tensors or rows of them (Tensor
 /// arguments keep the buffers alive for the call).
-enum Vec {
+public enum Vec {
     /// a += b (same element count).
-    static func add(_ a: Tensor, _ b: Tensor) {
+    public static func add(_ a: Tensor, _ b: Tensor) {
         precondition(a.count == b.count, "add: \(a.shape) + \(b.shape)")
         let ap = a.floats, bp = b.floats
         for i in 0..<a.count { ap[i] += bp[i] }
     }
 
     /// a + b as a new tensor shaped like a.
-    static func sum(_ a: Tensor, _ b: Tensor) -> Tensor {
+    public static func sum(_ a: Tensor, _ b: Tensor) -> Tensor {
         let out = a.copy()
         add(out, b)
         return out
     }
 
     /// Row `ar` of a (width w) += `scale` · row `br` of b.
-    static func addRow(_ a: Tensor, _ ar: Int, _ b: Tensor, _ br: Int, width w: Int, scale: Float = 1) {
+    public static func addRow(_ a: Tensor, _ ar: Int, _ b: Tensor, _ br: Int, width w: Int, scale: Float = 1) {
         let ap = a.floats + ar * w, bp = b.floats + br * w
         if scale == 1 { for c in 0..<w { ap[c] += bp[c] } } else { for c in 0..<w { ap[c] += scale * bp[c] } }
     }
 
     /// Row `ar` of a (width w) = row `br` of b.
-    static func copyRow(_ a: Tensor, _ ar: Int, from b: Tensor, _ br: Int, width w: Int) {
+    public static func copyRow(_ a: Tensor, _ ar: Int, from b: Tensor, _ br: Int, width w: Int) {
         (a.floats + ar * w).update(from: b.floats + br * w, count: w)
     }
 
     /// Copies all of `src` into `dst` starting at element `at`.
-    static func copy(_ dst: Tensor, at: Int, from src: Tensor) {
+    public static func copy(_ dst: Tensor, at: Int, from src: Tensor) {
         let s = src.converted(to: .f32)
         (dst.floats + at).update(from: s.floats, count: s.count)
     }
 
     /// Column sums of `x[rows, cols]` added into `into[cols]` (bias gradients).
-    static func accumulateColumnSums(_ x: Tensor, into: Tensor) {
+    public static func accumulateColumnSums(_ x: Tensor, into: Tensor) {
         let cols = x.lastDim, xp = x.floats, ip = into.floats
         for r in 0..<x.rowCount { let row = xp + r * cols; for c in 0..<cols { ip[c] += row[c] } }
     }
