@@ -43,7 +43,7 @@ let package = Package(
                 swiftSettings: fast),
         .target(name: "Training", dependencies: ["COpenBLAS", "Tensor", "Checkpoint", "JSON", "Tokenizer", "Models", "Media"],
                 swiftSettings: fast),
-        .target(name: "UnimoeCLI", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Stages", "Options", "Training"],
+        .target(name: "UnimoeCLI", dependencies: ["COpenBLAS", "Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Stages", "Options", "Training"],
                 swiftSettings: fast),
 
         // Thin executables.

@@ -15,6 +15,7 @@ public enum BenchCommand: Command {
         "lm": BenchLM.run,
         "media": BenchMedia.run,
         "encoders": BenchEncoders.run,
+        "train": BenchTrain.run,
     ]
 
     public static func run(_ args: [String]) throws {

@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 import Tensor
 
 /// Row-major f32 products for the forward and backward passes: `C = alpha · op(A) · op(B) + beta · C`
@@ -17,9 +18,14 @@ enum Matmul {
             return
         }
         OpenBLASCore.ensureSelected()
+        let t0 = GemmProfile.enabled ? DispatchTime.now().uptimeNanoseconds : 0
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a.floats + aOffset, Int32(lda), b.floats + bOffset, Int32(ldb),
                     beta, cp, Int32(ldc))
+        if GemmProfile.enabled {
+            GemmProfile.record(flops: 2 * Double(m) * Double(n) * Double(k),
+                               seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
     }
 
     /// `y[rows, out] = x[rows, in] · W[out, in]ᵀ` (+ beta · y).
@@ -39,6 +45,21 @@ enum Matmul {
         let out = dw.shape[0], inF = dw.shape[1]
         gemm(m: out, n: inF, k: x.rowCount, a: dy, lda: out, transA: true, b: x, ldb: inF, c: dw, ldc: inF, alpha: alpha, beta: 1)
     }
+}
+
+/// GEMM counters for `unimoe bench train` (off otherwise; the trainer calls GEMMs from one thread):
+/// FLOPs and seconds per phase (`forward`, `backward`), to report the fraction of the sgemm peak.
+public enum GemmProfile {
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) public static var phase = "forward"
+    nonisolated(unsafe) public private(set) static var totals: [String: (flops: Double, seconds: Double)] = [:]
+
+    static func record(flops: Double, seconds: Double) {
+        let t = totals[phase] ?? (0, 0)
+        totals[phase] = (t.flops + flops, t.seconds + seconds)
+    }
+
+    public static func reset() { totals = [:] }
 }
 
 /// Small elementwise helpers shared by the layers, on whole tensors or rows of them (Tensor

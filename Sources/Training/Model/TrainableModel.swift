@@ -122,11 +122,14 @@ public final class TrainableModel {
     /// parameters. `ceScale` = 1 / target tokens of the whole optimizer step; `auxScale` = the aux
     /// coefficient / micro-batches per step.
     public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float) throws -> MicroBatchStats {
+        GemmProfile.phase = "forward"
         let (batch, media) = try prepare(examples)
         try trunk.forward(batch)
         let wantMedia = connectorsTrainable && batch.media != nil
+        GemmProfile.phase = "backward"
         let r = try trunk.backward(ceScale: ceScale, auxScale: auxScale, wantMediaGrad: wantMedia)
         if let g = r.mediaGrad { media.backward(g) }
+        GemmProfile.phase = "forward"
         media.release()
         return MicroBatchStats(crossEntropySum: r.crossEntropySum, targetTokens: r.targetTokens, auxLoss: r.auxLoss,
                                rows: batch.rows, routing: r.routing)
