@@ -70,6 +70,10 @@ extension TrainingRun {
         state.epoch = saved.epoch
         state.cursor = saved.cursor
         state.totalSteps = max(state.totalSteps, saved.totalSteps)
+        // The schedule must run over the total actually trained (the checkpoint's, when it is larger
+        // than this invocation's --steps), or the cosine runs past its end and the rate climbs again.
+        schedule = LearningRateSchedule(peak: options.effectiveLearningRate, warmupRatio: options.warmupRatio,
+                                        totalSteps: state.totalSteps)
         log("resuming from \(dir) at step \(saved.step)")
     }
 

@@ -92,7 +92,7 @@ public final class TrainingRun {
     let examples: [TrainingExample?]
     let batcher: ModalityBatcher
     let optimizer: AdamW
-    let schedule: LearningRateSchedule
+    var schedule: LearningRateSchedule
     var state: RunState
     let log: (String) -> Void
     public var onStep: ((StepRecord) -> Void)?

@@ -119,3 +119,32 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(try lossLog(part.out + "/loss.jsonl").map(\.step), Array(1...10))
     }
 }
+
+extension ResumeTests {
+    /// Resuming with another `--steps` keeps the checkpoint's total (the larger), and the learning
+    /// rate of every later step follows that total's schedule, as in the uninterrupted run.
+    func testResumeWithFewerStepsKeepsTheSchedule() throws {
+        let s = try makeScratch()
+        let data = try s.write("data.jsonl", TrainFixture.fourSamples)
+        var whole = options(stage: .mixed, data: data, scratch: s, out: "whole", steps: 10)
+        whole.saveEvery = 3
+        let a = try TrainingRun(options: whole, log: { _ in })
+        try a.run()
+
+        var part = whole
+        part.out = s.path("part")
+        let b1 = try TrainingRun(options: part, log: { _ in })
+        b1.shouldStop = { $0 == 7 }
+        try b1.run()
+        part.resume = true
+        part.steps = 6
+        let b2 = try TrainingRun(options: part, log: { _ in })
+        XCTAssertEqual(b2.totalSteps, 10)
+        try b2.run()
+        XCTAssertEqual(b2.records.map(\.step), Array(7...10))
+        XCTAssertEqual(b2.records.map(\.learningRate), Array(a.records.suffix(4)).map(\.learningRate))
+        XCTAssertEqual(b2.records.map(figures), Array(a.records.suffix(4)).map(figures))
+        XCTAssertEqual(FileManager.default.contents(atPath: whole.out + "/model.safetensors"),
+                       FileManager.default.contents(atPath: part.out + "/model.safetensors"))
+    }
+}
