@@ -178,6 +178,11 @@ public final class TrainingRun {
     public func run() throws {
         try FileManager.default.createDirectory(atPath: options.out, withIntermediateDirectories: true)
         let logPath = (options.out as NSString).appendingPathComponent("loss.jsonl")
+        if !options.resume {
+            // A fresh run owns OUT: an earlier run's checkpoints left there would outrank its own
+            // (only the two highest steps are kept) and a later --resume would continue that run.
+            try? FileManager.default.removeItem(atPath: Self.checkpointRoot(options.out))
+        }
         if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         } else {

@@ -148,3 +148,38 @@ extension ResumeTests {
                        FileManager.default.contents(atPath: part.out + "/model.safetensors"))
     }
 }
+
+extension ResumeTests {
+    /// A fresh run (no --resume) into an OUT that holds an earlier run's checkpoints must not let
+    /// those stale checkpoints displace its own: killed and resumed, it continues from its own last
+    /// checkpoint and ends where it would have uninterrupted.
+    func testFreshRunIntoOldOutputResumesFromItsOwnCheckpoint() throws {
+        let s = try makeScratch()
+        let data = try s.write("data.jsonl", TrainFixture.fourSamples)
+        // An earlier, finished run in OUT (checkpoints step 5 and 10).
+        var old = options(stage: .mixed, data: data, scratch: s, out: "out", steps: 10, lr: 1e-2)
+        old.saveEvery = 5
+        _ = try { let r = try TrainingRun(options: old, log: { _ in }); try r.run(); return r }()
+
+        // The new run: other learning rate, same OUT, stopped (as if killed) after step 4.
+        var new = old
+        new.learningRate = 5e-3
+        new.saveEvery = 2
+        let b1 = try TrainingRun(options: new, log: { _ in })
+        b1.shouldStop = { $0 == 4 }
+        try b1.run()
+        new.resume = true
+        let b2 = try TrainingRun(options: new, log: { _ in })
+        XCTAssertEqual(b2.step, 4, "resumed from a checkpoint of the earlier run")
+        try b2.run()
+
+        var reference = new
+        reference.resume = false
+        reference.out = s.path("reference")
+        let r = try TrainingRun(options: reference, log: { _ in })
+        try r.run()
+        XCTAssertEqual(try lossLog(new.out + "/loss.jsonl").map(figures), r.records.map(figures))
+        XCTAssertEqual(FileManager.default.contents(atPath: new.out + "/model.safetensors"),
+                       FileManager.default.contents(atPath: reference.out + "/model.safetensors"))
+    }
+}
