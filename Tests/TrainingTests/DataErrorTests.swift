@@ -198,6 +198,33 @@ final class DataErrorTests: XCTestCase {
         guard case .noData? = trainingError({ _ = try TrainingRun(options: o, log: { _ in }) }) else { return XCTFail() }
     }
 
+    func testCRLFAndCompactListsKeepLines() throws {
+        let s = try makeScratch()
+        let crlf = try s.write("crlf.jsonl", [TrainFixture.textLine, TrainFixture.imageLine, "", TrainFixture.audioLine].joined(separator: "\r\n") + "\r\n")
+        XCTAssertEqual(try load(crlf, s).map(\.line), [1, 2, 4])
+        let compact = try s.write("compact.json", "[" + TrainFixture.textLine + ", " + TrainFixture.imageLine + ",\n" + TrainFixture.audioLine + "]")
+        XCTAssertEqual(try load(compact, s).map(\.line), [1, 1, 2])
+    }
+
+    func testUnreadableOrEmptyDataFile() throws {
+        let s = try makeScratch()
+        let missing = s.path("nothing.jsonl")
+        guard case .malformedData(missing, _, _)? = trainingError({ _ = try load(missing, s) }) else { return XCTFail() }
+        let empty = try s.write("empty.jsonl", "\n\n")
+        XCTAssertEqual(try load(empty, s), [])
+        guard case .noData? = trainingError({ _ = try TrainingRun(options: options(stage: .alignment, data: empty, scratch: s), log: { _ in }) })
+        else { return XCTFail() }
+    }
+
+    func testStage2WithoutAnExpertForAModality() throws {
+        let s = try makeScratch()
+        let data = try s.write("data.jsonl", TrainFixture.fourSamples)
+        var o = options(stage: .experts, data: data, scratch: s)
+        o.expertModalities = ["text", "image", "audio"]
+        guard case .invalidSetting(let reason)? = trainingError({ _ = try TrainingRun(options: o, log: { _ in }) }) else { return XCTFail() }
+        XCTAssertTrue(reason.contains("video"), reason)
+    }
+
     // MARK: Through the CLI
 
     func train(_ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
@@ -267,6 +294,29 @@ final class DataErrorTests: XCTestCase {
         XCTAssertEqual(r.stdoutLines.count, 3, r.stdout)
         XCTAssertTrue(r.stdoutLines.last!.contains("\"steps\":2"), r.stdout)
         XCTAssertEqual(try lossLog(s.path("out/loss.jsonl")).map(\.step), [1, 2])
+    }
+
+    func testCLIMediaDirDefaultsToTheDataDirectory() throws {
+        let s = try makeScratch()
+        let data = try s.write("media/data.jsonl", TrainFixture.fourSamples)
+        var args = baseArgs(s, data: data)
+        args.removeSubrange(args.firstIndex(of: "--media-dir")!...args.firstIndex(of: "--media-dir")! + 1)
+        let r = try train(args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdoutLines.count, 1, r.stdout)
+        XCTAssertTrue(r.stdoutLines[0].hasPrefix("trained 2 steps, final loss "), r.stdout)
+        // Without the media beside it, the same file names the missing medium.
+        let elsewhere = try s.write("data.jsonl", TrainFixture.fourSamples)
+        var args2 = baseArgs(s, data: elsewhere)
+        args2.removeSubrange(args2.firstIndex(of: "--media-dir")!...args2.firstIndex(of: "--media-dir")! + 1)
+        let msg = assertOneLineFailure(try train(args2))
+        XCTAssertTrue(msg.hasPrefix("unimoe train: \(elsewhere):1: media file '\(s.dir)/picture.png' does not exist"), msg)
+    }
+
+    func testCLIMissingDataFile() throws {
+        let s = try makeScratch()
+        let msg = assertOneLineFailure(try train(baseArgs(s, data: s.path("absent.jsonl"))))
+        XCTAssertTrue(msg.contains(s.path("absent.jsonl")), msg)
     }
 
     func testCLIUsageErrorsExit64() throws {
