@@ -183,3 +183,25 @@ extension ResumeTests {
                        FileManager.default.contents(atPath: reference.out + "/model.safetensors"))
     }
 }
+
+extension ResumeTests {
+    /// Checkpoint directories are ordered by step number, also past step 999999 where the
+    /// six-digit names stop sorting as text (--steps allows up to 10⁸).
+    func testCheckpointsPastAMillionStepsSortByStep() throws {
+        let s = try makeScratch()
+        let data = try s.write("data.jsonl", TrainFixture.textLine)
+        let o = options(stage: .mixed, data: data, scratch: s, steps: 1)
+        let root = o.out + "/checkpoints"
+        for step in [999_998, 999_999] {
+            try FileManager.default.createDirectory(atPath: root + "/step-\(step)", withIntermediateDirectories: true)
+            try "{}".write(toFile: root + "/step-\(step)/state.json", atomically: true, encoding: .utf8)
+        }
+        XCTAssertEqual(try TrainingRun.latestCheckpoint(in: o.out), root + "/step-999999")
+        let run = try TrainingRun(options: o, log: { _ in })
+        run.state.step = 1_000_000
+        try run.saveCheckpoint()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root).sorted(), ["step-1000000", "step-999999"],
+                       "the two newest are kept")
+        XCTAssertEqual(try TrainingRun.latestCheckpoint(in: o.out), root + "/step-1000000")
+    }
+}
