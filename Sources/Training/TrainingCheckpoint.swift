@@ -14,10 +14,17 @@ extension TrainingRun {
     static func latestCheckpoint(in out: String) throws -> String? {
         let root = checkpointRoot(out)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { return nil }
-        let complete = names.filter { $0.hasPrefix("step-") }.sorted().filter {
+        let complete = byStep(names).filter {
             FileManager.default.fileExists(atPath: (root as NSString).appendingPathComponent("\($0)/state.json"))
         }
         return complete.last.map { (root as NSString).appendingPathComponent($0) }
+    }
+
+    /// The `step-N` directory names among `names`, by step number (not as text: `step-1000000`
+    /// comes after `step-999999`).
+    static func byStep(_ names: [String]) -> [String] {
+        names.compactMap { n in n.hasPrefix("step-") ? Int(n.dropFirst("step-".count)).map { ($0, n) } : nil }
+            .sorted { $0.0 < $1.0 }.map(\.1)
     }
 
     func saveCheckpoint() throws {
@@ -39,7 +46,7 @@ extension TrainingRun {
         try? FileManager.default.removeItem(atPath: final)
         try FileManager.default.moveItem(atPath: tmp, toPath: final)
         // Keep the two newest.
-        let all = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { $0.hasPrefix("step-") }.sorted()
+        let all = Self.byStep((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
         for old in all.dropLast(2) { try? FileManager.default.removeItem(atPath: (root as NSString).appendingPathComponent(old)) }
         log("saved checkpoint \(final)")
     }
@@ -78,6 +85,10 @@ extension TrainingRun {
         state.epoch = saved.epoch
         state.cursor = saved.cursor
         state.totalSteps = max(state.totalSteps, saved.totalSteps)
+        // The schedule must run over the total actually trained (the checkpoint's, when it is larger
+        // than this invocation's --steps), or the cosine runs past its end and the rate climbs again.
+        schedule = LearningRateSchedule(peak: options.effectiveLearningRate, warmupRatio: options.warmupRatio,
+                                        totalSteps: state.totalSteps)
         log("resuming from \(dir) at step \(saved.step)")
     }
 

@@ -104,7 +104,7 @@ public final class TrainingRun {
     let examples: [TrainingExample?]
     let batcher: ModalityBatcher
     let optimizer: AdamW
-    let schedule: LearningRateSchedule
+    var schedule: LearningRateSchedule
     var state: RunState
     let log: (String) -> Void
     public var onStep: ((StepRecord) -> Void)?
@@ -222,11 +222,14 @@ public final class TrainingRun {
         let leader = options.rank == 0
         try FileManager.default.createDirectory(atPath: options.out, withIntermediateDirectories: true)
         let logPath = (options.out as NSString).appendingPathComponent("loss.jsonl")
-        if !leader {
-        } else if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
+        if leader && !options.resume {
+            // A fresh run owns OUT: an earlier run's checkpoints left there would outrank its own
+            // (only the two highest steps are kept) and a later --resume would continue that run.
+            try? FileManager.default.removeItem(atPath: Self.checkpointRoot(options.out))
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        } else {
-            try Self.truncateLog(logPath, toStep: state.step)
+        } else if leader {
+            if FileManager.default.fileExists(atPath: logPath) { try Self.truncateLog(logPath, toStep: state.step) }
+            else { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         }
         let trainable = model.params.trainable
         log("stage \(options.stage.rawValue): training \(trainable.count) tensors (\(trainable.reduce(0) { $0 + $1.count }) values), \(samples.count) samples, \(state.totalSteps) steps" + (state.step > 0 ? ", resuming at step \(state.step)" : ""))

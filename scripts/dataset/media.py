@@ -1,0 +1,61 @@
+"""Media writers. Every file is made by the ffmpeg program (and espeak-ng for speech) with settings
+that make the output a pure function of the inputs: bit-exact flags (no encoder version strings or
+timestamps in the containers), fixed encoder settings, one thread, explicit noise seeds."""
+
+import os
+import subprocess
+
+FFMPEG = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-threads", "1",
+          "-fflags", "+bitexact"]
+BITEXACT_OUT = ["-flags:v", "+bitexact", "-flags:a", "+bitexact", "-fflags", "+bitexact",
+                "-map_metadata", "-1", "-threads", "1"]
+WAV_OUT = ["-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", "-f", "wav"]
+
+
+def _run(cmd, path, data=None, stdin=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    p = subprocess.run(cmd + [path], input=data, stdin=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError("ffmpeg failed for %s: %s" % (path, p.stderr.decode(errors="replace").strip()))
+
+
+def png(path, size, rgb24):
+    """One RGB24 frame -> PNG."""
+    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-i", "pipe:0",
+                   "-frames:v", "1", "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2"],
+         path, data=rgb24)
+
+
+def mp4(path, size, fps, frames):
+    """RGB24 frames -> MP4, H.264 yuv420p, a keyframe every 4 frames, no B-frames, index first."""
+    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-framerate", str(fps),
+                   "-i", "pipe:0", "-an", "-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "4",
+                   "-keyint_min", "1", "-bf", "0", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+         + BITEXACT_OUT + ["-f", "mp4"], path, data=b"".join(frames))
+
+
+def tone(path, freq, amp, dur):
+    """A pure sine of `freq` Hz at amplitude `amp` (of full scale), 10 ms fades against clicks."""
+    src = "aevalsrc=exprs=%.6f*sin(2*PI*%.4f*t):s=16000:d=%.4f" % (amp, freq, dur)
+    fades = "afade=t=in:d=0.01,afade=t=out:st=%.4f:d=0.01" % (dur - 0.01)
+    _run(FFMPEG + ["-f", "lavfi", "-i", src, "-af", fades] + WAV_OUT + BITEXACT_OUT, path)
+
+
+def noise(path, colour, amp, dur, seed):
+    """anoisesrc noise of `colour` (white, pink, brown, ...) with an explicit seed."""
+    src = "anoisesrc=c=%s:a=%.6f:r=16000:d=%.4f:s=%d" % (colour, amp, dur, seed)
+    fades = "afade=t=in:d=0.01,afade=t=out:st=%.4f:d=0.01" % (dur - 0.01)
+    _run(FFMPEG + ["-f", "lavfi", "-i", src, "-af", fades] + WAV_OUT + BITEXACT_OUT, path)
+
+
+def speech(path, text, voice, speed, pitch, amplitude, lead_ms, min_dur):
+    """espeak-ng says `text`; ffmpeg delays it by lead_ms, pads it to at least min_dur seconds and
+    resamples it to 16 kHz mono."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    say = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude),
+                          "--stdout", text], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if say.returncode != 0 or len(say.stdout) < 100:
+        raise RuntimeError("espeak-ng failed for %s: %s" % (path, say.stderr.decode(errors="replace").strip()))
+    af = "adelay=%d,apad=whole_dur=%.4f" % (lead_ms, min_dur)
+    _run(FFMPEG + ["-f", "wav", "-i", "pipe:0", "-af", af] + WAV_OUT + BITEXACT_OUT, path, data=say.stdout)
