@@ -41,17 +41,10 @@ public final class Checkpoint: @unchecked Sendable {
     /// Opens `adapter.safetensors` (if present): every `X.lora_A.weight` needs `X.lora_B.weight` and a
     /// base `X.weight` in the checkpoint, with shapes A `[r, in]`, B `[out, r]`, W `[out, in]`.
     private func openAdapters() throws {
-        let weights = (directory as NSString).appendingPathComponent("adapter.safetensors")
+        let weights = (directory as NSString).appendingPathComponent(AdapterConfig.weightsFile)
         guard FileManager.default.fileExists(atPath: weights) else { return }
-        let cfgPath = (directory as NSString).appendingPathComponent("adapter_config.json")
-        guard let data = FileManager.default.contents(atPath: cfgPath) else {
-            throw CheckpointError.io(path: cfgPath, reason: "missing: adapter.safetensors needs its adapter_config.json")
-        }
-        let json: JSONValue
-        do { json = try JSONValue.parse(data) } catch { throw CheckpointError.malformed(path: cfgPath, reason: "not valid JSON (\(error))") }
-        guard let r = json["r"]?.intValue, r > 0, let alpha = json["lora_alpha"]?.doubleValue else {
-            throw CheckpointError.malformed(path: cfgPath, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
-        }
+        let config = try AdapterConfig.load(directory: directory)
+        let r = config.rank
         let file = try SafeTensorsFile(path: weights)
         for name in file.names {
             if name.hasSuffix(".lora_B.weight") { continue }
@@ -65,7 +58,7 @@ public final class Checkpoint: @unchecked Sendable {
             }
         }
         adapters = file
-        adapterScale = Float(alpha / Double(r))
+        adapterScale = config.scale
     }
 
     /// Reads `model.safetensors.index.json`: every `weight_map` entry must name a shard file in this
