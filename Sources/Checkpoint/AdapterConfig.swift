@@ -23,9 +23,9 @@ public struct AdapterConfig: Sendable, Equatable {
             throw CheckpointError.io(path: path, reason: "missing: \(weightsFile) needs its \(configFile)")
         }
         let json: JSONValue
-        do { json = try JSONValue.parse(data) } catch { throw CheckpointError.malformed(path: path, reason: "not valid JSON (\(error))") }
+        do { json = try JSONValue.parse(data) } catch { throw CheckpointError.config(path: path, reason: "not valid JSON (\(error))") }
         guard let r = json["r"]?.intValue, r > 0, let a = json["lora_alpha"]?.doubleValue else {
-            throw CheckpointError.malformed(path: path, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
+            throw CheckpointError.config(path: path, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
         }
         let targets = json["target_modules"]?.arrayValue?.compactMap(\.stringValue) ?? []
         return AdapterConfig(rank: r, alpha: a, targetModules: targets)

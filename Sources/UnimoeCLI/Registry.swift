@@ -10,5 +10,6 @@ public let allCommands: [any Command.Type] = [
     AskCommand.self,
     RunCommand.self,
     TrainCommand.self,
+    EvalCommand.self,
     WireBenchCommand.self,
 ]

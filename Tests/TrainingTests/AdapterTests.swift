@@ -1,4 +1,5 @@
 import XCTest
+import Checkpoint
 import Foundation
 import TestSupport
 @testable import Training
@@ -73,11 +74,14 @@ final class AdapterTests: XCTestCase {
             let named = bad.contains("\"r\": 4") ? "adapter.safetensors" : "adapter_config.json"
             XCTAssertTrue(r.stderr.contains(named), "\(bad): \(r.stderr)")
         }
-        // The training loader refuses it too, with a typed error.
+        // The training loader refuses it too, with the checkpoint module's typed error naming the file.
         try #"{"r": 8, "lora_alpha": "#.write(toFile: cfg, atomically: true, encoding: .utf8)
-        let e = trainingError { _ = try TrainableModel.loadParameters(directory: adapted) }
-        guard case .badCheckpoint(let path, _)? = e else { return XCTFail("got \(String(describing: e))") }
-        XCTAssertEqual(path, cfg)
+        do {
+            _ = try TrainableModel.loadParameters(directory: adapted)
+            XCTFail("a broken adapter_config.json was accepted")
+        } catch let CheckpointError.config(path, _) {
+            XCTAssertEqual(path, cfg)
+        }
         // And a missing config next to adapter weights is named as well.
         try FileManager.default.removeItem(atPath: cfg)
         let (r, _) = try logits(adapted, s)

@@ -20,6 +20,8 @@ public struct RawSample: Sendable, Equatable {
     public var turns: [Turn]
     /// Optional question family (`"family"`), for per-family evaluation.
     public var family: String?
+    /// Optional expected answer (`"answer"`); evaluation falls back to the last gpt turn.
+    public var answer: String?
 
     /// The modalities it carries, `+`-joined in a fixed order (`text` when none): the batching group.
     public var modalityGroup: String {
@@ -123,7 +125,7 @@ public enum TrainingData {
             }
         }
         return RawSample(id: id, file: file, line: line, images: images, audios: audios, videos: videos, turns: turns,
-                         family: obj["family"]?.stringValue)
+                         family: obj["family"]?.stringValue, answer: obj["answer"]?.stringValue)
     }
 
     /// 1-based line of each top-level array element's first byte.

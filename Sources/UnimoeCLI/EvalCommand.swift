@@ -1,0 +1,59 @@
+import Foundation
+import Options
+import Stages
+import Tensor
+import Training
+
+/// `unimoe eval`: accuracy per modality and per question family of a model on a data file in the
+/// training format (greedy; an answer is right when its exact words appear in the generated text),
+/// with a progress bar on stderr; `--json` prints one object with every figure.
+public enum EvalCommand: Command {
+    public static let name = "eval"
+    public static let usage = "eval --model DIR --data FILE [--media-dir DIR] [--max-new-tokens N] [--limit N] [--threads N] [--json]"
+
+    public static func run(_ args: [String]) throws {
+        let a = try Arguments(args, valued: ["model", "data", "media-dir", "max-new-tokens", "limit", "threads"], flags: ["json"])
+        guard a.positional.isEmpty else { throw UsageError("unexpected argument '\(a.positional[0])'") }
+        let data = try a.required("data")
+        let maxNew = try a.int("max-new-tokens", default: 8, range: 1...4096) ?? 8
+        if let n = try a.int("threads", range: 1...256) { Parallel.setThreads(n); Linear.setThreads(n) }
+        var samples = try TrainingData.load(path: data, mediaDirectory: a.value("media-dir") ?? (data as NSString).deletingLastPathComponent)
+        if let limit = try a.int("limit", range: 1...100_000_000) { samples = Array(samples.prefix(limit)) }
+        let pipeline = try LocalPipeline(modelDirectory: try a.required("model"))
+        var eval = Evaluation()
+        let start = Date()
+        for (i, s) in samples.enumerated() {
+            let (req, files) = Evaluation.request(s, maxNewTokens: maxNew)
+            let answer = try pipeline.ask(req, media: files.map { .file($0) })
+            eval.record(s, generated: answer.text)
+            progress(i + 1, samples.count, eval.overall, since: start)
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        if a.has("json") {
+            func table(_ t: [String: Evaluation.Tally]) -> [String: Any] {
+                t.mapValues { ["correct": $0.correct, "total": $0.total, "accuracy": $0.accuracy] }
+            }
+            printLine(jsonLine(["overall": ["correct": eval.overall.correct, "total": eval.overall.total, "accuracy": eval.overall.accuracy],
+                                "modalities": table(eval.byModality), "families": table(eval.byFamily)]))
+        } else {
+            printLine("modality   accuracy")
+            for (m, t) in eval.byModality.sorted(by: { $0.key < $1.key }) { printLine(row(m, t)) }
+            printLine("\nfamily     accuracy")
+            for (f, t) in eval.byFamily.sorted(by: { $0.key < $1.key }) { printLine(row(f, t)) }
+            printLine("\n" + row("overall", eval.overall))
+        }
+    }
+
+    static func row(_ name: String, _ t: Evaluation.Tally) -> String {
+        String(format: "%@  %5.1f%%  (%d/%d)", name.padding(toLength: 18, withPad: " ", startingAt: 0), 100 * t.accuracy, t.correct, t.total)
+    }
+
+    static func progress(_ done: Int, _ total: Int, _ t: Evaluation.Tally, since start: Date) {
+        let width = 30, filled = total == 0 ? width : width * done / total
+        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r[%@] %d/%d  %.1f%% correct  %.1f samples/s  ETA %.0fs", bar, done, total, 100 * t.accuracy, rate,
+                          Double(total - done) / max(rate, 1e-9))
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
