@@ -50,7 +50,7 @@ public struct TrainingOptions: Sendable {
     /// The reference's learning rates per stage (LLaVA-style alignment 1e-3; experts 2e-5; LoRA 4e-5... tiny
     /// models want more: pass --lr).
     public var effectiveLearningRate: Double {
-        learningRate ?? [TrainingStage.alignment: 1e-3, .experts: 2e-5, .mixed: 4e-5][stage]!
+        learningRate ?? [TrainingStage.pretrain: 1e-3, .alignment: 1e-3, .experts: 2e-5, .mixed: 4e-5][stage] ?? 1e-4
     }
 }
 

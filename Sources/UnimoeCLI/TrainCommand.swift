@@ -11,7 +11,7 @@ import Wire
 /// resumable checkpoints under `OUT/checkpoints/` and the trained model written to `OUT`.
 public enum TrainCommand: Command {
     public static let name = "train"
-    public static let usage = "train --stage 1|2|3 --model DIR --data FILE --media-dir DIR --out DIR [--steps N] [--epochs N] "
+    public static let usage = "train --stage 0|1|2|3 --model DIR --data FILE --media-dir DIR --out DIR [--steps N] [--epochs N] "
         + "[--batch B] [--accumulate N] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-grad-norm G] [--lora-r R] "
         + "[--lora-alpha A] [--aux-coef C] [--experts N] [--moe-layers 0,2,…] [--expert-modalities text,image,audio,video] "
         + "[--save-every N] [--save-adapters] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] "
@@ -24,8 +24,8 @@ public enum TrainCommand: Command {
                                              "pipeline", "join-timeout", "rank", "world", "allreduce"],
                               flags: ["save-adapters", "resume", "skip-bad", "json"])
         guard a.positional.isEmpty else { throw UsageError("unexpected argument '\(a.positional[0])'") }
-        guard let stageNumber = try a.int("stage", range: 1...3), let stage = TrainingStage(rawValue: stageNumber) else {
-            throw UsageError("missing required option --stage (1, 2 or 3)")
+        guard let stageNumber = try a.int("stage", range: 0...3), let stage = TrainingStage(rawValue: stageNumber) else {
+            throw UsageError("missing required option --stage (0, 1, 2 or 3)")
         }
         let data = try a.required("data")
         var o = TrainingOptions(stage: stage, model: try a.required("model"), data: data,

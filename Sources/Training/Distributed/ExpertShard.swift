@@ -84,6 +84,7 @@ public final class ExpertShard {
         if stage == .mixed { try StageSetup.addLoRA(config: config, params: params, rank: setup.loraRank, seed: setup.seed) }
         loraScale = scale
         switch stage {
+        case .pretrain: params.setTrainable { !$0.contains(".lora_") }
         case .alignment: params.setTrainable { _ in false }
         case .experts: params.setTrainable { !$0.contains(".lora_") }
         case .mixed: params.setTrainable { $0.contains(".lora_") }

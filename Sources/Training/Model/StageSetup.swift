@@ -3,14 +3,16 @@ import Checkpoint
 import Models
 import Tensor
 
-/// The three progressive stages of Uni-MoE and what each trains:
+/// The three progressive stages of Uni-MoE and what each trains, after an optional stage 0:
+/// 0. pretraining — every trunk tensor and the connectors (encoders stay frozen): for a model that
+///    starts from random weights (the embedded demo model), where the paper starts from Vicuna;
 /// 1. connector alignment — the image projector, the speech connector and its queries (trunk frozen);
 /// 2. modality experts — the experts' FFNs, each expert on its own modality's batches (a dense model
 ///    is first upcycled: every MoE layer's experts start as copies of its dense MLP);
 /// 3. mixed tuning — LoRA on every trunk linear except routers and the LM head, plus the routers,
 ///    with the auxiliary load-balancing loss.
 public enum TrainingStage: Int, Sendable, CaseIterable {
-    case alignment = 1, experts = 2, mixed = 3
+    case pretrain = 0, alignment = 1, experts = 2, mixed = 3
 }
 
 public enum StageSetup {
@@ -89,6 +91,8 @@ public enum StageSetup {
     public static func setTrainable(stage: TrainingStage, params: ParameterSet, config: ModelConfig) throws {
         let arch = try Architecture.forConfig(config)
         switch stage {
+        case .pretrain:
+            params.setTrainable { !$0.contains(".lora_") }
         case .alignment:
             params.setTrainable { MultimodalConfig.isConnectorTensor($0) }
             guard !params.trainable.isEmpty else { throw TrainingError.unsupportedModel("stage 1 trains the connectors, and this model has none") }
