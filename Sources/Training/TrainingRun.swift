@@ -232,7 +232,9 @@ public final class TrainingRun {
             else { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         }
         let trainable = model.params.trainable
-        log("stage \(options.stage.rawValue): training \(trainable.count) tensors (\(trainable.reduce(0) { $0 + $1.count }) values), \(samples.count) samples, \(state.totalSteps) steps" + (state.step > 0 ? ", resuming at step \(state.step)" : ""))
+        log("stage \(options.stage.rawValue): training \(trainable.count) tensors (\(trainable.reduce(0) { $0 + $1.count }) values) here"
+            + (remoteExperts != nil ? " and the experts' in their workers" : "")
+            + ", \(samples.count) samples, \(state.totalSteps) steps" + (state.step > 0 ? ", resuming at step \(state.step)" : ""))
         let runStart = Date()
         let firstStep = state.step
         while state.step < state.totalSteps {

@@ -1,0 +1,30 @@
+import Foundation
+import XCTest
+import TestSupport
+
+/// `scripts/train-default --quick`: the whole recipe (synthetic data from scripts/make-dataset,
+/// stages 0–3, stages 2–3 through real expert worker processes, evaluation) in reduced form. Checks
+/// that every stage writes a model, stage 0's loss falls, and the evaluation covers every modality.
+final class TrainDefaultTests: XCTestCase {
+    func testQuickRecipeRunsEndToEndAndTheLossFalls() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let out = NSTemporaryDirectory() + "unimoe-train-default-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var env = ProcessInfo.processInfo.environment
+        env["UNIMOE_BIN"] = Binaries.directory
+        let r = try runProcess("/bin/bash", [root + "/scripts/train-default", "--quick", "--out", out], environment: env, timeout: 600)
+        XCTAssertEqual(r.status, 0, String(r.stderr.suffix(3000)))
+        for stage in ["stage0", "stage1", "stage2", "stage3"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(stage)/model.safetensors"), stage)
+        }
+        let losses = try String(contentsOfFile: out + "/stage0/loss.jsonl", encoding: .utf8).split(separator: "\n").map {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] as? Double ?? .nan
+        }
+        XCTAssertGreaterThanOrEqual(losses.count, 5)
+        let head = losses.prefix(3).reduce(0, +) / 3, tail = losses.suffix(3).reduce(0, +) / 3
+        XCTAssertLessThan(tail, 0.9 * head, "stage 0 loss \(losses)")
+        let eval = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/stage3-eval.json"))) as? [String: Any]
+        let modalities = (eval?["modalities"] as? [String: Any])?.keys.sorted() ?? []
+        XCTAssertEqual(modalities, ["audio", "image", "speech", "text", "video"])
+    }
+}
