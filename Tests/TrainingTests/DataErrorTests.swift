@@ -355,7 +355,7 @@ final class DataErrorTests: XCTestCase {
             XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.hasPrefix("unimoe train: "), r.stderr)
             XCTAssertTrue(r.stderr.split(separator: "\n").first?.contains(mention) ?? false, "\(args): \(r.stderr)")
-            XCTAssertTrue(r.stderr.contains("\nusage: unimoe train --stage 1|2|3"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("\nusage: unimoe train --stage 0|1|2|3"), r.stderr)
             XCTAssertEqual(r.stdout, "")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: s.path("out")))

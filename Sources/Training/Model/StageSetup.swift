@@ -33,26 +33,20 @@ public enum StageSetup {
         let arch = try Architecture.forConfig(c)
         var rng = Xoshiro256(seed: seed ^ 0x5EED_0002)
         let h = config.hiddenSize
-        let dense = ParameterSet()
-        for p in params.ordered { dense.add(p) }
-        let rebuilt = ParameterSet()
-        var moved = Set<String>()
-        for l in moeLayers {
-            for proj in Projection.allCases {
-                let name = arch.denseName(layer: l, proj)
-                guard let p = dense[name] else { throw TrainingError.badCheckpoint(path: name, reason: "dense MLP tensor missing, cannot upcycle") }
-                moved.insert(name)
-                _ = p
-            }
+        // The dense MLPs of the MoE layers are replaced by their expert copies; everything else stays.
+        let moved = Set(moeLayers.flatMap { l in Projection.allCases.map { arch.denseName(layer: l, $0) } })
+        if let missing = moved.sorted().first(where: { params[$0] == nil }) {
+            throw TrainingError.badCheckpoint(path: missing, reason: "dense MLP tensor missing, cannot upcycle")
         }
-        for p in dense.ordered where !moved.contains(p.name) { rebuilt.add(p) }
+        let rebuilt = ParameterSet()
+        for p in params.ordered where !moved.contains(p.name) { rebuilt.add(p) }
         for l in moeLayers {
             let router = Tensor(zeros: [experts, h])
             for i in 0..<router.count { router.floats[i] = Float(gaussian(&rng) * 0.02) }
             rebuilt.add(Parameter(name: arch.routerName(layer: l), value: router))
             for e in 0..<experts where createExperts {
                 for proj in Projection.allCases {
-                    guard let src = dense[arch.denseName(layer: l, proj)] else { continue }
+                    guard let src = params[arch.denseName(layer: l, proj)] else { continue }
                     rebuilt.add(Parameter(name: arch.expertName(layer: l, expert: e, proj), value: src.value))
                 }
             }

@@ -152,8 +152,17 @@ public final class TrainableModel {
     struct MediaPlan {
         var imageProjector: ProjectorOp?
         var speech: SpeechConnectorOp?
-        /// Per media row: (source, index): source 0 image-projector row, 1 video (index = video#, row), 2 speech row.
-        var rowSource: [(kind: Int, a: Int, b: Int)] = []
+        /// Where a media row of the trunk came from.
+        enum RowSource {
+            /// Row of the image projector's output.
+            case image(row: Int)
+            /// Token `token` of video `video` (the mean of that token over the video's frames).
+            case video(video: Int, token: Int)
+            /// Row of the speech connector's output.
+            case speech(row: Int)
+        }
+        /// One entry per media row, in trunk order.
+        var rowSource: [RowSource] = []
         var videoFrames: [Int] = []       // frames of each video
         var videoOffset: [Int] = []       // first projector row of each video
         var tokens = 0
@@ -165,19 +174,21 @@ public final class TrainableModel {
             if let p = imageProjector, projectorRows > 0 {
                 let d = Tensor(zeros: [projectorRows, h])
                 for (r, s) in rowSource.enumerated() {
-                    switch s.kind {
-                    case 0: Vec.addRow(d, s.a, g, r, width: h)
-                    case 1:
-                        let frames = videoFrames[s.a], inv = 1 / Float(frames)
-                        for f in 0..<frames { Vec.addRow(d, videoOffset[s.a] + f * tokens + s.b, g, r, width: h, scale: inv) }
-                    default: break
+                    switch s {
+                    case .image(let row): Vec.addRow(d, row, g, r, width: h)
+                    case .video(let v, let token):
+                        let frames = videoFrames[v], inv = 1 / Float(frames)
+                        for f in 0..<frames { Vec.addRow(d, videoOffset[v] + f * tokens + token, g, r, width: h, scale: inv) }
+                    case .speech: break
                     }
                 }
                 p.backward(d)
             }
             if let sp = speech, speechRows > 0 {
                 let d = Tensor(zeros: [speechRows, h])
-                for (r, s) in rowSource.enumerated() where s.kind == 2 { Vec.addRow(d, s.a, g, r, width: h) }
+                for (r, s) in rowSource.enumerated() {
+                    if case .speech(let row) = s { Vec.addRow(d, row, g, r, width: h) }
+                }
                 sp.backward(d)
             }
         }
@@ -193,12 +204,12 @@ public final class TrainableModel {
         // 1. Image-like inputs through the projector in one call.
         var projIn: [Tensor] = []
         var imageOffsets: [[Int]] = [], videoIdx: [[Int]] = []
-        var rows = 0, perImage = 0
+        var rows = 0
         for ex in examples {
             var offs: [Int] = []
             for im in ex.images {
                 guard im.rank == 2 else { throw TrainingError.invalidSetting("image features must be [P, D], got \(im.shape)") }
-                offs.append(rows); rows += im.rowCount; projIn.append(im); perImage = im.rowCount
+                offs.append(rows); rows += im.rowCount; projIn.append(im)
             }
             imageOffsets.append(offs)
             var vids: [Int] = []
@@ -211,7 +222,6 @@ public final class TrainableModel {
             }
             videoIdx.append(vids)
         }
-        _ = perImage
         var projected: Tensor?
         if !projIn.isEmpty {
             guard let p = imageProjector else { throw TrainingError.unsupportedModel("the model has no vision projector, but a sample holds an image or video") }
@@ -265,7 +275,7 @@ public final class TrainableModel {
                 case Placeholder.image.rawValue:
                     guard ni < ex.images.count, let pr = projected else { throw TrainingError.invalidSetting("sample \(e): more <image> placeholders than images") }
                     let off = imageOffsets[e][ni], n = ex.images[ni].rowCount
-                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((pr, off + j)); plan.rowSource.append((0, off + j, 0)) }
+                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((pr, off + j)); plan.rowSource.append(.image(row: off + j)) }
                     ni += 1
                 case Placeholder.video.rawValue:
                     guard nv < ex.videos.count, let pr = projected else { throw TrainingError.invalidSetting("sample \(e): more <video> placeholders than videos") }
@@ -274,12 +284,12 @@ public final class TrainableModel {
                     for f in 0..<frames {
                         for j in 0..<p { Vec.addRow(mean, j, pr, plan.videoOffset[vi] + f * p + j, width: h, scale: inv) }
                     }
-                    for j in 0..<p { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((mean, j)); plan.rowSource.append((1, vi, j)) }
+                    for j in 0..<p { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((mean, j)); plan.rowSource.append(.video(video: vi, token: j)) }
                     nv += 1
                 case Placeholder.audio.rawValue:
                     guard na < ex.audios.count, let sp = spoken, let q = speech?.queryCount else { throw TrainingError.invalidSetting("sample \(e): more <audio> placeholders than audio inputs") }
                     let off = audioOffsets[e][na], n = ex.audios[na].shape[0] * q
-                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((sp, off + j)); plan.rowSource.append((2, off + j, 0)) }
+                    for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((sp, off + j)); plan.rowSource.append(.speech(row: off + j)) }
                     na += 1
                 default:
                     tokens.append(id); labels.append(label)

@@ -278,16 +278,6 @@ public final class TrainableTrunk {
         return TrunkResult(crossEntropySum: ce, targetTokens: lossRows.count, auxLoss: aux, mediaGrad: mediaGrad, routing: routing)
     }
 
-    /// Every linear of the trunk (for LoRA placement and tests), expert linears included when local.
-    var allLinears: [LinearOp] {
-        var out: [LinearOp] = []
-        for (l, layer) in layers.enumerated() {
-            out += layer.linears
-            for e in localExpertOps(layer: l) { out += e.linears }
-        }
-        return out
-    }
-
     private func release() {
         batch = nil; logits = nil
         head.release(); finalNorm.release()
