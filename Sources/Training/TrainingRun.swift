@@ -113,6 +113,9 @@ public final class TrainingRun {
     /// Stage 2: the expert each modality group trains.
     let expertOfGroup: [String: Int]
     public private(set) var records: [StepRecord] = []
+    /// Routing telemetry of this run: per modality group, per MoE layer, how many (row, choice)
+    /// slots went to each expert (written to `OUT/routing.json`).
+    public private(set) var routing: [String: [Int: [Int]]] = [:]
 
     /// Experts outside this process (nil: trained here with the trunk).
     public let remoteExperts: DistributedExperts?
@@ -262,6 +265,7 @@ public final class TrainingRun {
         guard leader else { return }
         try saveCheckpoint()
         try exportModel(to: options.out)
+        try writeRouting(to: (options.out as NSString).appendingPathComponent("routing.json"))
         log("wrote \(options.out) after \(state.step) steps (\(Self.duration(Date().timeIntervalSince(runStart))))")
     }
 
@@ -289,6 +293,11 @@ public final class TrainingRun {
         for (exs, group) in zip(micro, groups) where (ownerOfGroup[group] ?? 0) == options.rank {
             model.trunk.forceExpert(options.stage == .experts ? expertOfGroup[group] : nil)
             let s = try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale)
+            for (layer, counts) in s.routing {
+                var c = routing[group, default: [:]][layer] ?? [Int](repeating: 0, count: counts.count)
+                for (e, n) in counts.enumerated() where e < c.count { c[e] += n }
+                routing[group, default: [:]][layer] = c
+            }
             ce += s.crossEntropySum
             aux += s.auxLoss / Double(micro.count)
         }
@@ -311,6 +320,14 @@ public final class TrainingRun {
         return StepRecord(step: state.step, epoch: state.epoch, loss: ceMean + Double(model.trunk.auxLossCoefficient) * aux,
                           crossEntropy: ceMean, auxLoss: aux, learningRate: lr, gradNorm: norm, tokens: tokens,
                           tokensPerSecond: Double(tokens) / max(secs, 1e-9), seconds: secs)
+    }
+
+    /// `{"group": {"layer": [slots per expert]}}` of the steps this process ran (since a resume).
+    func writeRouting(to path: String) throws {
+        guard !routing.isEmpty else { return }
+        var obj: [String: [String: [Int]]] = [:]
+        for (g, layers) in routing { obj[g] = Dictionary(uniqueKeysWithValues: layers.map { ("\($0.key)", $0.value) }) }
+        try StepRecord.encoder.encode(obj).write(to: URL(fileURLWithPath: path))
     }
 
     func appendLog(_ r: StepRecord, to path: String) {

@@ -28,7 +28,7 @@ public enum EvalCommand: Command {
             eval.record(s, generated: answer.text)
             progress(i + 1, samples.count, eval.overall, since: start)
         }
-        FileHandle.standardError.write(Data("\n".utf8))
+        if isatty(2) != 0 { FileHandle.standardError.write(Data("\n".utf8)) }
         if a.has("json") {
             func table(_ t: [String: Evaluation.Tally]) -> [String: Any] {
                 t.mapValues { ["correct": $0.correct, "total": $0.total, "accuracy": $0.accuracy] }
@@ -48,12 +48,15 @@ public enum EvalCommand: Command {
         String(format: "%@  %5.1f%%  (%d/%d)", name.padding(toLength: 18, withPad: " ", startingAt: 0), 100 * t.accuracy, t.correct, t.total)
     }
 
+    /// A redrawn bar on a terminal; elsewhere (logs, CI) one line per tenth of the work.
     static func progress(_ done: Int, _ total: Int, _ t: Evaluation.Tally, since start: Date) {
+        let tty = isatty(2) != 0
+        if !tty && done != total && done % max(1, total / 10) != 0 { return }
         let width = 30, filled = total == 0 ? width : width * done / total
         let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "\r[%@] %d/%d  %.1f%% correct  %.1f samples/s  ETA %.0fs", bar, done, total, 100 * t.accuracy, rate,
-                          Double(total - done) / max(rate, 1e-9))
+        let line = String(format: "%@[%@] %d/%d  %.1f%% correct  %.1f samples/s  ETA %.0fs%@", tty ? "\r" : "", bar, done, total,
+                          100 * t.accuracy, rate, Double(total - done) / max(rate, 1e-9), tty ? "" : "\n")
         FileHandle.standardError.write(Data(line.utf8))
     }
 }
