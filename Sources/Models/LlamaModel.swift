@@ -14,10 +14,40 @@ public enum ExpertPlacement: Sendable, Equatable {
 public struct SequenceStep: Sendable {
     public let cache: KVCache
     public let embeddings: Tensor
+    /// What each new row is (`text`, `image`, `audio`, `video`), for routing telemetry; nil: text.
+    public var rowKinds: [String]?
 
-    public init(cache: KVCache, embeddings: Tensor) {
+    public init(cache: KVCache, embeddings: Tensor, rowKinds: [String]? = nil) {
         self.cache = cache
         self.embeddings = embeddings
+        self.rowKinds = rowKinds
+    }
+}
+
+/// Routing telemetry: per kind of input row (`text`, `image`, …) and MoE layer, how many
+/// (row, choice) slots went to each expert. Attach one to `LanguageModel.routingStats`.
+///
+/// `@unchecked Sendable`: `counts` is only touched under `lock`.
+public final class RoutingStats: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: [Int: [Int]]] = [:]
+
+    public init() {}
+
+    /// Adds the choices `indices` `[rows, k]` of `layer` for rows of the given kinds.
+    func record(layer: Int, experts: Int, k: Int, kinds: [String], indices: UnsafePointer<Int>) {
+        lock.lock(); defer { lock.unlock() }
+        for (r, kind) in kinds.enumerated() {
+            var c = counts[kind]?[layer] ?? [Int](repeating: 0, count: experts)
+            for j in 0..<k where (0..<experts).contains(indices[r * k + j]) { c[indices[r * k + j]] += 1 }
+            counts[kind, default: [:]][layer] = c
+        }
+    }
+
+    /// `{kind: {layer: [slots per expert]}}`.
+    public var snapshot: [String: [Int: [Int]]] {
+        lock.lock(); defer { lock.unlock() }
+        return counts
     }
 }
 
@@ -37,6 +67,8 @@ public final class LanguageModel: @unchecked Sendable {
     /// The experts, when loaded with `.local` and the model has sparse layers.
     public let localExperts: LocalExperts?
     public let routing: RoutingOptions
+    /// When set, every MoE layer's choices are counted per kind of row.
+    public var routingStats: RoutingStats?
 
     struct Layer {
         let inputNorm: Tensor       // f32 [hidden]
@@ -181,6 +213,10 @@ public final class LanguageModel: @unchecked Sendable {
             rows += e.shape[0]
         }
         lock.lock(); defer { lock.unlock() }
+        // Row kinds for routing telemetry (only when someone listens).
+        let rowKinds: [String] = routingStats == nil ? [] : items.flatMap { it in
+            it.rowKinds ?? [String](repeating: "text", count: it.embeddings.shape[0])
+        }
         let x = ws.x.ensure(rows * hidden), hb = ws.h.ensure(rows * hidden), pb = ws.proj.ensure(rows * hidden)
         ws.ensurePositions(rows)
         for (it, s) in zip(items, spans) {
@@ -197,7 +233,8 @@ public final class LanguageModel: @unchecked Sendable {
                 Norm.rms(x, rows: rows, dim: hidden, weight: layer.postNorm, eps: eps, into: hb)
                 if let sparse = layer.sparse {
                     try sparse.forward(hb, rows: rows, hidden: hidden, runner: runner, ws: ws,
-                                       noise: routing.noisySecondChoice ? noisePtr : nil, into: pb)
+                                       noise: routing.noisySecondChoice ? noisePtr : nil,
+                                       stats: routingStats.map { ($0, rowKinds) }, into: pb)
                 } else if let dense = layer.dense {
                     let inner = dense.inner
                     try dense.forward(hb, rows: rows, gateBuf: ws.gate.ensure(rows * inner),

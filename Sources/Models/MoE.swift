@@ -67,7 +67,8 @@ struct SparseLayer {
 
     /// `out[rows, hidden] = Σ_j w_j · expert_j(h)` for the rows of `h`.
     func forward(_ h: UnsafePointer<Float>, rows: Int, hidden: Int, runner: ExpertRunner, ws: Workspace,
-                 noise: UnsafeMutablePointer<Xoshiro256>?, into out: UnsafeMutablePointer<Float>) throws {
+                 noise: UnsafeMutablePointer<Xoshiro256>?, stats: (RoutingStats, [String])? = nil,
+                 into out: UnsafeMutablePointer<Float>) throws {
         let logits = ws.router.ensure(rows * experts)
         Linear.forward(h, rows: rows, weight: router, into: logits)
         ws.ensureRouting(rows * k)
@@ -75,6 +76,7 @@ struct SparseLayer {
             try ws.weight.withUnsafeMutableBufferPointer { wB in
                 let idx = idxB.baseAddress!, w = wB.baseAddress!
                 Router.route(logits, rows: rows, experts: experts, k: k, noise: noise, indices: idx, weights: w)
+                if let (s, kinds) = stats, kinds.count == rows { s.record(layer: layer, experts: experts, k: k, kinds: kinds, indices: idx) }
                 // Group rows by expert (ascending), each group in row order: slot s ↔ (row, weight).
                 let gathered = ws.gathered.ensure(rows * k * hidden)
                 var batches: [ExpertBatch] = []

@@ -47,13 +47,14 @@ public final class LocalPipeline {
             embeddings.append(try timings.measure("connect") { try connector.connect(item.modality, f) })
         }
         let ids = builder.promptIds(request)
-        var input = try timings.measure("stitch") { try builder.stitch(ids: ids, request: request, embeddings: embeddings) }
+        var (input, kinds) = try timings.measure("stitch") { try builder.stitchWithKinds(ids: ids, request: request, embeddings: embeddings) }
         let state = GenerationState(request: request, builder: builder)
         let seq: UInt64 = 1
         defer { router.release([seq]) }
         var first = true
         while !state.finished {
-            let logits = try timings.measure(first ? "prefill" : "decode_steps") { try router.step([(seq, input)])[0] }
+            let logits = try timings.measure(first ? "prefill" : "decode_steps") { try router.step([(seq, input)], rowKinds: [kinds])[0] }
+            kinds = ["text"]
             if first { timings.add("first_token", seconds: monotonicSeconds() - t0); first = false }
             let (id, text) = state.accept(logits)
             onToken(id, text)

@@ -107,10 +107,16 @@ public final class PromptBuilder: @unchecked Sendable {
     /// Input embeddings `[T, hidden]`: token embeddings with each sentinel replaced by the rows of
     /// the next media input of that kind (`embeddings[i]` belongs to `request.media[i]`).
     public func stitch(ids: [Int], request: AskRequest, embeddings: [Tensor]) throws -> Tensor {
+        try stitchWithKinds(ids: ids, request: request, embeddings: embeddings).embeddings
+    }
+
+    /// `stitch`, plus what each row is (`text` or the modality of its media input), for routing telemetry.
+    public func stitchWithKinds(ids: [Int], request: AskRequest, embeddings: [Tensor]) throws -> (embeddings: Tensor, kinds: [String]) {
         guard embeddings.count == request.media.count else {
             throw StageError.stage("\(embeddings.count) media embeddings for \(request.media.count) media inputs")
         }
         var queues: [Int: [Tensor]] = [:]
+        var kinds: [String] = []
         for (item, e) in zip(request.media, embeddings) {
             guard e.rank == 2, e.shape[1] == hidden else {
                 throw StageError.stage("\(item.name): embeddings of shape \(e.shape), expected [n, \(hidden)]")
@@ -125,10 +131,13 @@ public final class PromptBuilder: @unchecked Sendable {
                 let t = q.removeFirst()
                 queues[id] = q
                 pieces.append((nil, t))
+                let kind = request.media.first { $0.modality.placeholder.rawValue == id }?.modality.rawValue ?? "media"
+                kinds += [String](repeating: kind, count: t.shape[0])
                 rows += t.shape[0]
             } else {
                 guard id < config.vocabSize else { throw StageError.stage("token id \(id) outside the vocabulary") }
                 pieces.append((id, nil))
+                kinds.append("text")
                 rows += 1
             }
         }
@@ -149,7 +158,7 @@ public final class PromptBuilder: @unchecked Sendable {
             r += t.shape[0]
         }
         try flush()
-        return out
+        return (out, kinds)
     }
 
     /// Embeddings of single generated tokens (the decode steps' inputs).

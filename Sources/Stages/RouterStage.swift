@@ -22,12 +22,12 @@ public final class RouterStage {
 
     /// One batched step. `items[i].embeddings` are the new positions of sequence `items[i].id`
     /// (a prompt at first, then one token per step); returns `[1, vocab]` logits per item.
-    public func step(_ items: [(id: UInt64, embeddings: Tensor)]) throws -> [Tensor] {
+    public func step(_ items: [(id: UInt64, embeddings: Tensor)], rowKinds: [[String]?]? = nil) throws -> [Tensor] {
         guard Set(items.map(\.id)).count == items.count else { throw StageError.badRequest("a sequence appears twice in one step") }
-        let steps = items.map { it -> SequenceStep in
+        let steps = items.enumerated().map { i, it -> SequenceStep in
             let cache = caches[it.id] ?? model.makeCache(capacity: it.embeddings.shape.first ?? 0)
             caches[it.id] = cache
-            return SequenceStep(cache: cache, embeddings: it.embeddings)
+            return SequenceStep(cache: cache, embeddings: it.embeddings, rowKinds: rowKinds?[i] ?? nil)
         }
         let rows = items.reduce(0) { $0 + ($1.embeddings.shape.first ?? 0) }
         let t0 = monotonicSeconds()
