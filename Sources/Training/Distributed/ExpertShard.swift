@@ -125,7 +125,7 @@ public final class ExpertShard {
         guard outputGrad.rank == 2, outputGrad.lastDim == config.hiddenSize else {
             throw TrainingError.remote("expert gradient \(outputGrad.shape), expected [n, \(config.hiddenSize)]")
         }
-        guard let dx = o.backward(outputGrad.converted(to: .f32).copy()) else { throw TrainingError.remote("backward without input") }
+        let dx = o.backward(outputGrad.converted(to: .f32).copy())
         o.release()
         return dx
     }

@@ -17,13 +17,11 @@ final class FeedForwardOp {
         down.forward(act.forward(gate: gate.forward(x), up: up.forward(x)))
     }
 
-    func backward(_ dy: Tensor, needInput: Bool = true) -> Tensor? {
-        guard let dh = down.backward(dy) else { return nil }
-        let (dg, du) = act.backward(dh)
-        let dxg = gate.backward(dg, needInput: needInput)
-        let dxu = up.backward(du, needInput: needInput)
-        if let dxg, let dxu { Vec.add(dxg, dxu); return dxg }
-        return nil
+    func backward(_ dy: Tensor) -> Tensor {
+        let (dg, du) = act.backward(down.backward(dy))
+        let dx = gate.backward(dg)
+        Vec.add(dx, up.backward(du))
+        return dx
     }
 
     func release() { gate.release(); up.release(); down.release(); act.release() }

@@ -48,9 +48,16 @@ final class LinearOp {
         return y
     }
 
-    /// `dy [rows, out]` → `dx [rows, in]` (nil when `needInput` is false), accumulating parameter gradients.
-    @discardableResult
-    func backward(_ dy: Tensor, needInput: Bool = true) -> Tensor? {
+    /// `dy [rows, out]` → `dx [rows, in]`, accumulating the trainable tensors' gradients.
+    func backward(_ dy: Tensor) -> Tensor {
+        guard let dx = gradients(dy, needInput: true) else { preconditionFailure("linear \(weight.name): no input gradient") }
+        return dx
+    }
+
+    /// Only the parameter gradients (the input was a frozen encoder's output, say).
+    func accumulateGradients(_ dy: Tensor) { _ = gradients(dy, needInput: false) }
+
+    private func gradients(_ dy: Tensor, needInput: Bool) -> Tensor? {
         guard let x = input else { preconditionFailure("linear \(weight.name): backward before forward") }
         let rows = x.rowCount
         if weight.trainable { Matmul.accumulateDyTx(dy, x, into: weight.grad) }

@@ -31,7 +31,7 @@ final class LocalExpertBackend: ExpertBackend {
 
     func backward(layer: Int, outputGrads: [ExpertRows]) throws -> [Tensor] {
         guard let ffns = experts[layer] else { throw TrainingError.remote("layer \(layer) has no local experts") }
-        return outputGrads.map { ffns[$0.expert].backward($0.rows) ?? Tensor(zeros: [$0.rows.rowCount, ffns[$0.expert].gate.inFeatures]) }
+        return outputGrads.map { ffns[$0.expert].backward($0.rows) }
     }
 
     func release() { for (_, l) in experts { for f in l { f.release() } } }
@@ -152,7 +152,7 @@ final class MoEOp {
                 dl.floats[r * experts + chosen[r * k + j]] += w * (dw[r * k + j] - mean)
             }
         }
-        if let dx = router.backward(dl) { Vec.add(dh, dx) }
+        Vec.add(dh, router.backward(dl))
         return dh
     }
 

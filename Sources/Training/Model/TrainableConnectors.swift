@@ -28,15 +28,18 @@ final class ProjectorOp {
         return h
     }
 
-    /// `needInput` false when the input is a frozen encoder's output.
-    @discardableResult
-    func backward(_ dy: Tensor, needInput: Bool = false) -> Tensor? {
+    /// Gradients of the last Linear's output back to the first Linear's output (shared by both backward forms).
+    private func backToFirst(_ dy: Tensor) -> Tensor {
         var g = dy
-        for i in stride(from: linears.count - 1, to: 0, by: -1) {
-            g = gelus[i - 1].backward(linears[i].backward(g)!)
-        }
-        return linears[0].backward(g, needInput: needInput)
+        for i in stride(from: linears.count - 1, to: 0, by: -1) { g = gelus[i - 1].backward(linears[i].backward(g)) }
+        return g
     }
+
+    /// dOut → d input (the speech connector's decoder output feeds it).
+    func backward(_ dy: Tensor) -> Tensor { linears[0].backward(backToFirst(dy)) }
+
+    /// Parameter gradients only: the input is a frozen encoder's output.
+    func accumulateGradients(_ dy: Tensor) { linears[0].accumulateGradients(backToFirst(dy)) }
 
     func release() { for l in linears { l.release() }; for g in gelus { g.release() } }
 }
@@ -135,20 +138,20 @@ final class SpeechConnectorOp {
     /// dOut `[n·Q, hidden]` → gradients into every trainable tensor (the encoder states are frozen).
     func backward(_ dOut: Tensor) {
         let qn = queryCount, d = width
-        var dx = finalNorm.backward(projector.backward(dOut, needInput: true)!)
+        var dx = finalNorm.backward(projector.backward(dOut))
         for l in layers.reversed() {
-            let dff = l.ffnNorm.backward(l.fc1.backward(l.act.backward(l.fc2.backward(dx)!))!)
+            let dff = l.ffnNorm.backward(l.fc1.backward(l.act.backward(l.fc2.backward(dx))))
             Vec.add(dff, dx)          // d x2
-            let (dcq, dck, dcv) = l.crossAttention.backward(l.co.backward(dff)!)
+            let (dcq, dck, dcv) = l.crossAttention.backward(l.co.backward(dff))
             // Keys/values come from the frozen encoder: only their weights' gradients are needed.
-            l.ck.backward(dck, needInput: false)
-            l.cv.backward(dcv, needInput: false)
-            let db = l.crossNorm.backward(l.cq.backward(dcq)!)
+            l.ck.accumulateGradients(dck)
+            l.cv.accumulateGradients(dcv)
+            let db = l.crossNorm.backward(l.cq.backward(dcq))
             Vec.add(db, dff)          // d x1
-            let (dsq, dsk, dsv) = l.selfAttention.backward(l.so.backward(db)!)
-            let da = l.sq.backward(dsq)!
-            Vec.add(da, l.sk.backward(dsk)!)
-            Vec.add(da, l.sv.backward(dsv)!)
+            let (dsq, dsk, dsv) = l.selfAttention.backward(l.so.backward(db))
+            let da = l.sq.backward(dsq)
+            Vec.add(da, l.sk.backward(dsk))
+            Vec.add(da, l.sv.backward(dsv))
             let dIn = l.selfNorm.backward(da)
             Vec.add(dIn, db)
             dx = dIn

@@ -182,7 +182,7 @@ public final class TrainableModel {
                     case .speech: break
                     }
                 }
-                p.backward(d)
+                p.accumulateGradients(d)
             }
             if let sp = speech, speechRows > 0 {
                 let d = Tensor(zeros: [speechRows, h])

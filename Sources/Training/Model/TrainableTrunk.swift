@@ -66,7 +66,18 @@ public final class TrainableTrunk {
             self.inputNorm = inputNorm; self.postNorm = postNorm; self.q = q; self.k = k; self.v = v; self.o = o
             self.attention = attention; self.dense = dense; self.moe = moe
         }
-        var linears: [LinearOp] { [q, k, v, o] + (dense?.linears ?? []) }
+        /// The dense MLP or the MoE layer (exactly one is set).
+        func mlpForward(_ x: Tensor, backend: ExpertBackend) throws -> Tensor {
+            if let moe { return try moe.forward(x, backend: backend) }
+            guard let dense else { throw TrainingError.unsupportedModel("layer without an MLP") }
+            return dense.forward(x)
+        }
+
+        func mlpBackward(_ dy: Tensor, backend: ExpertBackend) throws -> Tensor {
+            if let moe { return try moe.backward(dy, backend: backend) }
+            guard let dense else { throw TrainingError.unsupportedModel("layer without an MLP") }
+            return dense.backward(dy)
+        }
     }
 
     // Saved by the forward for the backward.
@@ -202,7 +213,7 @@ public final class TrainableTrunk {
             let o = layer.o.forward(layer.attention.forward(q: q, k: k, v: v, spans: spans))
             let x1 = Vec.sum(x, o)
             let bn = layer.postNorm.forward(x1)
-            let mlp = try layer.moe.map { try $0.forward(bn, backend: backend) } ?? layer.dense!.forward(bn)
+            let mlp = try layer.mlpForward(bn, backend: backend)
             x = Vec.sum(x1, mlp)
         }
         targetRows = allLogits ? Array(0..<rows) : (0..<rows).filter { b.targets[$0] != TrunkBatch.ignoreIndex }
@@ -246,19 +257,19 @@ public final class TrainableTrunk {
         }
 
         var dx = Tensor(zeros: [rows, h])
-        let dxf = finalNorm.backward(head.backward(dLogits)!)
+        let dxf = finalNorm.backward(head.backward(dLogits))
         for (i, r) in targetRows.enumerated() { Vec.addRow(dx, r, dxf, i, width: h) }
         for layer in layers.reversed() {
-            let dmlp = try layer.moe.map { try $0.backward(dx, backend: backend) } ?? layer.dense!.backward(dx)!
+            let dmlp = try layer.mlpBackward(dx, backend: backend)
             let dx1 = layer.postNorm.backward(dmlp)
             Vec.add(dx1, dx)
-            let dAttn = layer.o.backward(dx1)!
+            let dAttn = layer.o.backward(dx1)
             let (dq, dk, dv) = layer.attention.backward(dAttn)
             rope.apply(dq, heads: config.numAttentionHeads, positions: positions, inverse: true)
             rope.apply(dk, heads: config.numKeyValueHeads, positions: positions, inverse: true)
-            let da = layer.q.backward(dq)!
-            Vec.add(da, layer.k.backward(dk)!)
-            Vec.add(da, layer.v.backward(dv)!)
+            let da = layer.q.backward(dq)
+            Vec.add(da, layer.k.backward(dk))
+            Vec.add(da, layer.v.backward(dv))
             let dIn = layer.inputNorm.backward(da)
             Vec.add(dIn, dx1)
             dx = dIn

@@ -79,10 +79,7 @@ public final class AdamW {
 
     /// The moment buffers as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), for checkpoints.
     public func stateTensors() -> [(String, Tensor)] {
-        moments.keys.sorted().flatMap { n -> [(String, Tensor)] in
-            let (m, v) = moments[n]!
-            return [("exp_avg." + n, m), ("exp_avg_sq." + n, v)]
-        }
+        moments.sorted { $0.key < $1.key }.flatMap { n, mv in [("exp_avg." + n, mv.0), ("exp_avg_sq." + n, mv.1)] }
     }
 
     /// Restores moments saved by `stateTensors` (copies) and the step count. With `merge`, moments
