@@ -155,6 +155,8 @@ public final class RemoteTrainingExperts: DistributedExperts {
     @discardableResult
     private func control(_ c: TrainControl, tensors: [Dispatcher.WorkerID: [Tensor]] = [:]) throws -> [(Dispatcher.WorkerID, Message)] {
         do {
+            try dispatcher.pump(timeout: 0)
+            for s in Set(owner.keys) { _ = try worker(for: s) }
             let workers = workerService.keys.sorted { $0.lexicographicallyPrecedes($1) }
             var ids: [UInt64] = []
             for w in workers {
@@ -172,12 +174,25 @@ public final class RemoteTrainingExperts: DistributedExperts {
         } catch { throw fail("expert workers (\(c.op))", error) }
     }
 
+    /// The worker holding `service`: the one it was pinned to or, once that identity has left the
+    /// dispatcher because the worker reconnected (same process, same state), the one worker
+    /// offering the service now. A restarted worker is caught by its own "not configured" answer.
+    private func worker(for service: String) throws -> Dispatcher.WorkerID {
+        if let w = owner[service], dispatcher.workers[w] != nil { return w }
+        let now = dispatcher.workers(offering: service)
+        guard now.count == 1, let w = now.first else { throw TrainingError.remote("the worker holding \(service) is gone") }
+        if let old = owner[service] { workerService[old] = nil }
+        owner[service] = w
+        if workerService[w] == nil { workerService[w] = service }
+        return w
+    }
+
     private func exchange(_ kind: MessageKind, layer: Int, batches: [ExpertRows]) throws -> [Tensor] {
         do {
             var ids: [UInt64] = []
             for b in batches {
                 let s = WorkerAnnouncement.expertService(layer: layer, expert: b.expert)
-                guard let w = owner[s] else { throw TrainingError.remote("no worker holds \(s)") }
+                let w = try worker(for: s)
                 ids.append(try dispatcher.submit(Message(kind, layer: Int32(layer), expert: Int32(b.expert), tensors: [b.rows]), service: s, pinnedTo: w))
             }
             Parallel.park()
@@ -214,7 +229,7 @@ public final class RemoteTrainingExperts: DistributedExperts {
         var offsets: [Dispatcher.WorkerID: Int] = [:]
         var pending = Set(workerService.keys)
         while !pending.isEmpty {
-            // One request per worker still holding pages (others get a zero-length page request).
+            // One request per worker that still has pages to send.
             var c = TrainControl(op: op)
             c.merge = merge
             let replies = try pagedControl(c, offsets: offsets, only: pending)

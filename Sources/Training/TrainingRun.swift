@@ -164,15 +164,6 @@ public final class TrainingRun {
         try StageSetup.setTrainable(stage: o.stage, params: params, config: config)
         model = try TrainableModel(directory: o.model, config: config, params: params, loraScale: loraScale, expertsLocal: local)
         model.trunk.auxLossCoefficient = Float(o.auxLossCoefficient ?? (o.stage == .mixed ? Double(model.trunk.auxLossCoefficient) : 0))
-        if let make = distributedExperts {
-            let remote = try make(config, ExpertTrainingSetup(stage: o.stage.rawValue, loraRank: o.loraRank, loraAlpha: o.loraAlpha, seed: o.seed,
-                                                      weightDecay: o.weightDecay, upcycleExperts: o.upcycleExperts, moeLayers: o.moeLayers))
-            model.trunk.backend = remote
-            remoteExperts = remote
-        } else {
-            remoteExperts = nil
-        }
-
         // Tokenise every sample and encode its media once (frozen encoders).
         let tokenizer = try Tokenizer(directory: o.model)
         let encoder = SampleEncoder(tokenizer: tokenizer, maxTokens: o.maxTokens)
@@ -191,6 +182,16 @@ public final class TrainingRun {
         }
         examples = exs
         guard exs.contains(where: { $0 != nil }) else { throw TrainingError.noData("every sample of \(o.data) was skipped") }
+        // Workers are configured only now: the dispatcher cannot heartbeat while media is encoded, and
+        // a worker that hears nothing for its liveness window reconnects under a new identity.
+        if let make = distributedExperts {
+            let remote = try make(config, ExpertTrainingSetup(stage: o.stage.rawValue, loraRank: o.loraRank, loraAlpha: o.loraAlpha, seed: o.seed,
+                                                      weightDecay: o.weightDecay, upcycleExperts: o.upcycleExperts, moeLayers: o.moeLayers))
+            model.trunk.backend = remote
+            remoteExperts = remote
+        } else {
+            remoteExperts = nil
+        }
         batcher = ModalityBatcher(samples: samples, batchSize: o.batchSize, seed: o.seed)
         var map: [String: Int] = [:]
         if o.stage == .experts {
