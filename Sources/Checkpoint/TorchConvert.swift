@@ -153,8 +153,9 @@ public enum ReleasedCheckpoint {
             byName[name] = s
         }
 
-        // 2. LoRA adapters: W += (alpha/r)·B·A for every lora_A/lora_B pair.
-        var merged: [String: Tensor] = [:]
+        // 2. LoRA adapters: W += (alpha/r)·B·A for every lora_A/lora_B pair (checked now, computed
+        // when the tensor is written).
+        var merges: [String: (Tensor) throws -> Tensor] = [:]
         let adapterPath = (dir as NSString).appendingPathComponent(adapterFile)
         if fm.fileExists(atPath: adapterPath) {
             let cfgPath = (dir as NSString).appendingPathComponent(AdapterConfig.configFile)
@@ -182,30 +183,34 @@ public enum ReleasedCheckpoint {
                 guard let base = byName[baseName] else {
                     throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' adapts \(baseName), which the base weights do not hold")
                 }
-                let w = try base.file.tensor(base.ref, name: baseName)
-                let a = try file.tensor(aRef, name: module + ".lora_A.weight").converted(to: .f32)
-                let b = try file.tensor(bRef, name: module + ".lora_B.weight").converted(to: .f32)
-                let r = lora.rank
-                guard w.shape.count == 2, a.shape == [r, w.shape[1]], b.shape == [w.shape[0], r] else {
-                    throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' has lora_A \(a.shape) and lora_B \(b.shape), which do not fit rank \(r) and \(baseName) \(w.shape)")
+                let r = lora.rank, w = base.ref.shape
+                guard w.count == 2, aRef.shape == [r, w[1]], bRef.shape == [w[0], r] else {
+                    throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' has lora_A \(aRef.shape) and lora_B \(bRef.shape), which do not fit rank \(r) and \(baseName) \(w)")
                 }
-                let m = w.converted(to: .f32).copy()
-                let outF = w.shape[0], inF = w.shape[1]
-                var delta = [Float](repeating: 0, count: outF * inF)
-                withExtendedLifetime((a, b)) {
-                    delta.withUnsafeMutableBufferPointer { d in
-                        Linear.gemm(m: outF, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
-                                    c: d.baseAddress!, ldc: inF)
+                for (ref, which) in [(aRef, "lora_A"), (bRef, "lora_B")] where DType(rawValue: ref.storage.dtype) == nil {
+                    throw CheckpointError.unsupportedDType(name: "\(module).\(which).weight", dtype: ref.storage.dtype)
+                }
+                merges[baseName] = { w in
+                    let a = try file.tensor(aRef, name: module + ".lora_A.weight").converted(to: .f32)
+                    let b = try file.tensor(bRef, name: module + ".lora_B.weight").converted(to: .f32)
+                    let m = w.converted(to: .f32).copy()
+                    let outF = w.shape[0], inF = w.shape[1]
+                    var delta = [Float](repeating: 0, count: outF * inF)
+                    withExtendedLifetime((a, b)) {
+                        delta.withUnsafeMutableBufferPointer { d in
+                            Linear.gemm(m: outF, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
+                                        c: d.baseAddress!, ldc: inF)
+                        }
                     }
+                    let mp = m.floats, scale = lora.scale
+                    for i in 0..<(outF * inF) { mp[i] += scale * delta[i] }
+                    return m.converted(to: w.dtype)
                 }
-                let mp = m.floats, scale = lora.scale
-                for i in 0..<(outF * inF) { mp[i] += scale * delta[i] }
-                merged[baseName] = m.converted(to: w.dtype)
             }
         }
 
         // 3. Names: map every tensor or fail naming it.
-        var outputs: [(String, Tensor)] = []
+        var outputs: [(String, DType, [Int], () throws -> Tensor)] = []
         var taken = Set<String>()
         var experts: [Int: Set<Int>] = [:]     // layer → expert indices
         var routers = Set<Int>(), dense = Set<Int>()
@@ -219,9 +224,15 @@ public enum ReleasedCheckpoint {
             guard taken.insert(target).inserted else {
                 throw ConvertError.source(path: s.file.path, reason: "'\(s.original)' maps to '\(target)', which another tensor already maps to")
             }
-            var t = try merged[name] ?? s.file.tensor(s.ref, name: s.original)
-            if let dtype, t.dtype != dtype { t = t.converted(to: dtype) }
-            outputs.append((target, t))
+            guard let stored = DType(rawValue: s.ref.storage.dtype) else {
+                throw CheckpointError.unsupportedDType(name: s.original, dtype: s.ref.storage.dtype)
+            }
+            let outType = dtype ?? stored, merge = merges[name], file = s.file, ref = s.ref, original = s.original
+            outputs.append((target, outType, s.ref.shape, {
+                var t = try file.tensor(ref, name: original)
+                if let merge { t = try merge(t) }
+                return t.dtype == outType ? t : t.converted(to: outType)
+            }))
             let parts = target.split(separator: ".")
             if parts.count > 3, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]) {
                 if target.hasSuffix(".mlp.gate.weight") { routers.insert(l) }
@@ -248,7 +259,7 @@ public enum ReleasedCheckpoint {
             }
         }
         guard count > 0 else { throw ConvertError.experts("no layer has experts (mlp.deepspeed_moe.*): not a Uni-MoE checkpoint") }
-        for (name, _) in merged where !taken.contains(mapTarget(name) ?? "") {
+        for name in merges.keys.sorted() where !taken.contains(mapTarget(name) ?? "") {
             throw ConvertError.adapter(path: adapterPath, reason: "adapted tensor '\(name)' is dropped by the conversion")
         }
 
@@ -261,7 +272,12 @@ public enum ReleasedCheckpoint {
             config["torch_dtype"] = .string(["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]!)
         }
 
-        // 6. Write (only now): config, weights, tokenizer files.
+        // The result must load as a model config (checked before anything is written).
+        let configText = serialize(.object(JSONObject(config.keys.sorted().map { (key: $0, value: config[$0]!) })), indent: "") + "\n"
+        let configOut = (out as NSString).appendingPathComponent("config.json")
+        _ = try ModelConfig.decode(Data(configText.utf8), path: configOut)
+
+        // 6. Write (only now): weights (atomically, one tensor materialised at a time), config, tokenizer files.
         let outURL = URL(fileURLWithPath: out).standardizedFileURL
         guard outURL.path != URL(fileURLWithPath: dir).standardizedFileURL.path else {
             throw ConvertError.source(path: out, reason: "the output directory must differ from the source")
@@ -269,14 +285,12 @@ public enum ReleasedCheckpoint {
         do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
             throw CheckpointError.io(path: out, reason: "cannot create: \((error as NSError).localizedDescription)")
         }
-        let configOut = (out as NSString).appendingPathComponent("config.json")
-        let text = serialize(.object(JSONObject(config.keys.sorted().map { (key: $0, value: config[$0]!) })), indent: "") + "\n"
-        do { try Data(text.utf8).write(to: URL(fileURLWithPath: configOut), options: .atomic) } catch {
+        outputs.sort { $0.0 < $1.0 }
+        try SafeTensorsWriter.write(path: (out as NSString).appendingPathComponent("model.safetensors"), lazy: outputs,
+                                    metadata: ["format": "pt"])
+        do { try Data(configText.utf8).write(to: URL(fileURLWithPath: configOut), options: .atomic) } catch {
             throw CheckpointError.io(path: configOut, reason: (error as NSError).localizedDescription)
         }
-        outputs.sort { $0.0 < $1.0 }
-        try SafeTensorsWriter.write(path: (out as NSString).appendingPathComponent("model.safetensors"), tensors: outputs,
-                                    metadata: ["format": "pt"])
         for f in copiedFiles {
             let src = (dir as NSString).appendingPathComponent(f), dst = (out as NSString).appendingPathComponent(f)
             guard fm.fileExists(atPath: src) else { continue }
@@ -285,9 +299,7 @@ public enum ReleasedCheckpoint {
                 throw CheckpointError.io(path: dst, reason: "cannot copy \(src): \((error as NSError).localizedDescription)")
             }
         }
-        // The result must load as a model config.
-        _ = try ModelConfig.load(directory: out)
-        return Summary(tensors: outputs.count, experts: count, moeLayers: moeLayers, mergedLoRA: merged.count)
+        return Summary(tensors: outputs.count, experts: count, moeLayers: moeLayers, mergedLoRA: merges.count)
     }
 
     static func mapTarget(_ name: String) -> String? {
