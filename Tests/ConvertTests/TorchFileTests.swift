@@ -18,7 +18,9 @@ final class TorchFileTests: XCTestCase {
     static func le(_ v: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
 
     /// A stored ZIP of the entries; `patch` may edit each central record (bytes, entry index) before writing.
-    static func zip(_ entries: [(String, [UInt8])], patch: (inout [UInt8], Int) -> Void = { _, _ in }) -> [UInt8] {
+    /// With `zip64`, sizes and offsets live in zip64 extra fields and a zip64 end record (as in the
+    /// multi-GB shards of real checkpoints).
+    static func zip(_ entries: [(String, [UInt8])], zip64: Bool = false, patch: (inout [UInt8], Int) -> Void = { _, _ in }) -> [UInt8] {
         var out: [UInt8] = [], central: [UInt8] = []
         for (i, (name, data)) in entries.enumerated() {
             let offset = out.count
@@ -26,13 +28,27 @@ final class TorchFileTests: XCTestCase {
             out += le(0x0403_4B50, 4) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4)
             out += le(data.count, 4) + le(data.count, 4) + le(n.count, 2) + le(0, 2) + n + data
             var c = le(0x0201_4B50, 4) + le(20, 2) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4)
-            c += le(data.count, 4) + le(data.count, 4) + le(n.count, 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 2)
-            c += le(0, 4) + le(offset, 4) + n
+            if zip64 {
+                c += le(0xFFFF_FFFF, 4) + le(0xFFFF_FFFF, 4) + le(n.count, 2) + le(28, 2) + le(0, 2) + le(0, 2) + le(0, 2)
+                c += le(0, 4) + le(0xFFFF_FFFF, 4) + n + le(1, 2) + le(24, 2) + le(data.count, 8) + le(data.count, 8) + le(offset, 8)
+            } else {
+                c += le(data.count, 4) + le(data.count, 4) + le(n.count, 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 2)
+                c += le(0, 4) + le(offset, 4) + n
+            }
             patch(&c, i)
             central += c
         }
         let cdOffset = out.count
         out += central
+        if zip64 {
+            let rec = out.count
+            out += le(0x0606_4B50, 4) + le(44, 8) + le(45, 2) + le(45, 2) + le(0, 4) + le(0, 4)
+            out += le(entries.count, 8) + le(entries.count, 8) + le(central.count, 8) + le(cdOffset, 8)
+            out += le(0x0706_4B50, 4) + le(0, 4) + le(rec, 8) + le(1, 4)
+            out += le(0x0605_4B50, 4) + le(0, 2) + le(0, 2) + le(0xFFFF, 2) + le(0xFFFF, 2)
+            out += le(0xFFFF_FFFF, 4) + le(0xFFFF_FFFF, 4) + le(0, 2)
+            return out
+        }
         out += le(0x0605_4B50, 4) + le(0, 2) + le(0, 2) + le(entries.count, 2) + le(entries.count, 2)
         out += le(central.count, 4) + le(cdOffset, 4) + le(0, 2)
         return out
@@ -77,6 +93,20 @@ final class TorchFileTests: XCTestCase {
         let ref = try XCTUnwrap(f.ref("w"))
         XCTAssertEqual(ref.shape, [3])
         XCTAssertEqual(try f.tensor(ref, name: "w").toArray(), [1, 2, 3])
+    }
+
+    func testZip64ArchiveReads() throws {
+        let bytes = Self.zip([("a/data.pkl", Self.statePickle()), ("a/data/0", Self.floats)], zip64: true)
+        let f = try TorchCheckpointFile(path: try write(bytes))
+        XCTAssertEqual(try f.tensor(XCTUnwrap(f.ref("w")), name: "w").toArray(), [1, 2, 3])
+        // A zip64 extra field whose offset points past the data area is still refused.
+        let bad = Self.zip([("a/x", [1, 2, 3])], zip64: true) { c, _ in c.replaceSubrange((c.count - 8)..<c.count, with: Self.le(1 << 40, 8)) }
+        assertError(try ZipArchive(path: try write(bad)), "local header at 1099511627776", "outside the data area")
+        // A huge zip64 size for a stored entry (a zip bomb's declaration) is refused before any read.
+        let bomb = Self.zip([("a/x", [1, 2, 3])], zip64: true) { c, _ in
+            c.replaceSubrange((c.count - 24)..<(c.count - 8), with: Self.le(1 << 50, 8) + Self.le(1 << 50, 8))
+        }
+        assertError(try ZipArchive(path: try write(bomb)), "declares 1125899906842624 bytes", "past the end")
     }
 
     func testFixtureSharesStorageAtAnOffset() throws {
