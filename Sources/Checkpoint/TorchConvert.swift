@@ -36,6 +36,8 @@ public enum ReleasedCheckpoint {
     public static let weightsFile = "pytorch_model.bin"
     public static let indexFile = "pytorch_model.bin.index.json"
     public static let adapterFile = "adapter_model.bin"
+    /// Released connector weights saved beside the trunk.
+    public static let extraFiles = ["mm_projector.bin", "mm_audio_aligner.bin"]
     static let peftPrefix = "base_model.model."
     public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                                      "added_tokens.json", "generation_config.json"]
@@ -143,8 +145,18 @@ public enum ReleasedCheckpoint {
         }
         var config = try ModelConfig.parseObject(configData, path: srcConfigPath)
 
-        // 1. Base weights, keyed by the (prefix-stripped) reference name.
-        let sources = try openWeights(dir)
+        // 1. Base weights, keyed by the (prefix-stripped) reference name; released connector files
+        // beside them replace same-named tensors (the reference loads them after the base).
+        var sources = try openWeights(dir)
+        for extra in extraFiles {
+            let path = (dir as NSString).appendingPathComponent(extra)
+            guard fm.fileExists(atPath: path) else { continue }
+            let file = try TorchCheckpointFile(path: path)
+            for (raw, ref) in file.tensors {
+                let name = strip(raw), s = Source(file: file, ref: ref, original: raw)
+                if let i = sources.firstIndex(where: { $0.0 == name && $0.1.file !== file }) { sources[i] = (name, s) } else { sources.append((name, s)) }
+            }
+        }
         var byName: [String: Source] = [:]
         for (name, s) in sources {
             if let prev = byName[name] {

@@ -78,6 +78,28 @@ final class ConvertCommandTests: XCTestCase {
         XCTAssertGreaterThan(relativeError(got, try expected("logits")), 1e-3, "the adapters must have been merged")
     }
 
+    func testConnectorFileBesideTheWeightsIsIncluded() throws {
+        let src = tmp + "/with-projector"
+        try FileManager.default.copyItem(atPath: Fixtures.path("convert/base"), toPath: src)
+        try FileManager.default.copyItem(atPath: Fixtures.path("convert/extra/mm_projector.bin"), toPath: src + "/mm_projector.bin")
+        // A released multimodal config names its towers (which is what lets the trunk pass over connectors).
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: src + "/config.json"))) as? [String: Any])
+        cfg["mm_vision_tower"] = "openai/clip-vit-large-patch14-336"
+        cfg["mm_projector_type"] = "mlp2x_gelu"
+        cfg["mm_hidden_size"] = 16
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: src + "/config.json"))
+        let out = try convert(src)
+        let f = try SafeTensorsFile(path: out + "/model.safetensors")
+        let torchFile = try TorchCheckpointFile(path: src + "/mm_projector.bin")
+        for name in ["model.mm_projector.0.weight", "model.mm_projector.0.bias", "model.mm_projector.2.weight", "model.mm_projector.2.bias"] {
+            let ref = try XCTUnwrap(torchFile.ref(name))
+            XCTAssertEqual(try f.tensor(name).toArray(), try torchFile.tensor(ref, name: name).toArray(), name)
+        }
+        let config = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any])
+        XCTAssertEqual(config["mm_projector_type"] as? String, "mlp2x_gelu")
+        XCTAssertLessThanOrEqual(relativeError(try logits(out), try expected("logits")), 1e-4)
+    }
+
     func testBF16Output() throws {
         let out = try convert(Fixtures.path("convert/base"), ["--dtype", "bf16"])
         let f = try SafeTensorsFile(path: out + "/model.safetensors")
