@@ -9,7 +9,8 @@ indirect enum PickleValue {
     case int(Int)
     case float(Double)
     case string(String)
-    case tuple([PickleValue])
+    /// Items and nesting depth (tuples are immutable, so the depth is exact; lists and dicts count 1).
+    case tuple([PickleValue], depth: Int)
     case list(PickleList)
     case dict(PickleDict)
     case global(String)
@@ -35,6 +36,21 @@ indirect enum PickleValue {
 
 final class PickleList { var items: [PickleValue] = [] }
 final class PickleDict { var items: [(PickleValue, PickleValue)] = [] }
+
+/// Owns every list and dict a pickle creates and empties them all at the end, so a hostile pickle's
+/// million-deep chain of containers (or a cycle) is torn down without recursion or leaks.
+final class PickleArena {
+    private var lists: [PickleList] = []
+    private var dicts: [PickleDict] = []
+    func list() -> PickleList { let l = PickleList(); lists.append(l); return l }
+    func dict() -> PickleDict { let d = PickleDict(); dicts.append(d); return d }
+    func clear() {
+        for l in lists { l.items.removeAll() }
+        for d in dicts { d.items.removeAll() }
+        lists.removeAll()
+        dicts.removeAll()
+    }
+}
 
 /// A storage named by a persistent id `('storage', torch.XStorage, key, location, numel)`.
 public struct TorchStorageRef: Sendable, Equatable {
@@ -69,11 +85,15 @@ enum SafeUnpickler {
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
     ]
     static let maxStack = 1_000_000
+    /// Deepest tuple nesting accepted (a state dict needs 3).
+    static let maxTupleDepth = 64
     static let maxMemo = 10_000_000
 
     /// Runs the pickle and returns the top-level dict's (name, tensor) pairs in file order.
     static func stateDict(_ data: UnsafeRawBufferPointer, path: String) throws -> [(String, TorchTensorRef)] {
-        let result = try run(data, path: path)
+        let arena = PickleArena()
+        defer { arena.clear() }
+        let result = try run(data, path: path, arena: arena)
         guard case .dict(let d) = result else {
             throw TorchFileError.pickle(path: path, reason: "the pickle holds \(result.kind), not a state dict")
         }
@@ -90,8 +110,14 @@ enum SafeUnpickler {
         return out
     }
 
-    static func run(_ data: UnsafeRawBufferPointer, path: String) throws -> PickleValue {
+    static func run(_ data: UnsafeRawBufferPointer, path: String, arena: PickleArena) throws -> PickleValue {
         func bad(_ reason: String) -> TorchFileError { .pickle(path: path, reason: reason) }
+        func tuple(_ items: [PickleValue]) throws -> PickleValue {
+            var depth = 1
+            for case .tuple(_, let d) in items { depth = max(depth, d + 1) }
+            guard depth <= maxTupleDepth else { throw bad("tuples nested deeper than \(maxTupleDepth)") }
+            return .tuple(items, depth: depth)
+        }
         var stack: [PickleValue] = []
         var marks: [Int] = []
         var memo: [Int: PickleValue] = [:]
@@ -155,7 +181,7 @@ enum SafeUnpickler {
             return i
         }
         func ints(_ v: PickleValue, _ what: String) throws -> [Int] {
-            guard case .tuple(let t) = v else { throw bad("\(what) is \(v.kind), not a tuple") }
+            guard case .tuple(let t, _) = v else { throw bad("\(what) is \(v.kind), not a tuple") }
             return try t.map { try int($0, what) }
         }
         func memoize(_ index: Int) throws {
@@ -174,7 +200,7 @@ enum SafeUnpickler {
         }
 
         func persistent(_ pid: PickleValue, path: String) throws -> PickleValue {
-            guard case .tuple(let t) = pid, t.count == 5, case .string("storage") = t[0] else {
+            guard case .tuple(let t, _) = pid, t.count == 5, case .string("storage") = t[0] else {
                 throw bad("persistent id \(pid.kind) is not ('storage', type, key, location, numel)")
             }
             guard case .global(let type) = t[1], let (dtype, size) = storageTypes[type] else {
@@ -192,7 +218,7 @@ enum SafeUnpickler {
             switch g {
             case "collections.OrderedDict":
                 guard a.isEmpty else { throw bad("OrderedDict called with arguments at byte \(at)") }
-                return .dict(PickleDict())
+                return .dict(arena.dict())
             case "torch._utils._rebuild_tensor_v2":
                 guard a.count == 6 || a.count == 7, case .storage(let s) = a[0] else {
                     throw bad("_rebuild_tensor_v2 at byte \(at) needs (storage, offset, size, stride, requires_grad, hooks)")
@@ -221,16 +247,16 @@ enum SafeUnpickler {
                 guard (2...5).contains(v) else { throw bad("pickle protocol \(v) is not supported (2–5)") }
             case 0x95:  // FRAME: a length hint only
                 _ = try uint(8)
-            case 0x7D: try push(.dict(PickleDict()))    // EMPTY_DICT
-            case 0x5D: try push(.list(PickleList()))    // EMPTY_LIST
-            case 0x29: try push(.tuple([]))             // EMPTY_TUPLE
+            case 0x7D: try push(.dict(arena.dict()))    // EMPTY_DICT
+            case 0x5D: try push(.list(arena.list()))    // EMPTY_LIST
+            case 0x29: try push(try tuple([]))          // EMPTY_TUPLE
             case 0x28:  // MARK
                 guard marks.count < maxStack else { throw bad("too many MARKs") }
                 marks.append(stack.count)
-            case 0x74: try push(.tuple(try popMark()))  // TUPLE
-            case 0x85: let a = try pop(); try push(.tuple([a]))  // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))  // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))  // TUPLE3
+            case 0x74: try push(try tuple(try popMark()))  // TUPLE
+            case 0x85: let a = try pop(); try push(try tuple([a]))  // TUPLE1
+            case 0x86: let b = try pop(), a = try pop(); try push(try tuple([a, b]))  // TUPLE2
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(try tuple([a, b, c]))  // TUPLE3
             case 0x58: try push(.string(try string(try length(4))))   // BINUNICODE
             case 0x8C: try push(.string(try string(try length(1))))   // SHORT_BINUNICODE
             case 0x8D: try push(.string(try string(try length(8))))   // BINUNICODE8
@@ -279,7 +305,7 @@ enum SafeUnpickler {
                 guard case .global(let g) = callable, callables.contains(g) else {
                     throw bad("REDUCE at byte \(opAt) calls \(callable.kind), which is not callable")
                 }
-                guard case .tuple(let a) = args else { throw bad("REDUCE at byte \(opAt) has \(args.kind) as arguments") }
+                guard case .tuple(let a, _) = args else { throw bad("REDUCE at byte \(opAt) has \(args.kind) as arguments") }
                 try push(try call(g, a, at: opAt, path: path))
             case 0x62:  // BUILD: only the attribute dict OrderedDict state dicts carry (`_metadata`), ignored
                 let state = try pop()

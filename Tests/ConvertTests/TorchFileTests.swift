@@ -144,6 +144,21 @@ final class TorchFileTests: XCTestCase {
         assertError(try open(pickle: call), "not callable")
     }
 
+    func testHostileNestingIsRefusedOrTornDownWithoutRecursion() {
+        // 100 nested 1-tuples: refused by depth.
+        let deep: [UInt8] = [0x80, 2, 0x4E] + [UInt8](repeating: 0x85, count: 100) + [0x2E]
+        assertError(try open(pickle: deep), "tuples nested deeper than 64")
+        // A 300000-long chain of lists linked through the memo (each appended to the previous after
+        // the fact), then a list holding itself: freed without recursion, a typed error, no crash.
+        let n = 300_000
+        var chain: [UInt8] = [0x80, 2]
+        for i in 0..<n { chain += [0x5D, 0x72] + Self.le(i, 4) + [0x30] }
+        for i in 0..<(n - 1) { chain += [0x6A] + Self.le(i, 4) + [0x6A] + Self.le(i + 1, 4) + [0x61, 0x30] }
+        chain += [0x6A] + Self.le(n - 1, 4) + [0x6A] + Self.le(n - 1, 4) + [0x61, 0x30]
+        chain += [0x6A] + Self.le(0, 4) + [0x2E]
+        assertError(try open(pickle: chain), "holds a list, not a state dict")
+    }
+
     func testStorageChecks() {
         assertError(try open(pickle: Self.statePickle(), storage: Array(Self.floats.prefix(8))), "storage '0'", "12 bytes", "holds 8")
         let noStorage = Self.zip([("a/data.pkl", Self.statePickle())])
