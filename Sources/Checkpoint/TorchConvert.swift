@@ -48,7 +48,8 @@ public enum ReleasedCheckpoint {
 
     static func map(_ name: String) -> Mapping {
         let p = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-        func isIndex(_ s: String) -> Bool { !s.isEmpty && s.allSatisfy { ("0"..."9").contains($0) } }
+        // Canonical decimal indices only ("07" would not name the layer our loader looks for).
+        func isIndex(_ s: String) -> Bool { !s.isEmpty && s.allSatisfy { ("0"..."9").contains($0) } && (s == "0" || !s.hasPrefix("0")) }
         switch name {
         case "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight": return .name(name)
         default: break

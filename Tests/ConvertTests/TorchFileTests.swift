@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import Checkpoint
+@testable import Checkpoint
 import TestSupport
 
 /// The ZIP reader and the safe unpickler on hand-built files: every hostile or broken input is a
@@ -195,5 +195,24 @@ final class TorchFileTests: XCTestCase {
         var many = good
         many.replaceSubrange((many.count - 14)..<(many.count - 10), with: Self.le(0xFFFF, 2) + Self.le(0xFFFF, 2))
         assertError(try ZipArchive(path: try write(many)), "zip64")
+    }
+}
+
+/// The name rules of `ReleasedCheckpoint`.
+final class ConvertMappingTests: XCTestCase {
+    func testNames() {
+        typealias R = ReleasedCheckpoint
+        XCTAssertEqual(R.map("model.layers.3.mlp.deepspeed_moe.gate.wg.weight"), .name("model.layers.3.mlp.gate.weight"))
+        XCTAssertEqual(R.map("model.layers.12.mlp.deepspeed_moe.experts.deepspeed_experts.7.down_proj.weight"),
+                       .name("model.layers.12.mlp.experts.7.down_proj.weight"))
+        XCTAssertEqual(R.map("model.layers.0.self_attn.o_proj.weight"), .name("model.layers.0.self_attn.o_proj.weight"))
+        XCTAssertEqual(R.map("model.layers.0.self_attn.rotary_emb.inv_freq"), .drop)
+        XCTAssertEqual(R.map("model.mm_projector.0.bias"), .name("model.mm_projector.0.bias"))
+        XCTAssertEqual(R.map("model.layers.07.self_attn.q_proj.weight"), .unmapped)
+        XCTAssertEqual(R.map("model.layers.0.mlp.deepspeed_moe.experts.deepspeed_experts.1.gate_proj.bias"), .unmapped)
+        XCTAssertEqual(R.map("model.layers.0.mlp.deepspeed_moe.gate.wg.bias"), .unmapped)
+        XCTAssertEqual(R.map("model.layers.x.self_attn.q_proj.weight"), .unmapped)
+        XCTAssertEqual(R.map("transformer.h.0.attn.weight"), .unmapped)
+        XCTAssertEqual(R.strip("base_model.model.model.norm.weight"), "model.norm.weight")
     }
 }
