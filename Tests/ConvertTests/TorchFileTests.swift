@@ -109,6 +109,20 @@ final class TorchFileTests: XCTestCase {
         assertError(try ZipArchive(path: try write(bomb)), "declares 1125899906842624 bytes", "past the end")
     }
 
+    func testNewerProtocolsAndEveryFloatDType() throws {
+        for proto in [4, 5] {
+            let f = try TorchCheckpointFile(path: Fixtures.path("convert/extra/protocol\(proto).bin"))
+            XCTAssertEqual(f.names, ["f32", "f16", "bf16"])
+            func values(_ n: String) throws -> [Float] { try f.tensor(XCTUnwrap(f.ref(n)), name: n).toArray() }
+            XCTAssertEqual(try values("f32"), [0, 1, 2, 3, 4, 5])
+            XCTAssertEqual(try f.tensor(XCTUnwrap(f.ref("f32")), name: "f32").shape, [2, 3])
+            XCTAssertEqual(try f.tensor(XCTUnwrap(f.ref("f16")), name: "f16").dtype, .f16)
+            XCTAssertEqual(try values("f16"), [0.5, -2])
+            XCTAssertEqual(try f.tensor(XCTUnwrap(f.ref("bf16")), name: "bf16").dtype, .bf16)
+            XCTAssertEqual(try values("bf16"), [1.5, 3, -0.25])
+        }
+    }
+
     func testFixtureSharesStorageAtAnOffset() throws {
         let f = try TorchCheckpointFile(path: Fixtures.path("convert/base/pytorch_model.bin"))
         let embed = try XCTUnwrap(f.ref("model.embed_tokens.weight")), head = try XCTUnwrap(f.ref("lm_head.weight"))
