@@ -138,6 +138,40 @@ final class ConvertCommandTests: XCTestCase {
         try assertRefused("unmapped.bin", "'model.layers.0.mlp.frobnicate.weight'", "no mapping")
     }
 
+    /// Runs convert on a copy of `fixture` after `edit` changed it; expects exit 1 with one line holding the phrases.
+    func assertFails(copying fixture: String, _ edit: (String) throws -> Void, _ phrases: String...,
+                     file: StaticString = #filePath, line: UInt = #line) throws {
+        let src = (tmp as NSString).appendingPathComponent("src-\(UUID().uuidString)")
+        try FileManager.default.copyItem(atPath: Fixtures.path(fixture), toPath: src)
+        try edit(src)
+        let r = try Binaries.unimoe(["convert", "--from", src, "--out", src + "-out"])
+        XCTAssertEqual(r.status, 1, r.stderr, file: file, line: line)
+        let msg = r.stderr.trimmingCharacters(in: .newlines)
+        XCTAssertFalse(msg.contains("\n"), msg, file: file, line: line)
+        for p in phrases { XCTAssertTrue(msg.contains(p), "'\(msg)' should mention '\(p)'", file: file, line: line) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: src + "-out/model.safetensors"), file: file, line: line)
+    }
+
+    func testBrokenAdaptersAndIndexesFail() throws {
+        let fm = FileManager.default
+        try assertFails(copying: "convert/lora", { try fm.removeItem(atPath: $0 + "/adapter_config.json") }, "needs adapter_config.json")
+        try assertFails(copying: "convert/lora", { d in
+            try #"{"r": 2, "lora_alpha": 8}"#.write(toFile: d + "/adapter_config.json", atomically: true, encoding: .utf8)
+        }, "do not fit rank 2")
+        try assertFails(copying: "convert/lora", { d in
+            // Adapters for a model whose weights lack the adapted layer.
+            try fm.removeItem(atPath: d + "/pytorch_model.bin")
+            try fm.copyItem(atPath: Fixtures.path("convert/hostile/unmapped.bin"), toPath: d + "/pytorch_model.bin")
+        }, "which the base weights do not hold")
+        try assertFails(copying: "convert/sharded", { try fm.removeItem(atPath: $0 + "/pytorch_model-00002-of-00002.bin") }, "which does not exist")
+        try assertFails(copying: "convert/sharded", { d in
+            let idx = d + "/pytorch_model.bin.index.json"
+            let text = try String(contentsOfFile: idx, encoding: .utf8).replacingOccurrences(of: "\"lm_head.weight\"", with: "\"lm_head.renamed\"")
+            try text.write(toFile: idx, atomically: true, encoding: .utf8)
+        }, "'lm_head.renamed' is listed in", "does not hold it")
+        try assertFails(copying: "convert/base", { try fm.removeItem(atPath: $0 + "/config.json") }, "config.json", "missing")
+    }
+
     func testMissingWeightsAndUnmappedNames() throws {
         let empty = tmp + "/empty"
         try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
