@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Models", "Media", "Tokenizer", "Wire", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
+        .testTarget(name: "ConvertTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "Checkpoint", "TestSupport"]),
     ]
 )

@@ -6,6 +6,13 @@ import Tensor
 /// tests and tools that produce checkpoints. The file appears atomically (written aside, renamed).
 public enum SafeTensorsWriter {
     public static func write(path: String, tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws {
+        try write(path: path, lazy: tensors.map { t in (t.0, t.1.dtype, t.1.shape, { t.1 }) }, metadata: metadata)
+    }
+
+    /// The same, with each tensor produced only when its bytes are written (its dtype and shape
+    /// declared up front), so a converter holds one converted tensor at a time.
+    public static func write(path: String, lazy tensors: [(String, DType, [Int], () throws -> Tensor)],
+                             metadata: [String: String] = [:]) throws {
         func fail(_ reason: String) -> CheckpointError { .io(path: path, reason: reason) }
         var seen = Set<String>()
         var fields: [String] = []
@@ -14,11 +21,11 @@ public enum SafeTensorsWriter {
             fields.append("\"__metadata__\":{\(m)}")
         }
         var offset = 0
-        for (name, t) in tensors {
+        for (name, dtype, shape, _) in tensors {
             guard name != "__metadata__" else { throw fail("'__metadata__' cannot be a tensor name") }
             guard seen.insert(name).inserted else { throw fail("tensor '\(name)' is given twice") }
-            let end = offset + t.byteCount
-            fields.append("\(quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
+            let end = offset + shape.reduce(1, *) * dtype.size
+            fields.append("\(quote(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + fields.joined(separator: ",") + "}").utf8)
@@ -41,7 +48,13 @@ public enum SafeTensorsWriter {
         var len = UInt64(header.count).littleEndian
         try withUnsafeBytes(of: &len) { try put($0.baseAddress!, 8) }
         try header.withUnsafeBytes { try put($0.baseAddress!, $0.count) }
-        for (_, t) in tensors where t.byteCount > 0 { try put(t.raw, t.byteCount) }
+        for (name, dtype, shape, make) in tensors {
+            let t = try make()
+            guard t.dtype == dtype, t.shape == shape else {
+                throw fail("tensor '\(name)' was declared \(dtype.rawValue) \(shape) but produced \(t.dtype.rawValue) \(t.shape)")
+            }
+            if t.byteCount > 0 { try put(t.raw, t.byteCount) }
+        }
         guard close(fd) == 0 else { throw fail("close failed: \(String(cString: strerror(errno)))") }
         closed = true
         guard rename(tmp, path) == 0 else {

@@ -6,6 +6,7 @@ public let allCommands: [any Command.Type] = [
     DetokenizeCommand.self,
     LogitsCommand.self,
     GenerateCommand.self,
+    ConvertCommand.self,
     EmbedCommand.self,
     AskCommand.self,
     RunCommand.self,
