@@ -58,8 +58,14 @@ extension TrainingRun {
             throw TrainingError.badCheckpoint(path: statePath, reason: "unreadable run state")
         }
         guard saved.stage == state.stage, saved.seed == state.seed, saved.batchSize == state.batchSize,
-              saved.accumulation == state.accumulation, saved.config == state.config else {
-            throw TrainingError.badCheckpoint(path: dir, reason: "was written by a run with another stage, seed, batch size, accumulation or model; resume with the same settings")
+              saved.accumulation == state.accumulation, saved.config == state.config, saved.world == state.world else {
+            throw TrainingError.badCheckpoint(path: dir, reason: "was written by a run with another stage, seed, batch size, accumulation, replica count or model; resume with the same settings")
+        }
+        guard saved.data == state.data else {
+            throw TrainingError.badCheckpoint(path: dir, reason: "was written for other training data (\(saved.data ?? "?") samples:hash, this run has \(state.data ?? "?")); resume with the same data file")
+        }
+        guard saved.learningRate == state.learningRate else {
+            throw TrainingError.badCheckpoint(path: dir, reason: "was written with learning rate \(saved.learningRate ?? 0), this run asks for \(state.learningRate ?? 0); resume with the same --lr")
         }
         let file = try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("trainable.safetensors"))
         let trainable = model.params.trainable

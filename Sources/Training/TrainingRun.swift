@@ -93,6 +93,11 @@ struct RunState: Codable, Equatable {
     var accumulation: Int
     var loraScale: Float
     var config: String   // config.json of the model being trained (after upcycling)
+    /// The data (every sample's id, group and conversation, hashed) and the settings that shape the
+    /// curve: a resume with other data, learning rate or replica count would not continue this run.
+    var data: String?
+    var learningRate: Double?
+    var world: Int?
 }
 
 /// A training run: loads the model and data, sets up the stage, and runs optimizer steps with
@@ -212,8 +217,13 @@ public final class TrainingRun {
         schedule = LearningRateSchedule(peak: o.effectiveLearningRate, warmupRatio: o.warmupRatio, totalSteps: total)
         optimizer = AdamW(settings: .init(weightDecay: o.weightDecay))
         let configJSON = try Self.configJSON(config, directory: o.model)
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for s in samples {
+            for b in (s.id + "|" + s.modalityGroup + "|" + s.turns.map(\.value).joined(separator: "|") + "\n").utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        }
         state = RunState(step: 0, epoch: 0, cursor: 0, stage: o.stage.rawValue, seed: o.seed, totalSteps: total,
-                         batchSize: o.batchSize, accumulation: o.gradientAccumulation, loraScale: loraScale, config: configJSON)
+                         batchSize: o.batchSize, accumulation: o.gradientAccumulation, loraScale: loraScale, config: configJSON,
+                         data: "\(samples.count):" + String(h, radix: 16), learningRate: o.effectiveLearningRate, world: o.world)
         if let dir = resumeDir { try restore(from: dir) }
     }
 

@@ -81,6 +81,17 @@ final class ResumeTests: XCTestCase {
         let c = try Binaries.unimoe(args(s, data: data, out: outB, seed: "12") + ["--resume"], timeout: 60)
         XCTAssertEqual(c.status, 1, c.stderr)
         XCTAssertTrue(c.stderr.contains("checkpoints/step-0000\(Self.steps)") && c.stderr.contains("same settings"), c.stderr)
+        // So is another learning rate, and other data (one sample more).
+        var otherLR = args(s, data: data, out: outB)
+        otherLR[otherLR.firstIndex(of: "--lr")! + 1] = "2e-2"
+        let d = try Binaries.unimoe(otherLR + ["--resume"], timeout: 60)
+        XCTAssertEqual(d.status, 1, d.stderr)
+        XCTAssertTrue(d.stderr.contains("same --lr"), d.stderr)
+        let moreData = try String(contentsOfFile: data, encoding: .utf8) + "\n" + TrainFixture.textLine
+        let data2 = try s.write("data2.jsonl", moreData)
+        let e = try Binaries.unimoe(args(s, data: data2, out: outB) + ["--resume"], timeout: 60)
+        XCTAssertEqual(e.status, 1, e.stderr)
+        XCTAssertTrue(e.stderr.contains("same data file"), e.stderr)
     }
 
     func testResumeWithoutCheckpointStartsFresh() throws {
