@@ -68,3 +68,29 @@ final class GELUOp {
 
     func release() { input = nil }
 }
+
+/// CLIP's QuickGELU, `x · σ(1.702 x)`, with its backward (exact GELU for `gelu` towers).
+final class QuickGELUOp {
+    private var input: Tensor?
+
+    func forward(_ x: Tensor) -> Tensor {
+        input = x
+        let y = Tensor(zeros: x.shape)
+        let xp = x.floats, yp = y.floats
+        for i in 0..<x.count { let v = xp[i]; yp[i] = v / (1 + expf(-1.702 * v)) }
+        return y
+    }
+
+    func backward(_ dy: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("quick-gelu backward before forward") }
+        let dx = Tensor(zeros: x.shape)
+        let xp = x.floats, g = dy.floats, dxp = dx.floats
+        for i in 0..<x.count {
+            let v = xp[i], s = 1 / (1 + expf(-1.702 * v))
+            dxp[i] = g[i] * (s + 1.702 * v * s * (1 - s))
+        }
+        return dx
+    }
+
+    func release() { input = nil }
+}
