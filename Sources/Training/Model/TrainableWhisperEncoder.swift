@@ -1,0 +1,127 @@
+import Foundation
+import Checkpoint
+import Models
+import Tensor
+
+/// A Whisper encoder under training (groundwork of a stage 0 for the audio tower): conv1 (k3 p1) +
+/// GELU, conv2 (k3 s2 p1) + GELU, the (frozen, as transformers keeps it) positional embedding,
+/// pre-LN blocks (k_proj without bias) and the final layer norm. Log-mel input is never trained.
+public final class TrainableWhisperEncoder {
+    public let config: WhisperConfig
+    public let params = ParameterSet()
+    public let prefix: String
+    let conv1, conv2: Conv1dOp
+    let act1 = GELUOp(), act2 = GELUOp()
+    let positions: Parameter
+    let blocks: [Block]
+    let finalNorm: LayerNormOp
+    private var windows = 0
+
+    final class Block {
+        let norm1, norm2: LayerNormOp
+        let q, k, v, o, fc1, fc2: LinearOp
+        let attention: AttentionOp
+        let act = GELUOp()
+        init(norm1: LayerNormOp, norm2: LayerNormOp, q: LinearOp, k: LinearOp, v: LinearOp, o: LinearOp, fc1: LinearOp, fc2: LinearOp,
+             attention: AttentionOp) {
+            self.norm1 = norm1; self.norm2 = norm2; self.q = q; self.k = k; self.v = v; self.o = o; self.fc1 = fc1; self.fc2 = fc2
+            self.attention = attention
+        }
+    }
+
+    /// Loads the encoder of a transformers Whisper directory (the decoder's tensors stay frozen, unused).
+    public init(directory: String) throws {
+        let c = try WhisperConfig.load(directory: directory)
+        config = c
+        guard c.activation == "gelu" else { throw TrainingError.unsupportedModel("Whisper activation '\(c.activation)' (gelu)") }
+        let ckpt = try Checkpoint(directory: directory, mergeAdapters: false)
+        prefix = ckpt.contains("model.encoder.conv1.weight") ? "model.encoder." : "encoder."
+        let d = c.dModel, eps = Float(c.layerNormEps), params = self.params, prefix = self.prefix
+        func p(_ name: String, _ shape: [Int]) throws -> Parameter {
+            let t = try ckpt.take(prefix + name)
+            guard t.shape == shape else { throw TrainingError.badCheckpoint(path: prefix + name, reason: "shape \(t.shape), expected \(shape)") }
+            return params.add(Parameter(name: prefix + name, value: t))
+        }
+        func lin(_ name: String, out: Int, in inF: Int, bias: Bool = true) throws -> LinearOp {
+            LinearOp(weight: try p(name + ".weight", [out, inF]), bias: bias ? try p(name + ".bias", [out]) : nil)
+        }
+        func ln(_ name: String) throws -> LayerNormOp {
+            LayerNormOp(weight: try p(name + ".weight", [d]), bias: try p(name + ".bias", [d]), eps: eps)
+        }
+        conv1 = Conv1dOp(weight: try p("conv1.weight", [d, c.melBins, 3]), bias: try p("conv1.bias", [d]), stride: 1, padding: 1)
+        conv2 = Conv1dOp(weight: try p("conv2.weight", [d, d, 3]), bias: try p("conv2.bias", [d]), stride: 2, padding: 1)
+        positions = try p("embed_positions.weight", [c.maxSourcePositions, d])
+        blocks = try (0..<c.encoderLayers).map { i in
+            let b = "layers.\(i)."
+            return Block(norm1: try ln(b + "self_attn_layer_norm"), norm2: try ln(b + "final_layer_norm"),
+                         q: try lin(b + "self_attn.q_proj", out: d, in: d), k: try lin(b + "self_attn.k_proj", out: d, in: d, bias: false),
+                         v: try lin(b + "self_attn.v_proj", out: d, in: d), o: try lin(b + "self_attn.out_proj", out: d, in: d),
+                         fc1: try lin(b + "fc1", out: c.encoderFFN, in: d), fc2: try lin(b + "fc2", out: d, in: c.encoderFFN),
+                         attention: AttentionOp(heads: c.encoderHeads, kvHeads: c.encoderHeads, headDim: d / c.encoderHeads, causal: false))
+        }
+        finalNorm = try ln("layer_norm")
+        for n in ckpt.names where params[n] == nil { params.add(Parameter(name: n, value: try ckpt.take(n))) }
+        // The encoder trains; the sinusoidal positions stay fixed (transformers freezes them), the decoder is not used.
+        params.setTrainable { $0.hasPrefix(prefix) && !$0.hasSuffix("embed_positions.weight") }
+    }
+
+    /// Log-mel windows `[n, mel, frames]` → last hidden state `[n · positions, D]`.
+    public func forward(mel: Tensor) throws -> Tensor {
+        let c = config
+        guard mel.rank == 3, mel.shape[1] == c.melBins, mel.shape[2] == c.melFrames else {
+            throw TrainingError.invalidSetting("Whisper encoder takes log-mel [n, \(c.melBins), \(c.melFrames)], got \(mel.shape)")
+        }
+        let n = mel.shape[0], d = c.dModel, p = c.maxSourcePositions
+        windows = n
+        let mf = mel.converted(to: .f32)
+        let channelsLast = Tensor(zeros: [n * c.melFrames, c.melBins])
+        withExtendedLifetime(mf) {
+            for w in 0..<n {
+                Conv.transpose(mf.floats + w * c.melBins * c.melFrames, rows: c.melBins, cols: c.melFrames,
+                               into: channelsLast.floats + w * c.melFrames * c.melBins)
+            }
+        }
+        let a = act1.forward(conv1.forward(channelsLast, windows: n))
+        let b = act2.forward(conv2.forward(a, windows: n))
+        guard b.rowCount == n * p else { throw TrainingError.invalidSetting("conv2 gave \(b.rowCount / max(n, 1)) positions, expected \(p)") }
+        var x = b.copy()
+        for w in 0..<n { for t in 0..<p { Vec.addRow(x, w * p + t, positions.value, t, width: d) } }
+        let spans = (0..<n).map { AttentionSpan(queryStart: $0 * p, queryCount: p, keyStart: $0 * p, keyCount: p) }
+        for blk in blocks {
+            let h = blk.norm1.forward(x)
+            let x1 = Vec.sum(x, blk.o.forward(blk.attention.forward(q: blk.q.forward(h), k: blk.k.forward(h), v: blk.v.forward(h), spans: spans)))
+            x = Vec.sum(x1, blk.fc2.forward(blk.act.forward(blk.fc1.forward(blk.norm2.forward(x1)))))
+        }
+        return finalNorm.forward(x)
+    }
+
+    /// d states `[n · positions, D]` → gradients of every trainable tensor.
+    public func backward(_ dStates: Tensor) {
+        let c = config, d = c.dModel, p = c.maxSourcePositions
+        var dx = finalNorm.backward(dStates)
+        for blk in blocks.reversed() {
+            let dMLP = blk.norm2.backward(blk.fc1.backward(blk.act.backward(blk.fc2.backward(dx))))
+            Vec.add(dMLP, dx)
+            let (dq, dk, dv) = blk.attention.backward(blk.o.backward(dMLP))
+            let dh = blk.q.backward(dq)
+            Vec.add(dh, blk.k.backward(dk))
+            Vec.add(dh, blk.v.backward(dv))
+            let dIn = blk.norm1.backward(dh)
+            Vec.add(dIn, dMLP)
+            dx = dIn
+        }
+        if positions.trainable { for w in 0..<windows { for t in 0..<p { Vec.addRow(positions.grad, t, dx, w * p + t, width: d) } } }
+        if let da = conv2.backward(act2.backward(dx), needInput: true) {
+            _ = conv1.backward(act1.backward(da), needInput: false)
+        }
+        release()
+    }
+
+    func release() {
+        conv1.release(); conv2.release(); act1.release(); act2.release(); finalNorm.release()
+        for b in blocks {
+            for l in [b.q, b.k, b.v, b.o, b.fc1, b.fc2] { l.release() }
+            b.norm1.release(); b.norm2.release(); b.attention.release(); b.act.release()
+        }
+    }
+}
