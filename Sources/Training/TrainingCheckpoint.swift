@@ -127,7 +127,8 @@ extension TrainingRun {
         let isLoRA = { (n: String) in n.contains(".lora_A.") || n.contains(".lora_B.") }
         let lora = params.filter { isLoRA($0.name) }.map { ($0.name, $0.value) } + remote.filter { isLoRA($0.0) }
         var base: [(String, Tensor)] = remote.filter { !isLoRA($0.0) }
-        for p in params where !p.name.contains(".lora_") {
+        let towerNames = Set((model.visionTower?.params.ordered ?? []).map(\.name) + (model.audioTower?.params.ordered ?? []).map(\.name))
+        for p in params where !p.name.contains(".lora_") && !towerNames.contains(p.name) {
             let stem = String(p.name.dropLast(".weight".count))
             if !options.saveAdapters, p.name.hasSuffix(".weight"), let a = model.params[stem + ".lora_A.weight"],
                let b = model.params[stem + ".lora_B.weight"] {
@@ -155,11 +156,24 @@ extension TrainingRun {
             try Self.link(from: (src as NSString).appendingPathComponent(f), to: (out as NSString).appendingPathComponent(f))
         }
         if let mm = model.multimodal {
+            // Trained towers get their new weights; the others (and every config file) are linked.
+            let trained: [String: [(String, Tensor)]] = [
+                mm.visionTower ?? "": try model.visionTower?.exportTensors() ?? [],
+                mm.audioTower ?? "": model.audioTower?.exportTensors() ?? [],
+            ].filter { !$0.key.isEmpty && !$0.value.isEmpty }
             for tower in [mm.visionTower, mm.audioTower].compactMap({ $0 }) where !tower.hasPrefix("/") {
                 let from = (src as NSString).appendingPathComponent(tower), to = (out as NSString).appendingPathComponent(tower)
                 guard let files = try? fm.contentsOfDirectory(atPath: from) else { continue }
                 try fm.createDirectory(atPath: to, withIntermediateDirectories: true)
-                for f in files { try Self.link(from: (from as NSString).appendingPathComponent(f), to: (to as NSString).appendingPathComponent(f)) }
+                for f in files {
+                    let target = (to as NSString).appendingPathComponent(f)
+                    if let tensors = trained[tower], f.hasSuffix(".safetensors") {
+                        try? fm.removeItem(atPath: target)
+                        if f == "model.safetensors" { try SafeTensorsWriter.write(path: target, tensors: tensors.sorted { $0.0 < $1.0 }) }
+                        continue
+                    }
+                    try Self.link(from: (from as NSString).appendingPathComponent(f), to: target)
+                }
             }
         }
     }

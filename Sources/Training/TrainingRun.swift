@@ -37,6 +37,9 @@ public struct TrainingOptions: Sendable {
     public var expertModalities: [String] = ["text", "image", "audio", "video"]
     public var auxLossCoefficient: Double?
     public var maxTokens = 2048
+    /// Stage 0 only: train the vision tower and the Whisper encoder too (their inputs are cached,
+    /// not their outputs), and write them to the output's tower directories.
+    public var trainTowers = false
     /// Modality data parallelism: this replica's rank among `world` trunk replicas. Each step takes
     /// `world × accumulation` batches; a replica runs the batches of the modality groups it owns
     /// (groups sorted by name, group i → replica i mod world) and the gradients are summed.
@@ -169,10 +172,19 @@ public final class TrainingRun {
         try StageSetup.setTrainable(stage: o.stage, params: params, config: config)
         model = try TrainableModel(directory: o.model, config: config, params: params, loraScale: loraScale, expertsLocal: local)
         model.trunk.auxLossCoefficient = Float(o.auxLossCoefficient ?? (o.stage == .mixed ? Double(model.trunk.auxLossCoefficient) : 0))
+        if o.trainTowers {
+            guard o.stage == .pretrain else { throw TrainingError.invalidSetting("--train-towers goes with stage 0") }
+            guard let mm = model.multimodal else { throw TrainingError.unsupportedModel("\(o.model) has no towers to train") }
+            guard mm.visionSelectFeature == "patch" else { throw TrainingError.unsupportedModel("--train-towers needs mm_vision_select_feature 'patch'") }
+            func dir(_ sub: String?) -> String? { sub.map { $0.hasPrefix("/") ? $0 : (o.model as NSString).appendingPathComponent($0) } }
+            model.attachTowers(vision: try dir(mm.visionTower).map { try TrainableVisionTower(directory: $0, selectLayer: mm.visionSelectLayer) },
+                               audio: try dir(mm.audioTower).map { try TrainableWhisperEncoder(directory: $0) })
+        }
         // Tokenise every sample and encode its media once (frozen encoders).
         let tokenizer = try Tokenizer(directory: o.model)
         let encoder = SampleEncoder(tokenizer: tokenizer, maxTokens: o.maxTokens)
         let features = MediaFeatures(modelDirectory: o.model)
+        features.towerInputs = o.trainTowers
         var exs: [TrainingExample?] = []
         let start = Date()
         for (i, s) in samples.enumerated() {

@@ -12,6 +12,8 @@ public final class MediaFeatures {
     private var audio: AudioEncoder?
     private var cache: [String: Tensor] = [:]
     public var limits: MediaLimits = .default
+    /// When the towers train: keep their inputs (preprocessed pixels, log-mel windows), not their outputs.
+    public var towerInputs = false
 
     public init(modelDirectory: String) { self.modelDirectory = modelDirectory }
 
@@ -33,7 +35,9 @@ public final class MediaFeatures {
         try cached("image:" + path) {
             let v = try visionEncoder()
             let img = try MediaDecoder.image(.file(path), limits: limits)
-            let f = try v.encode(pixels: try v.preprocessor.batch([img]))
+            let pixels = try v.preprocessor.batch([img])
+            if towerInputs { return pixels }
+            let f = try v.encode(pixels: pixels)
             return try f.reshaped([f.shape[1], f.shape[2]])
         }
     }
@@ -42,7 +46,8 @@ public final class MediaFeatures {
         try cached("video:" + path) {
             let v = try visionEncoder()
             let frames = try MediaDecoder.videoFrames(.file(path), count: v.videoFrames, limits: limits)
-            return try v.encode(pixels: try v.preprocessor.batch(frames.map(\.image)))
+            let pixels = try v.preprocessor.batch(frames.map(\.image))
+            return towerInputs ? pixels : try v.encode(pixels: pixels)
         }
     }
 
@@ -50,7 +55,8 @@ public final class MediaFeatures {
         try cached("audio:" + path) {
             let a = try audioEncoder()
             let samples = try MediaDecoder.audio(.file(path), limits: limits)
-            return try a.encode(mel: try a.melWindows(samples: samples, maxWindows: limits.maxAudioWindows))
+            let mel = try a.melWindows(samples: samples, maxWindows: min(limits.maxAudioWindows, a.maxChunks))
+            return towerInputs ? mel : try a.encode(mel: mel)
         }
     }
 

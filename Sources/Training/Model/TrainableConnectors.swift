@@ -54,6 +54,7 @@ final class SpeechConnectorOp {
     let finalNorm: LayerNormOp
     let projector: ProjectorOp
     private var windows = 0
+    private var encoderRows = 0
 
     final class Layer {
         let selfNorm, crossNorm, ffnNorm: LayerNormOp
@@ -117,6 +118,7 @@ final class SpeechConnectorOp {
         let n = encoderStates.shape[0], pLen = encoderStates.shape[1], qn = queryCount, d = width
         windows = n
         let enc = try encoderStates.reshaped([n * pLen, d])
+        encoderRows = n * pLen
         let start = Vec.sum(try queries.value.reshaped([qn, d]), try positions.value.rows(0..<qn).reshaped([qn, d]))
         var x = Tensor(zeros: [n * qn, d])
         for w in 0..<n { for i in 0..<qn { Vec.copyRow(x, w * qn + i, from: start, i, width: d) } }
@@ -135,17 +137,25 @@ final class SpeechConnectorOp {
         return projector.forward(finalNorm.forward(x))
     }
 
-    /// dOut `[n·Q, hidden]` → gradients into every trainable tensor (the encoder states are frozen).
-    func backward(_ dOut: Tensor) {
+    /// dOut `[n·Q, hidden]` → gradients into every trainable tensor; with `encoderGrad`, also
+    /// returns d encoder states `[n·P, D]` (when the audio tower trains too).
+    @discardableResult
+    func backward(_ dOut: Tensor, encoderGrad: Bool = false) -> Tensor? {
         let qn = queryCount, d = width
+        let dEnc: Tensor? = encoderGrad ? Tensor(zeros: [encoderRows, d]) : nil
         var dx = finalNorm.backward(projector.backward(dOut))
         for l in layers.reversed() {
             let dff = l.ffnNorm.backward(l.fc1.backward(l.act.backward(l.fc2.backward(dx))))
             Vec.add(dff, dx)          // d x2
             let (dcq, dck, dcv) = l.crossAttention.backward(l.co.backward(dff))
-            // Keys/values come from the frozen encoder: only their weights' gradients are needed.
-            l.ck.accumulateGradients(dck)
-            l.cv.accumulateGradients(dcv)
+            // Keys/values come from the encoder: their input gradient only when the tower trains.
+            if let dEnc {
+                Vec.add(dEnc, l.ck.backward(dck))
+                Vec.add(dEnc, l.cv.backward(dcv))
+            } else {
+                l.ck.accumulateGradients(dck)
+                l.cv.accumulateGradients(dcv)
+            }
             let db = l.crossNorm.backward(l.cq.backward(dcq))
             Vec.add(db, dff)          // d x1
             let (dsq, dsk, dsv) = l.selfAttention.backward(l.so.backward(db))
@@ -163,6 +173,7 @@ final class SpeechConnectorOp {
             }
         }
         release()
+        return dEnc
     }
 
     func release() {

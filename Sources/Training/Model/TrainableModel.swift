@@ -145,13 +145,82 @@ public final class TrainableModel {
     }
 
     var connectorsTrainable: Bool {
-        params.ordered.contains { $0.trainable && Self.isConnector($0.name) }
+        params.ordered.contains { $0.trainable && Self.isConnector($0.name) } || visionTower != nil || audioTower != nil
+    }
+
+    /// Trainable towers (stage 0 with `--train-towers`); their tensors are also in `params`. With
+    /// them, examples carry the towers' inputs (pixels `[1|F, 3, S, S]`, log-mel `[n, mel, frames]`)
+    /// instead of their outputs.
+    public private(set) var visionTower: TrainableVisionTower?
+    public private(set) var audioTower: TrainableWhisperEncoder?
+    private var towersRan = (vision: false, audio: false)
+
+    /// Adds trainable towers; their parameters join `params` (CLIP `vision_model.*`, Whisper `encoder.*` names).
+    public func attachTowers(vision: TrainableVisionTower?, audio: TrainableWhisperEncoder?) {
+        visionTower = vision
+        audioTower = audio
+        for set in [vision?.params, audio?.params].compactMap({ $0 }) {
+            for p in set.ordered where params[p.name] == nil { params.add(p) }
+        }
+    }
+
+    /// With trainable towers: runs each tower once over every input of the micro-batch (in the order
+    /// `prepare` lays the connectors' inputs, so their input gradients line up) and returns the
+    /// examples with features in place of pixels / log-mel.
+    func runTowers(_ examples: [TrainingExample]) throws -> [TrainingExample] {
+        towersRan = (false, false)
+        guard visionTower != nil || audioTower != nil else { return examples }
+        var out = examples
+        if let tower = visionTower, examples.contains(where: { !$0.images.isEmpty || !$0.videos.isEmpty }) {
+            var inputs: [Tensor] = []
+            for ex in examples { inputs += ex.images; inputs += ex.videos }
+            let c = tower.config, plane = c.channels * c.imageSize * c.imageSize
+            let total = inputs.reduce(0) { $0 + $1.count / plane }
+            let pixels = Tensor(zeros: [total, c.channels, c.imageSize, c.imageSize])
+            var at = 0
+            for t in inputs { Vec.copy(pixels, at: at, from: t); at += t.count }
+            let features = try tower.forward(pixels: pixels)
+            let p = c.patches, d = c.hiddenSize
+            var img = 0
+            for (e, ex) in examples.enumerated() {
+                out[e].images = try ex.images.map { _ in defer { img += 1 }; return try features.rows((img * p)..<((img + 1) * p)).copy().reshaped([p, d]) }
+                out[e].videos = try ex.videos.map { v in
+                    let frames = v.shape[0]
+                    defer { img += frames }
+                    return try features.rows((img * p)..<((img + frames) * p)).copy().reshaped([frames, p, d])
+                }
+            }
+            towersRan.vision = true
+        }
+        if let tower = audioTower, examples.contains(where: { !$0.audios.isEmpty }) {
+            let mels = examples.flatMap(\.audios)
+            let c = tower.config
+            let n = mels.reduce(0) { $0 + $1.shape[0] }
+            let mel = Tensor(zeros: [n, c.melBins, c.melFrames])
+            var at = 0
+            for m in mels { Vec.copy(mel, at: at, from: m); at += m.count }
+            let states = try tower.forward(mel: mel)
+            let p = c.maxSourcePositions, d = c.dModel
+            var w = 0
+            for (e, ex) in examples.enumerated() {
+                out[e].audios = try ex.audios.map { m in
+                    let k = m.shape[0]
+                    defer { w += k }
+                    return try states.rows((w * p)..<((w + k) * p)).copy().reshaped([k, p, d])
+                }
+            }
+            towersRan.audio = true
+        }
+        return out
     }
 
     /// Media rows in trunk order and how to send their gradient back to the connectors.
     struct MediaPlan {
         var imageProjector: ProjectorOp?
         var speech: SpeechConnectorOp?
+        /// Towers that train (stage 0 with `--train-towers`): the connectors pass their input gradients on.
+        var visionTower: TrainableVisionTower?
+        var audioTower: TrainableWhisperEncoder?
         /// Where a media row of the trunk came from.
         enum RowSource {
             /// Row of the image projector's output.
@@ -182,25 +251,27 @@ public final class TrainableModel {
                     case .speech: break
                     }
                 }
-                p.accumulateGradients(d)
+                if let tower = visionTower { tower.backward(p.backward(d)) } else { p.accumulateGradients(d) }
             }
             if let sp = speech, speechRows > 0 {
                 let d = Tensor(zeros: [speechRows, h])
                 for (r, s) in rowSource.enumerated() {
                     if case .speech(let row) = s { Vec.addRow(d, row, g, r, width: h) }
                 }
-                sp.backward(d)
+                if let tower = audioTower, let dStates = sp.backward(d, encoderGrad: true) { tower.backward(dStates) } else { sp.backward(d) }
             }
         }
 
-        func release() { imageProjector?.release(); speech?.release() }
+        func release() { imageProjector?.release(); speech?.release(); visionTower?.release(); audioTower?.release() }
     }
 
     /// Expands the examples' sentinels into media rows (connectors run once per micro-batch over
     /// every medium) and shifts the labels into per-row targets.
     func prepare(_ examples: [TrainingExample]) throws -> (TrunkBatch, MediaPlan) {
         let h = config.hiddenSize
-        var plan = MediaPlan(imageProjector: imageProjector, speech: speech)
+        let examples = try runTowers(examples)
+        var plan = MediaPlan(imageProjector: imageProjector, speech: speech,
+                             visionTower: towersRan.vision ? visionTower : nil, audioTower: towersRan.audio ? audioTower : nil)
         // 1. Image-like inputs through the projector in one call.
         var projIn: [Tensor] = []
         var imageOffsets: [[Int]] = [], videoIdx: [[Int]] = []

@@ -89,6 +89,15 @@ public final class TrainableVisionTower {
         for n in ckpt.names where !Self.reachesFeatures(n, prefix: prefix, depth: depth) { params[n]?.trainable = false }
     }
 
+    /// Every tensor under its checkpoint name and shape (the patch weight back to `[D, C, p, p]`).
+    public func exportTensors() throws -> [(String, Tensor)] {
+        let c = config
+        return try params.ordered.map { p in
+            p.name == prefix + "embeddings.patch_embedding.weight"
+                ? (p.name, try p.value.reshaped([c.hiddenSize, c.channels, c.patchSize, c.patchSize])) : (p.name, p.value)
+        }
+    }
+
     static func reachesFeatures(_ name: String, prefix: String, depth: Int) -> Bool {
         let n = String(name.dropFirst(prefix.count))
         if n.hasPrefix("post_layernorm") { return false }

@@ -65,6 +65,9 @@ public final class TrainableWhisperEncoder {
         params.setTrainable { $0.hasPrefix(prefix) && !$0.hasSuffix("embed_positions.weight") }
     }
 
+    /// Every tensor of the tower directory under its checkpoint name (decoder included, unchanged).
+    public func exportTensors() -> [(String, Tensor)] { params.ordered.map { ($0.name, $0.value) } }
+
     /// Log-mel windows `[n, mel, frames]` → last hidden state `[n · positions, D]`.
     public func forward(mel: Tensor) throws -> Tensor {
         let c = config
