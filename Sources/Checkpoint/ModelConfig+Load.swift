@@ -79,6 +79,7 @@ extension ModelConfig {
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "head_dim", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
         "sliding_window", "num_local_experts", "num_experts", "num_experts_per_tok",
+        "moe_intermediate_size", "shared_expert_intermediate_size", "decoder_sparse_step",
     ]
 
     private struct ConfigProblem: Error { let message: String }
@@ -119,6 +120,20 @@ extension ModelConfig {
         }
         if let w = slidingWindow, w <= 0 { throw fail("sliding_window must be positive or null, got \(w)") }
         guard modelType != "llama" else { return }
+        if modelType == "qwen2_moe" {
+            if usesSlidingWindowFlag {
+                throw fail("use_sliding_window true is not supported (only full attention is implemented)")
+            }
+            if let step = decoderSparseStep, step < 1 { throw fail("decoder_sparse_step must be at least 1, got \(step)") }
+            for (key, v) in [("moe_intermediate_size", moeIntermediateSize), ("shared_expert_intermediate_size", sharedExpertIntermediateSize)] {
+                if let v, v <= 0 { throw fail("\(key) must be a positive integer, got \(v)") }
+            }
+            for l in mlpOnlyLayers ?? [] where !(0..<numHiddenLayers).contains(l) {
+                throw fail("mlp_only_layers lists layer \(l), but the model has layers 0...\(numHiddenLayers - 1)")
+            }
+            // num_experts 0: every layer dense, as in transformers.
+            if experts == 0 { return }
+        }
         let expertsKey = modelType == "mixtral" ? "num_local_experts" : "num_experts"
         guard experts >= 1 else { throw fail("\(expertsKey) must be at least 1, got \(experts)") }
         let k = numExpertsPerTokRaw ?? 2

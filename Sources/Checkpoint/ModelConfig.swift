@@ -1,14 +1,14 @@
 import Foundation
 import JSON
 
-/// The language-model trunk's `config.json` (`model_type` `llama`, `mixtral` or `unimoe`), decoded
+/// The language-model trunk's `config.json` (`model_type` `llama`, `mixtral`, `qwen2_moe` or `unimoe`), decoded
 /// with explicit snake_case keys and the defaults transformers uses, plus a normalised view of the
 /// MoE layout (`experts`, `expertsPerToken`, `isMoE(layer:)`) so the model code never has to know
 /// which spelling a checkpoint used. `raw` keeps every key, so other parts (the multimodal
 /// `mm_*` keys) can read what this struct does not model.
 public struct ModelConfig: Codable, Sendable, Equatable {
     /// The architectures the trunk implements.
-    public static let supportedModelTypes = ["llama", "mixtral", "unimoe"]
+    public static let supportedModelTypes = ["llama", "mixtral", "qwen2_moe", "unimoe"]
 
     public var modelType: String
     public var vocabSize: Int
@@ -34,7 +34,12 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var padTokenId: Int?
     /// `torch_dtype` or `dtype` (transformers 5), e.g. `bfloat16`.
     public var torchDtype: String?
+    /// Bias on every attention projection (LLaMA `attention_bias`); false for qwen2_moe, whose
+    /// `o_proj` has none.
     public var attentionBias: Bool
+    /// Bias on the q/k/v projections: `attention_bias` for LLaMA-style configs, `qkv_bias`
+    /// (default true) for qwen2_moe.
+    public var qkvBias: Bool
     public var mlpBias: Bool
     /// Mixtral's sliding-window attention size; nil (or absent) means full attention.
     public var slidingWindow: Int?
@@ -46,6 +51,19 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var moeLayers: [Int]?
     /// unimoe `router_noise`: the 8-expert model's Gumbel-noised second choice (off by default).
     public var routerNoise: Bool
+    /// qwen2_moe `moe_intermediate_size` (default 1408): the routed experts' inner size; nil
+    /// elsewhere (experts then use `intermediate_size`).
+    public var moeIntermediateSize: Int?
+    /// qwen2_moe `shared_expert_intermediate_size` (default 5632): the shared expert every sparse
+    /// layer adds, gated by `sigmoid(shared_expert_gate(x))`; nil elsewhere (no shared expert).
+    public var sharedExpertIntermediateSize: Int?
+    /// qwen2_moe `norm_topk_prob` (default false): renormalise the top-k of the softmax over all
+    /// experts to sum 1. Only meaningful for qwen2_moe.
+    public var normTopKProb: Bool
+    /// qwen2_moe `decoder_sparse_step` (default 1): layer l is sparse when (l + 1) % step == 0 …
+    public var decoderSparseStep: Int?
+    /// … and l is not in `mlp_only_layers` (default []). `moeLayers` holds the result.
+    public var mlpOnlyLayers: [Int]?
 
     /// Every key of the file as read (empty for a config built in code).
     public var raw: [String: JSONValue] = [:]
@@ -79,6 +97,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case numExpertsPerTok = "num_experts_per_tok"
         case moeLayers = "moe_layers"
         case routerNoise = "router_noise"
+        case qkvBias = "qkv_bias"
+        case moeIntermediateSize = "moe_intermediate_size"
+        case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+        case normTopKProb = "norm_topk_prob"
+        case decoderSparseStep = "decoder_sparse_step"
+        case mlpOnlyLayers = "mlp_only_layers"
+        case useSlidingWindow = "use_sliding_window"
     }
 
     /// Builds a config in code (tests, tools); omitted values take the same defaults as decoding.
@@ -107,12 +132,14 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.padTokenId = padTokenId
         self.torchDtype = nil
         self.attentionBias = false
+        self.qkvBias = false
         self.mlpBias = false
         self.slidingWindow = nil
         self.numExpertsRaw = experts
         self.numExpertsPerTokRaw = expertsPerToken ?? (experts == nil ? nil : 2)
         self.moeLayers = moeLayers
         self.routerNoise = routerNoise
+        self.normTopKProb = false
         self.headDimGiven = headDim != nil
     }
 
@@ -165,7 +192,25 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        qkvBias = attentionBias
+        normTopKProb = false
         switch modelType {
+        case "qwen2_moe":
+            // Qwen2MoeConfig: q/k/v always had a bias (`qkv_bias`, default true), o_proj none;
+            // `sliding_window` only counts with `use_sliding_window` (validate rejects that).
+            qkvBias = try c.decodeIfPresent(Bool.self, forKey: .qkvBias) ?? true
+            attentionBias = false
+            if try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) != true { slidingWindow = nil }
+            numExpertsRaw = try c.decodeIfPresent(Int.self, forKey: .numExperts) ?? 60
+            numExpertsPerTokRaw = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 4
+            moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1408
+            sharedExpertIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .sharedExpertIntermediateSize) ?? 5632
+            normTopKProb = try c.decodeIfPresent(Bool.self, forKey: .normTopKProb) ?? false
+            let step = try c.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
+            let dense = try c.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
+            decoderSparseStep = step
+            mlpOnlyLayers = dense
+            moeLayers = step > 0 ? (0..<numHiddenLayers).filter { !dense.contains($0) && ($0 + 1) % step == 0 } : []
         case "mixtral":
             numExpertsRaw = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts) ?? 8
             numExpertsPerTokRaw = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 2
@@ -181,6 +226,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         }
         routerNoise = try c.decodeIfPresent(Bool.self, forKey: .routerNoise) ?? false
     }
+
+    /// Rejects qwen2_moe's sliding-window attention (decode drops the window when it is off).
+    var usesSlidingWindowFlag: Bool { raw["use_sliding_window"]?.boolValue == true }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -210,7 +258,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         default: try c.encodeIfPresent(numExpertsRaw, forKey: .numExperts)
         }
         try c.encodeIfPresent(numExpertsPerTokRaw, forKey: .numExpertsPerTok)
-        try c.encodeIfPresent(moeLayers, forKey: .moeLayers)
+        if modelType == "qwen2_moe" {
+            try c.encode(qkvBias, forKey: .qkvBias)
+            try c.encodeIfPresent(moeIntermediateSize, forKey: .moeIntermediateSize)
+            try c.encodeIfPresent(sharedExpertIntermediateSize, forKey: .sharedExpertIntermediateSize)
+            try c.encode(normTopKProb, forKey: .normTopKProb)
+            try c.encodeIfPresent(decoderSparseStep, forKey: .decoderSparseStep)
+            try c.encodeIfPresent(mlpOnlyLayers, forKey: .mlpOnlyLayers)
+        } else {
+            try c.encodeIfPresent(moeLayers, forKey: .moeLayers)
+        }
         if routerNoise { try c.encode(routerNoise, forKey: .routerNoise) }
     }
 
@@ -225,13 +282,23 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             && a.torchDtype == b.torchDtype && a.attentionBias == b.attentionBias && a.mlpBias == b.mlpBias
             && a.slidingWindow == b.slidingWindow && a.numExpertsRaw == b.numExpertsRaw
             && a.numExpertsPerTokRaw == b.numExpertsPerTokRaw && a.moeLayers == b.moeLayers
-            && a.routerNoise == b.routerNoise
+            && a.routerNoise == b.routerNoise && a.qkvBias == b.qkvBias
+            && a.moeIntermediateSize == b.moeIntermediateSize
+            && a.sharedExpertIntermediateSize == b.sharedExpertIntermediateSize
+            && a.normTopKProb == b.normTopKProb && a.decoderSparseStep == b.decoderSparseStep
+            && a.mlpOnlyLayers == b.mlpOnlyLayers
     }
 
     // MARK: Normalised view
 
     /// Number of experts per MoE layer; 0 for a dense model.
     public var experts: Int { numExpertsRaw ?? 0 }
+
+    /// Inner size of each routed expert: `moe_intermediate_size` (qwen2_moe) or `intermediate_size`.
+    public var expertIntermediateSize: Int { moeIntermediateSize ?? intermediateSize }
+
+    /// Whether every sparse layer also has a gated shared expert (qwen2_moe).
+    public var hasSharedExpert: Bool { sharedExpertIntermediateSize != nil }
 
     /// Experts chosen per token (top-k); 0 for a dense model.
     public var expertsPerToken: Int { experts > 0 ? (numExpertsPerTokRaw ?? 2) : 0 }

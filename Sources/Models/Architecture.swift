@@ -14,11 +14,29 @@ public struct Architecture: Sendable, Equatable {
     public let moeModule: String
     /// Per-expert projection names for gate, up, down (`w1 w3 w2` in Mixtral).
     public let expertProjections: [String]
+    /// How the router's logits become the k choices and their weights.
+    public let routingRule: RoutingRule
+    /// Whether sparse layers also hold a shared expert (`mlp.shared_expert.*`) and its gate
+    /// (`mlp.shared_expert_gate.weight` `[1, hidden]`), added as `sigmoid(gate · x) · shared(x)`.
+    /// It is part of the trunk: remote placement serves only the routed experts.
+    public let sharedExpert: Bool
+
+    public init(modelType: String, moeModule: String, expertProjections: [String],
+                routingRule: RoutingRule = .softmaxOverChosen, sharedExpert: Bool = false) {
+        self.modelType = modelType
+        self.moeModule = moeModule
+        self.expertProjections = expertProjections
+        self.routingRule = routingRule
+        self.sharedExpert = sharedExpert
+    }
 
     /// Every architecture the engine implements, by `model_type`.
     public static let registry: [String: Architecture] = [
         "llama": Architecture(modelType: "llama", moeModule: "mlp", expertProjections: ["gate_proj", "up_proj", "down_proj"]),
         "mixtral": Architecture(modelType: "mixtral", moeModule: "block_sparse_moe", expertProjections: ["w1", "w3", "w2"]),
+        // Softmax over all experts; `norm_topk_prob` (config) decides whether the top-k are renormalised.
+        "qwen2_moe": Architecture(modelType: "qwen2_moe", moeModule: "mlp", expertProjections: ["gate_proj", "up_proj", "down_proj"],
+                                  routingRule: .softmaxOverAll(renormalize: false), sharedExpert: true),
         "unimoe": Architecture(modelType: "unimoe", moeModule: "mlp", expertProjections: ["gate_proj", "up_proj", "down_proj"]),
     ]
 
@@ -30,7 +48,13 @@ public struct Architecture: Sendable, Equatable {
         return a
     }
 
-    public static func forConfig(_ config: ModelConfig) throws -> Architecture { try named(config.modelType) }
+    /// The architecture for a config, with qwen2_moe's `norm_topk_prob` folded into the routing rule.
+    public static func forConfig(_ config: ModelConfig) throws -> Architecture {
+        let a = try named(config.modelType)
+        guard case .softmaxOverAll = a.routingRule else { return a }
+        return Architecture(modelType: a.modelType, moeModule: a.moeModule, expertProjections: a.expertProjections,
+                            routingRule: .softmaxOverAll(renormalize: config.normTopKProb), sharedExpert: a.sharedExpert)
+    }
 
     public func layerPrefix(_ layer: Int) -> String { "model.layers.\(layer)" }
 
@@ -48,6 +72,16 @@ public struct Architecture: Sendable, Equatable {
         switch p { case .gate: n = "gate_proj"; case .up: n = "up_proj"; case .down: n = "down_proj" }
         return "\(layerPrefix(layer)).mlp.\(n).weight"
     }
+
+    /// A sparse layer's shared-expert projection weight (architectures with `sharedExpert`).
+    public func sharedExpertName(layer: Int, _ p: Projection) -> String {
+        let n: String
+        switch p { case .gate: n = "gate_proj"; case .up: n = "up_proj"; case .down: n = "down_proj" }
+        return "\(layerPrefix(layer)).\(moeModule).shared_expert.\(n).weight"
+    }
+
+    /// The shared expert's gate `[1, hidden]`.
+    public func sharedExpertGateName(layer: Int) -> String { "\(layerPrefix(layer)).\(moeModule).shared_expert_gate.weight" }
 
     private func projectionName(_ p: Projection) -> String {
         switch p { case .gate: return expertProjections[0]; case .up: return expertProjections[1]; case .down: return expertProjections[2] }

@@ -44,7 +44,7 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
     public init(checkpoint: Checkpoint, config: ModelConfig, layers: [Int]? = nil, experts: [Int]? = nil) throws {
         architecture = try Architecture.forConfig(config)
         hidden = config.hiddenSize
-        inner = config.intermediateSize
+        inner = config.expertIntermediateSize
         let moeLayers = (0..<config.numHiddenLayers).filter { config.isMoE(layer: $0) }
         let chosenLayers = layers ?? moeLayers
         for l in chosenLayers where !moeLayers.contains(l) {

@@ -51,7 +51,7 @@ public final class RoutingStats: @unchecked Sendable {
     }
 }
 
-/// The LLaMA-family trunk (`llama`, `mixtral`, `unimoe`; see `Architecture`): token embeddings,
+/// The LLaMA-family trunk (`llama`, `mixtral`, `qwen2_moe`, `unimoe`; see `Architecture`): token embeddings,
 /// decoder layers (attention + dense or sparse MLP), final norm, LM head (tied or not). Weights are
 /// views into the memory-mapped checkpoint in their stored dtype; only norm vectors are widened.
 ///
@@ -134,7 +134,21 @@ public final class LanguageModel: @unchecked Sendable {
             var dense: FeedForward?, sparse: SparseLayer?
             if config.isMoE(layer: l) {
                 let router = try ckpt.take(architecture.routerName(layer: l), shape: [config.experts, h])
-                sparse = SparseLayer(layer: l, router: router, experts: config.experts, k: config.expertsPerToken)
+                var s = SparseLayer(layer: l, router: router, experts: config.experts, k: config.expertsPerToken,
+                                    rule: architecture.routingRule)
+                if architecture.sharedExpert {
+                    // The shared expert stays with the trunk (also with remote routed experts).
+                    guard let inner = config.sharedExpertIntermediateSize else {
+                        throw ModelError.unsupported("model_type \(config.modelType) needs shared_expert_intermediate_size")
+                    }
+                    let a = architecture
+                    s.shared = try FeedForward.load(ckpt, gate: a.sharedExpertName(layer: l, .gate),
+                                                    up: a.sharedExpertName(layer: l, .up),
+                                                    down: a.sharedExpertName(layer: l, .down),
+                                                    hidden: h, inner: inner, activation: config.hiddenAct)
+                    s.sharedGate = try ckpt.take(a.sharedExpertGateName(layer: l), shape: [1, h])
+                }
+                sparse = s
             } else {
                 dense = try FeedForward.load(ckpt, gate: architecture.denseName(layer: l, .gate),
                                              up: architecture.denseName(layer: l, .up),
@@ -266,7 +280,7 @@ public final class LanguageModel: @unchecked Sendable {
     /// layer, norms, LM head, one embedding row): the divisor of the memory-bandwidth ceiling.
     public var weightBytesPerToken: Int {
         var total = lmHead.byteCount + finalNorm.byteCount + embedTokens.byteCount / max(vocab, 1)
-        let expertBytes = config.hasMoE ? 3 * config.hiddenSize * config.intermediateSize * lmHead.dtype.size : 0
+        let expertBytes = config.hasMoE ? 3 * config.hiddenSize * config.expertIntermediateSize * lmHead.dtype.size : 0
         for l in layers {
             let a = l.attention
             total += a.q.byteCount + a.k.byteCount + a.v.byteCount + a.o.byteCount
@@ -276,6 +290,8 @@ public final class LanguageModel: @unchecked Sendable {
                 let stored = localExperts?.expert(layer: s.layer, expert: 0)
                 let one = stored.map { $0.gate.byteCount + $0.up.byteCount + $0.down.byteCount } ?? expertBytes
                 total += s.router.byteCount + s.k * one
+                if let f = s.shared { total += f.gate.byteCount + f.up.byteCount + f.down.byteCount }
+                if let g = s.sharedGate { total += g.byteCount }
             }
         }
         return total

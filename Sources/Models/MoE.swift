@@ -16,14 +16,44 @@ public struct RoutingOptions: Sendable, Equatable {
     }
 }
 
+/// How an architecture turns router logits into choices and weights (without noise).
+public enum RoutingRule: Sendable, Equatable {
+    /// The k largest logits, weights the softmax over those k only (Uni-MoE, Mixtral).
+    case softmaxOverChosen
+    /// Qwen2-MoE: softmax over all experts in f32, the k largest probabilities (ties: lower index
+    /// first), weights those probabilities, renormalised to sum 1 only when `renormalize`
+    /// (`norm_topk_prob`).
+    case softmaxOverAll(renormalize: Bool)
+}
+
 /// The routing rule on raw router logits, separated from the layer so it can be tested alone.
 public enum Router {
     /// For each of `rows` rows of `logits` `[rows, experts]`, writes k expert indices (ties like
     /// torch.topk: lower index first) and their weights into `indices`/`weights` `[rows, k]`.
     /// `noise` non-nil selects the noisy second choice (k must be 2).
     public static func route(_ logits: UnsafePointer<Float>, rows: Int, experts: Int, k: Int,
+                             rule: RoutingRule = .softmaxOverChosen,
                              noise: UnsafeMutablePointer<Xoshiro256>?,
                              indices: UnsafeMutablePointer<Int>, weights: UnsafeMutablePointer<Float>) {
+        if case .softmaxOverAll(let renormalize) = rule, noise == nil {
+            var probs = [Float](repeating: 0, count: experts)
+            probs.withUnsafeMutableBufferPointer { pB in
+                let p = pB.baseAddress!
+                for r in 0..<rows {
+                    let l = logits + r * experts, idx = indices + r * k, w = weights + r * k
+                    var m = -Float.infinity
+                    for e in 0..<experts { m = max(m, l[e]) }
+                    var s: Float = 0
+                    for e in 0..<experts { let v = expf(l[e] - m); p[e] = v; s += v }
+                    for e in 0..<experts { p[e] /= s }
+                    let chosen = Gather.topK(p, count: experts, k: k)
+                    var t: Float = 0
+                    for (j, e) in chosen.enumerated() { idx[j] = e; w[j] = p[e]; t += p[e] }
+                    if renormalize { for j in 0..<chosen.count { w[j] /= t } }
+                }
+            }
+            return
+        }
         for r in 0..<rows {
             let l = logits + r * experts, idx = indices + r * k, w = weights + r * k
             if let noise, k == 2 {
@@ -64,6 +94,11 @@ struct SparseLayer {
     let router: Tensor      // [experts, hidden], stored dtype
     let experts: Int
     let k: Int
+    var rule: RoutingRule = .softmaxOverChosen
+    /// Qwen2-MoE's shared expert and its gate `[1, hidden]`: computed here, with the trunk, for
+    /// every row; never sent to the runner.
+    var shared: FeedForward? = nil
+    var sharedGate: Tensor? = nil
 
     /// `out[rows, hidden] = Σ_j w_j · expert_j(h)` for the rows of `h`.
     func forward(_ h: UnsafePointer<Float>, rows: Int, hidden: Int, runner: ExpertRunner, ws: Workspace,
@@ -75,7 +110,7 @@ struct SparseLayer {
         try ws.choice.withUnsafeMutableBufferPointer { idxB in
             try ws.weight.withUnsafeMutableBufferPointer { wB in
                 let idx = idxB.baseAddress!, w = wB.baseAddress!
-                Router.route(logits, rows: rows, experts: experts, k: k, noise: noise, indices: idx, weights: w)
+                Router.route(logits, rows: rows, experts: experts, k: k, rule: rule, noise: noise, indices: idx, weights: w)
                 if let (s, kinds) = stats, kinds.count == rows { s.record(layer: layer, experts: experts, k: k, kinds: kinds, indices: idx) }
                 // Group rows by expert (ascending), each group in row order: slot s ↔ (row, weight).
                 let gathered = ws.gathered.ensure(rows * k * hidden)
@@ -113,6 +148,18 @@ struct SparseLayer {
                         s += 1
                     }
                 }
+            }
+        }
+        if let shared, let sharedGate {
+            // out += sigmoid(shared_expert_gate(h)) · shared_expert(h), as transformers adds it.
+            let inner = shared.inner
+            let so = ws.shared.ensure(rows * hidden), g = ws.sharedGate.ensure(rows)
+            try shared.forward(h, rows: rows, gateBuf: ws.gate.ensure(rows * inner), upBuf: ws.up.ensure(rows * inner), into: so)
+            Linear.forward(h, rows: rows, weight: sharedGate, into: g)
+            for r in 0..<rows {
+                let sig = 1 / (1 + expf(-g[r]))
+                let dst = out + r * hidden, src = so + r * hidden
+                for c in 0..<hidden { dst[c] += sig * src[c] }
             }
         }
     }

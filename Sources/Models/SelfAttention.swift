@@ -14,16 +14,17 @@ struct SelfAttention {
     static func load(_ ckpt: Checkpoint, prefix: String, config: ModelConfig, rope: Rope) throws -> SelfAttention {
         let h = config.hiddenSize, hd = config.headDim
         let qd = config.numAttentionHeads * hd, kd = config.numKeyValueHeads * hd
-        func bias(_ name: String, _ n: Int) throws -> Tensor? {
-            config.attentionBias ? try ckpt.take("\(prefix).\(name).bias", shape: [n]) : nil
+        // q/k/v carry a bias with `attention_bias` (LLaMA) or `qkv_bias` (qwen2_moe); o only with the former.
+        func bias(_ name: String, _ n: Int, _ present: Bool) throws -> Tensor? {
+            present ? try ckpt.take("\(prefix).\(name).bias", shape: [n]) : nil
         }
         return SelfAttention(
             q: try ckpt.take("\(prefix).q_proj.weight", shape: [qd, h]),
             k: try ckpt.take("\(prefix).k_proj.weight", shape: [kd, h]),
             v: try ckpt.take("\(prefix).v_proj.weight", shape: [kd, h]),
             o: try ckpt.take("\(prefix).o_proj.weight", shape: [h, qd]),
-            qBias: try bias("q_proj", qd), kBias: try bias("k_proj", kd),
-            vBias: try bias("v_proj", kd), oBias: try bias("o_proj", h),
+            qBias: try bias("q_proj", qd, config.qkvBias), kBias: try bias("k_proj", kd, config.qkvBias),
+            vBias: try bias("v_proj", kd, config.qkvBias), oBias: try bias("o_proj", h, config.attentionBias),
             heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads, headDim: hd, rope: rope)
     }
 

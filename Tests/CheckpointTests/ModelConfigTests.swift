@@ -218,4 +218,75 @@ final class ModelConfigTests: XCTestCase {
         assertConfigError(try decode(unimoe, setting: "num_experts_per_tok", to: 0), mentions: ["num_experts_per_tok 0"])
         assertConfigError(try decode(unimoe, setting: "num_experts", to: 0), mentions: ["num_experts", "at least 1"])
     }
+
+    /// A config in the shape of the published Qwen1.5-MoE-A2.7B one (transformers 4.40 keys).
+    let qwen2Moe = """
+    {"architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+     "decoder_sparse_step": 1, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 2048,
+     "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 8192, "max_window_layers": 21,
+     "model_type": "qwen2_moe", "moe_intermediate_size": 1408, "norm_topk_prob": false, "num_attention_heads": 16,
+     "num_experts": 60, "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16,
+     "output_router_logits": false, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+     "shared_expert_intermediate_size": 5632, "sliding_window": 32768, "tie_word_embeddings": false,
+     "torch_dtype": "bfloat16", "transformers_version": "4.40.0.dev0", "use_cache": true,
+     "use_sliding_window": false, "vocab_size": 151936}
+    """
+
+    func testQwen2MoePublishedConfig() throws {
+        let c = try decode(qwen2Moe)
+        XCTAssertEqual(c.modelType, "qwen2_moe")
+        XCTAssertEqual(c.experts, 60)
+        XCTAssertEqual(c.expertsPerToken, 4)
+        XCTAssertEqual(c.expertIntermediateSize, 1408)
+        XCTAssertEqual(c.intermediateSize, 5632)
+        XCTAssertEqual(c.sharedExpertIntermediateSize, 5632)
+        XCTAssertTrue(c.hasSharedExpert)
+        XCTAssertFalse(c.normTopKProb)
+        XCTAssertTrue(c.qkvBias)            // no qkv_bias key: q/k/v have a bias, as in transformers
+        XCTAssertFalse(c.attentionBias)     // o_proj has none
+        XCTAssertNil(c.slidingWindow)       // use_sliding_window false: the window does not apply
+        XCTAssertEqual(c.ropeTheta, 1e6)
+        XCTAssertTrue((0..<24).allSatisfy { c.isMoE(layer: $0) })
+        // Round trip through encode.
+        let again = try ModelConfig.decode(try JSONEncoder().encode(c), path: "test/config.json")
+        XCTAssertEqual(again, c)
+    }
+
+    func testQwen2MoeDefaultsAndSparseLayers() throws {
+        let minimal = """
+        {"model_type": "qwen2_moe", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
+         "num_hidden_layers": 6, "num_attention_heads": 4}
+        """
+        let c = try decode(minimal)
+        XCTAssertEqual(c.experts, 60)
+        XCTAssertEqual(c.expertsPerToken, 4)
+        XCTAssertEqual(c.moeIntermediateSize, 1408)
+        XCTAssertEqual(c.sharedExpertIntermediateSize, 5632)
+        XCTAssertEqual(c.decoderSparseStep, 1)
+        XCTAssertEqual(c.mlpOnlyLayers, [])
+        XCTAssertTrue(c.qkvBias)
+        var obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(minimal.utf8)) as? [String: Any])
+        obj["decoder_sparse_step"] = 2
+        obj["mlp_only_layers"] = [3]
+        obj["num_experts"] = 4
+        obj["num_experts_per_tok"] = 2
+        obj["norm_topk_prob"] = true
+        obj["qkv_bias"] = false
+        let s = try ModelConfig.decode(try JSONSerialization.data(withJSONObject: obj), path: "test/config.json")
+        XCTAssertEqual((0..<6).filter { s.isMoE(layer: $0) }, [1, 5])
+        XCTAssertTrue(s.normTopKProb)
+        XCTAssertFalse(s.qkvBias)
+        XCTAssertEqual(try ModelConfig.decode(try JSONEncoder().encode(s), path: "test/config.json"), s)
+        // num_experts 0: every layer dense, as in transformers.
+        let dense = try decode(minimal, setting: "num_experts", to: 0)
+        XCTAssertFalse(dense.hasMoE)
+    }
+
+    func testQwen2MoeInvalidConfigs() throws {
+        assertConfigError(try decode(qwen2Moe, setting: "use_sliding_window", to: true), mentions: ["use_sliding_window"])
+        assertConfigError(try decode(qwen2Moe, setting: "decoder_sparse_step", to: 0), mentions: ["decoder_sparse_step"])
+        assertConfigError(try decode(qwen2Moe, setting: "moe_intermediate_size", to: 0), mentions: ["moe_intermediate_size"])
+        assertConfigError(try decode(qwen2Moe, setting: "mlp_only_layers", to: [24]), mentions: ["mlp_only_layers", "24"])
+        assertConfigError(try decode(qwen2Moe, setting: "num_experts_per_tok", to: 61), mentions: ["num_experts_per_tok"])
+    }
 }

@@ -18,6 +18,8 @@ struct LMFixture {
         LMFixture(name: "mixtral", tolerance: 1e-4),
         LMFixture(name: "mixtral-bf16", tolerance: 1e-2),
         LMFixture(name: "unimoe", tolerance: 1e-4),
+        LMFixture(name: "qwen2-moe", tolerance: 1e-4),
+        LMFixture(name: "qwen2-moe-norm", tolerance: 1e-4),
     ]
 
     var expected: [String: Any] {

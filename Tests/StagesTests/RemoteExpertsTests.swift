@@ -10,10 +10,11 @@ let quick = HeartbeatPolicy(interval: 0.1, liveness: 5)
 let unimoeDir = Fixtures.path("lm/unimoe")
 
 /// Runs an expert worker (its own thread, its own ZeroMQ socket) serving `experts` of `layers`.
-func startExpertWorker(_ endpoint: String, experts: [Int], layers: [Int]? = nil, name: String, stop: StopFlag) {
+func startExpertWorker(_ endpoint: String, experts: [Int], layers: [Int]? = nil, name: String, stop: StopFlag,
+                       directory: String = unimoeDir) {
     let t = Thread {
         do {
-            let local = try LocalExperts.load(directory: unimoeDir, layers: layers, experts: experts)
+            let local = try LocalExperts.load(directory: directory, layers: layers, experts: experts)
             let ann = WorkerAnnouncement(role: "expert", services: ExpertService.services(local), name: name)
             try ServiceWorker(endpoint: endpoint, announcement: ann, policy: quick).run(stop: stop) { ExpertService(experts: local) }
         } catch {
@@ -53,6 +54,21 @@ func randomRows(_ n: Int, _ hidden: Int, seed: Int) throws -> Tensor {
         }
         let counts = remote.counters()
         #expect(counts["served/e01"] == 4 && counts["served/e23"] == 4, "\(counts)")
+    }
+
+    /// Qwen2-MoE: the workers serve the routed experts; the shared expert and its gate run with the trunk.
+    @Test func qwen2MoeTrunkWithRemoteRoutedExperts() throws {
+        let dir = Fixtures.path("lm/qwen2-moe")
+        let local = try LanguageModel.load(directory: dir)
+        let trunk = try LanguageModel.load(directory: dir, experts: .remote)
+        let d = try Dispatcher(bind: "tcp://127.0.0.1:*", policy: quick, name: "router-test")
+        let remote = RemoteExperts(dispatcher: d, timeout: 10)
+        let stop = StopFlag()
+        defer { stop.set() }
+        startExpertWorker(d.endpoint, experts: [0, 1, 2, 3], name: "q0", stop: stop, directory: dir)
+        startExpertWorker(d.endpoint, experts: [4, 5, 6, 7], name: "q1", stop: stop, directory: dir)
+        let ids = [28, 49, 59, 118, 69, 67, 60, 3, 78, 32]
+        #expect(try trunk.logits(ids: ids, experts: remote).toArray() == local.logits(ids: ids).toArray())
     }
 
     @Test func trunkWithRemoteExpertsGivesIdenticalLogits() throws {

@@ -17,6 +17,13 @@ final class GradientTests: XCTestCase {
         return (num / den).squareRoot()
     }
 
+    /// qwen2_moe runs (Models) but has no backward pass: refused with one line, not trained wrongly.
+    func testQwen2MoeIsRefused() {
+        XCTAssertThrowsError(try TrainableModel(directory: Fixtures.path("lm/qwen2-moe"))) { e in
+            XCTAssertEqual(e as? TrainingError, .unsupportedModel("model_type qwen2_moe can be run but not trained"))
+        }
+    }
+
     func loadModel() throws -> TrainableModel {
         try TrainableModel(directory: Fixtures.path("\(Self.dir)/model"), speechHeads: 2)
     }

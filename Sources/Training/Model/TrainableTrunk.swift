@@ -95,6 +95,10 @@ public final class TrainableTrunk {
         self.config = config
         let architecture = try Architecture.forConfig(config)
         self.architecture = architecture
+        if architecture.sharedExpert || architecture.routingRule != .softmaxOverChosen {
+            // qwen2_moe (shared expert, softmax-over-all routing) is inference only.
+            throw TrainingError.unsupportedModel("model_type \(config.modelType) can be run but not trained")
+        }
         self.auxLossCoefficient = auxLossCoefficient
         let h = config.hiddenSize, hd = config.headDim
         func p(_ name: String, _ shape: [Int]) throws -> Parameter { try Self.parameter(params, name, shape) }
