@@ -37,15 +37,20 @@ final class SwiGLUOp {
     func release() { gate = nil; up = nil }
 }
 
-/// Exact (erf) GELU, as `nn.GELU()` and Whisper's `gelu`, with its backward.
+/// GELU with its backward: exact (erf), as `nn.GELU()` and Whisper's `gelu`, or CLIP's QuickGELU
+/// `x · σ(1.702 x)`.
 final class GELUOp {
+    let quick: Bool
     private var input: Tensor?
+
+    init(quick: Bool = false) { self.quick = quick }
 
     func forward(_ x: Tensor) -> Tensor {
         input = x
         let y = Tensor(zeros: x.shape)
         let xp = x.floats, yp = y.floats
         for i in 0..<x.count {
+            if quick { let v = xp[i]; yp[i] = v / (1 + expf(-1.702 * v)); continue }
             let v = Double(xp[i])
             yp[i] = Float(0.5 * v * (1 + erf(v / 2.0.squareRoot())))
         }
@@ -58,36 +63,15 @@ final class GELUOp {
         let xp = x.floats, g = dy.floats, dxp = dx.floats
         let invSqrt2Pi = 1 / (2 * Double.pi).squareRoot()
         for i in 0..<x.count {
+            if quick {
+                let v = xp[i], s = 1 / (1 + expf(-1.702 * v))
+                dxp[i] = g[i] * (s + 1.702 * v * s * (1 - s))
+                continue
+            }
             let v = Double(xp[i])
             let cdf = 0.5 * (1 + erf(v / 2.0.squareRoot()))
             let pdf = exp(-0.5 * v * v) * invSqrt2Pi
             dxp[i] = g[i] * Float(cdf + v * pdf)
-        }
-        return dx
-    }
-
-    func release() { input = nil }
-}
-
-/// CLIP's QuickGELU, `x · σ(1.702 x)`, with its backward (exact GELU for `gelu` towers).
-final class QuickGELUOp {
-    private var input: Tensor?
-
-    func forward(_ x: Tensor) -> Tensor {
-        input = x
-        let y = Tensor(zeros: x.shape)
-        let xp = x.floats, yp = y.floats
-        for i in 0..<x.count { let v = xp[i]; yp[i] = v / (1 + expf(-1.702 * v)) }
-        return y
-    }
-
-    func backward(_ dy: Tensor) -> Tensor {
-        guard let x = input else { preconditionFailure("quick-gelu backward before forward") }
-        let dx = Tensor(zeros: x.shape)
-        let xp = x.floats, g = dy.floats, dxp = dx.floats
-        for i in 0..<x.count {
-            let v = xp[i], s = 1 / (1 + expf(-1.702 * v))
-            dxp[i] = g[i] * (s + 1.702 * v * s * (1 - s))
         }
         return dx
     }

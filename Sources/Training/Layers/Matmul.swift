@@ -96,6 +96,14 @@ public enum Vec {
         (dst.floats + at).update(from: s.floats, count: s.count)
     }
 
+    /// `tensors` end to end along the first dimension, as one tensor of `shape`.
+    public static func concatenate(_ tensors: [Tensor], shape: [Int]) -> Tensor {
+        let out = Tensor(zeros: shape)
+        var at = 0
+        for t in tensors { copy(out, at: at, from: t); at += t.count }
+        return out
+    }
+
     /// Column sums of `x[rows, cols]` added into `into[cols]` (bias gradients).
     public static func accumulateColumnSums(_ x: Tensor, into: Tensor) {
         let cols = x.lastDim, xp = x.floats, ip = into.floats

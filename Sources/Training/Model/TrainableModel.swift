@@ -176,10 +176,7 @@ public final class TrainableModel {
             for ex in examples { inputs += ex.images; inputs += ex.videos }
             let c = tower.config, plane = c.channels * c.imageSize * c.imageSize
             let total = inputs.reduce(0) { $0 + $1.count / plane }
-            let pixels = Tensor(zeros: [total, c.channels, c.imageSize, c.imageSize])
-            var at = 0
-            for t in inputs { Vec.copy(pixels, at: at, from: t); at += t.count }
-            let features = try tower.forward(pixels: pixels)
+            let features = try tower.forward(pixels: Vec.concatenate(inputs, shape: [total, c.channels, c.imageSize, c.imageSize]))
             let p = c.patches, d = c.hiddenSize
             var img = 0
             for (e, ex) in examples.enumerated() {
@@ -196,10 +193,7 @@ public final class TrainableModel {
             let mels = examples.flatMap(\.audios)
             let c = tower.config
             let n = mels.reduce(0) { $0 + $1.shape[0] }
-            let mel = Tensor(zeros: [n, c.melBins, c.melFrames])
-            var at = 0
-            for m in mels { Vec.copy(mel, at: at, from: m); at += m.count }
-            let states = try tower.forward(mel: mel)
+            let states = try tower.forward(mel: Vec.concatenate(mels, shape: [n, c.melBins, c.melFrames]))
             let p = c.maxSourcePositions, d = c.dModel
             var w = 0
             for (e, ex) in examples.enumerated() {

@@ -16,33 +16,10 @@ public final class TrainableVisionTower {
     let classEmbedding: Parameter
     let positions: Parameter
     let preNorm: LayerNormOp
-    let blocks: [Block]
+    let blocks: [EncoderBlockOp]
     /// Blocks run: up to the selected hidden state.
     let depth: Int
     private var images = 0
-
-    final class Block {
-        let norm1, norm2: LayerNormOp
-        let q, k, v, o, fc1, fc2: LinearOp
-        let attention: AttentionOp
-        let quick: QuickGELUOp?
-        let gelu: GELUOp?
-        init(norm1: LayerNormOp, norm2: LayerNormOp, q: LinearOp, k: LinearOp, v: LinearOp, o: LinearOp, fc1: LinearOp, fc2: LinearOp,
-             attention: AttentionOp, quickGELU: Bool) {
-            self.norm1 = norm1; self.norm2 = norm2; self.q = q; self.k = k; self.v = v; self.o = o; self.fc1 = fc1; self.fc2 = fc2
-            self.attention = attention
-            quick = quickGELU ? QuickGELUOp() : nil
-            gelu = quickGELU ? nil : GELUOp()
-        }
-        func act(_ x: Tensor) -> Tensor {
-            if let quick { return quick.forward(x) }
-            return gelu?.forward(x) ?? x
-        }
-        func actBackward(_ d: Tensor) -> Tensor {
-            if let quick { return quick.backward(d) }
-            return gelu?.backward(d) ?? d
-        }
-    }
 
     /// Loads a transformers CLIP vision directory; every tensor becomes a (trainable) parameter.
     public init(directory: String, selectLayer: Int = -2) throws {
@@ -63,8 +40,8 @@ public final class TrainableVisionTower {
             guard t.count == shape.reduce(1, *) else { throw TrainingError.badCheckpoint(path: prefix + name, reason: "shape \(t.shape), expected \(shape)") }
             return params.add(Parameter(name: prefix + name, value: try t.reshaped(shape)))
         }
-        func lin(_ name: String, out: Int, in inF: Int) throws -> LinearOp {
-            LinearOp(weight: try p(name + ".weight", [out, inF]), bias: try p(name + ".bias", [out]))
+        func lin(_ name: String, out: Int, in inF: Int, bias: Bool) throws -> LinearOp {
+            LinearOp(weight: try p(name + ".weight", [out, inF]), bias: bias ? try p(name + ".bias", [out]) : nil)
         }
         func ln(_ name: String) throws -> LayerNormOp {
             LayerNormOp(weight: try p(name + ".weight", [d]), bias: try p(name + ".bias", [d]), eps: Float(c.layerNormEps))
@@ -75,13 +52,8 @@ public final class TrainableVisionTower {
         positions = try p("embeddings.position_embedding.weight", [c.patches + 1, d])
         preNorm = try ln("pre_layrnorm")
         blocks = try (0..<depth).map { i in
-            let b = "encoder.layers.\(i)."
-            return Block(norm1: try ln(b + "layer_norm1"), norm2: try ln(b + "layer_norm2"),
-                         q: try lin(b + "self_attn.q_proj", out: d, in: d), k: try lin(b + "self_attn.k_proj", out: d, in: d),
-                         v: try lin(b + "self_attn.v_proj", out: d, in: d), o: try lin(b + "self_attn.out_proj", out: d, in: d),
-                         fc1: try lin(b + "mlp.fc1", out: c.intermediateSize, in: d), fc2: try lin(b + "mlp.fc2", out: d, in: c.intermediateSize),
-                         attention: AttentionOp(heads: c.heads, kvHeads: c.heads, headDim: d / c.heads, causal: false),
-                         quickGELU: c.hiddenAct == "quick_gelu")
+            try EncoderBlockOp.load(lin, ln, prefix: "encoder.layers.\(i).", norms: ("layer_norm1", "layer_norm2"), mlp: ("mlp.fc1", "mlp.fc2"),
+                                    d: d, ffn: c.intermediateSize, heads: c.heads, keyBias: true, quickGELU: c.hiddenAct == "quick_gelu")
         }
         // Layers past the selected one and the post-layernorm never reach the features: kept as they are.
         for n in ckpt.names where params[n] == nil { params.add(Parameter(name: n, value: try ckpt.take(n))) }
@@ -128,11 +100,7 @@ public final class TrainableVisionTower {
         }
         var x = preNorm.forward(emb)
         let spans = (0..<n).map { AttentionSpan(queryStart: $0 * t, queryCount: t, keyStart: $0 * t, keyCount: t) }
-        for b in blocks {
-            let a = b.norm1.forward(x)
-            let x1 = Vec.sum(x, b.o.forward(b.attention.forward(q: b.q.forward(a), k: b.k.forward(a), v: b.v.forward(a), spans: spans)))
-            x = Vec.sum(x1, b.fc2.forward(b.act(b.fc1.forward(b.norm2.forward(x1)))))
-        }
+        for b in blocks { x = b.forward(x, spans: spans) }
         let out = Tensor(zeros: [n * c.patches, d])
         for img in 0..<n { for tok in 1..<t { Vec.copyRow(out, img * c.patches + tok - 1, from: x, img * t + tok, width: d) } }
         return out
@@ -143,17 +111,7 @@ public final class TrainableVisionTower {
         let c = config, n = images, d = c.hiddenSize, t = c.patches + 1
         var dx = Tensor(zeros: [n * t, d])
         for img in 0..<n { for tok in 1..<t { Vec.copyRow(dx, img * t + tok, from: dFeatures, img * c.patches + tok - 1, width: d) } }
-        for b in blocks.reversed() {
-            let dMLP = b.norm2.backward(b.fc1.backward(b.actBackward(b.fc2.backward(dx))))
-            Vec.add(dMLP, dx)                                       // d x1
-            let (dq, dk, dv) = b.attention.backward(b.o.backward(dMLP))
-            let da = b.q.backward(dq)
-            Vec.add(da, b.k.backward(dk))
-            Vec.add(da, b.v.backward(dv))
-            let dIn = b.norm1.backward(da)
-            Vec.add(dIn, dMLP)
-            dx = dIn
-        }
+        for b in blocks.reversed() { dx = b.backward(dx) }
         let dEmb = preNorm.backward(dx)
         let dPatches = Tensor(zeros: [n * c.patches, d])
         for img in 0..<n {
@@ -169,9 +127,6 @@ public final class TrainableVisionTower {
 
     func release() {
         patch.release(); preNorm.release()
-        for b in blocks {
-            for l in [b.q, b.k, b.v, b.o, b.fc1, b.fc2] { l.release() }
-            b.norm1.release(); b.norm2.release(); b.attention.release(); b.quick?.release(); b.gelu?.release()
-        }
+        for b in blocks { b.release() }
     }
 }

@@ -13,21 +13,9 @@ public final class TrainableWhisperEncoder {
     let conv1, conv2: Conv1dOp
     let act1 = GELUOp(), act2 = GELUOp()
     let positions: Parameter
-    let blocks: [Block]
+    let blocks: [EncoderBlockOp]
     let finalNorm: LayerNormOp
     private var windows = 0
-
-    final class Block {
-        let norm1, norm2: LayerNormOp
-        let q, k, v, o, fc1, fc2: LinearOp
-        let attention: AttentionOp
-        let act = GELUOp()
-        init(norm1: LayerNormOp, norm2: LayerNormOp, q: LinearOp, k: LinearOp, v: LinearOp, o: LinearOp, fc1: LinearOp, fc2: LinearOp,
-             attention: AttentionOp) {
-            self.norm1 = norm1; self.norm2 = norm2; self.q = q; self.k = k; self.v = v; self.o = o; self.fc1 = fc1; self.fc2 = fc2
-            self.attention = attention
-        }
-    }
 
     /// Loads the encoder of a transformers Whisper directory (the decoder's tensors stay frozen, unused).
     public init(directory: String) throws {
@@ -52,12 +40,9 @@ public final class TrainableWhisperEncoder {
         conv2 = Conv1dOp(weight: try p("conv2.weight", [d, d, 3]), bias: try p("conv2.bias", [d]), stride: 2, padding: 1)
         positions = try p("embed_positions.weight", [c.maxSourcePositions, d])
         blocks = try (0..<c.encoderLayers).map { i in
-            let b = "layers.\(i)."
-            return Block(norm1: try ln(b + "self_attn_layer_norm"), norm2: try ln(b + "final_layer_norm"),
-                         q: try lin(b + "self_attn.q_proj", out: d, in: d), k: try lin(b + "self_attn.k_proj", out: d, in: d, bias: false),
-                         v: try lin(b + "self_attn.v_proj", out: d, in: d), o: try lin(b + "self_attn.out_proj", out: d, in: d),
-                         fc1: try lin(b + "fc1", out: c.encoderFFN, in: d), fc2: try lin(b + "fc2", out: d, in: c.encoderFFN),
-                         attention: AttentionOp(heads: c.encoderHeads, kvHeads: c.encoderHeads, headDim: d / c.encoderHeads, causal: false))
+            try EncoderBlockOp.load({ try lin($0, out: $1, in: $2, bias: $3) }, ln, prefix: "layers.\(i).",
+                                    norms: ("self_attn_layer_norm", "final_layer_norm"), mlp: ("fc1", "fc2"),
+                                    d: d, ffn: c.encoderFFN, heads: c.encoderHeads, keyBias: false, quickGELU: false)
         }
         finalNorm = try ln("layer_norm")
         for n in ckpt.names where params[n] == nil { params.add(Parameter(name: n, value: try ckpt.take(n))) }
@@ -90,11 +75,7 @@ public final class TrainableWhisperEncoder {
         var x = b.copy()
         for w in 0..<n { for t in 0..<p { Vec.addRow(x, w * p + t, positions.value, t, width: d) } }
         let spans = (0..<n).map { AttentionSpan(queryStart: $0 * p, queryCount: p, keyStart: $0 * p, keyCount: p) }
-        for blk in blocks {
-            let h = blk.norm1.forward(x)
-            let x1 = Vec.sum(x, blk.o.forward(blk.attention.forward(q: blk.q.forward(h), k: blk.k.forward(h), v: blk.v.forward(h), spans: spans)))
-            x = Vec.sum(x1, blk.fc2.forward(blk.act.forward(blk.fc1.forward(blk.norm2.forward(x1)))))
-        }
+        for blk in blocks { x = blk.forward(x, spans: spans) }
         return finalNorm.forward(x)
     }
 
@@ -102,17 +83,7 @@ public final class TrainableWhisperEncoder {
     public func backward(_ dStates: Tensor) {
         let c = config, d = c.dModel, p = c.maxSourcePositions
         var dx = finalNorm.backward(dStates)
-        for blk in blocks.reversed() {
-            let dMLP = blk.norm2.backward(blk.fc1.backward(blk.act.backward(blk.fc2.backward(dx))))
-            Vec.add(dMLP, dx)
-            let (dq, dk, dv) = blk.attention.backward(blk.o.backward(dMLP))
-            let dh = blk.q.backward(dq)
-            Vec.add(dh, blk.k.backward(dk))
-            Vec.add(dh, blk.v.backward(dv))
-            let dIn = blk.norm1.backward(dh)
-            Vec.add(dIn, dMLP)
-            dx = dIn
-        }
+        for blk in blocks.reversed() { dx = blk.backward(dx) }
         if positions.trainable { for w in 0..<windows { for t in 0..<p { Vec.addRow(positions.grad, t, dx, w * p + t, width: d) } } }
         if let da = conv2.backward(act2.backward(dx), needInput: true) {
             _ = conv1.backward(act1.backward(da), needInput: false)
@@ -122,9 +93,6 @@ public final class TrainableWhisperEncoder {
 
     func release() {
         conv1.release(); conv2.release(); act1.release(); act2.release(); finalNorm.release()
-        for b in blocks {
-            for l in [b.q, b.k, b.v, b.o, b.fc1, b.fc2] { l.release() }
-            b.norm1.release(); b.norm2.release(); b.attention.release(); b.act.release()
-        }
+        for b in blocks { b.release() }
     }
 }
