@@ -12,15 +12,18 @@ extension VisionEncoder {
 
 extension AudioEncoder {
     /// The Whisper log-mel front end matching this encoder's `num_mel_bins`.
-    public var featureExtractor: WhisperFeatureExtractor { WhisperFeatureExtractor(melBins: melBins) }
+    public var featureExtractor: WhisperFeatureExtractor {
+        WhisperFeatureExtractor(melBins: melBins, chunkSeconds: chunkSeconds)
+    }
 
-    /// 16 kHz mono samples → log-mel windows `[n, mel, frames]` (30 s each, at most `max_audio_chunks`).
+    /// 16 kHz mono samples → log-mel windows `[n, mel, frames]` (`chunk_length` seconds each, 30 by
+    /// default, at most `max_audio_chunks`).
     public func melWindows(samples: [Float], maxWindows: Int) throws -> Tensor {
         let fe = featureExtractor
         let windows = fe.windows(samples, maxWindows: min(maxChunks, maxWindows))
         guard !windows.isEmpty else { throw MultimodalError.badInput("the audio holds no samples") }
         guard fe.framesPerWindow == melFrames else {
-            throw MultimodalError.dimensionMismatch("a 30 s window has \(fe.framesPerWindow) mel frames but the audio tower takes \(melFrames) (2 × max_source_positions)")
+            throw MultimodalError.dimensionMismatch("a \(chunkSeconds) s window (chunk_length) has \(fe.framesPerWindow) mel frames but the audio tower takes \(melFrames) (2 × max_source_positions)")
         }
         let plane = melBins * melFrames
         let out = Tensor(zeros: [windows.count, melBins, melFrames])

@@ -148,18 +148,35 @@ public final class ImageConnector: @unchecked Sendable {
 public final class AudioEncoder: @unchecked Sendable {
     public let encoder: WhisperEncoder
     public let maxChunks: Int
+    /// The window length in seconds: `chunk_length` of the tower's `preprocessor_config.json`
+    /// (transformers' `WhisperFeatureExtractor`), else Whisper's 30 s.
+    public let chunkSeconds: Int
     public var melBins: Int { encoder.config.melBins }
     public var melFrames: Int { encoder.config.melFrames }
 
     public static func load(modelDirectory: String) throws -> AudioEncoder {
         let mm = try MultimodalConfig.load(directory: modelDirectory)
         let dir = try towerDirectory(modelDirectory, mm.audioTower, modality: "audio")
-        return AudioEncoder(encoder: try WhisperEncoder(directory: dir), maxChunks: mm.maxAudioChunks)
+        return AudioEncoder(encoder: try WhisperEncoder(directory: dir), maxChunks: mm.maxAudioChunks,
+                            chunkSeconds: try Self.chunkSeconds(towerDirectory: dir))
     }
 
-    init(encoder: WhisperEncoder, maxChunks: Int) {
+    init(encoder: WhisperEncoder, maxChunks: Int, chunkSeconds: Int = 30) {
         self.encoder = encoder
         self.maxChunks = maxChunks
+        self.chunkSeconds = chunkSeconds
+    }
+
+    /// `chunk_length` from `preprocessor_config.json` beside the tower (30 when absent).
+    static func chunkSeconds(towerDirectory: String) throws -> Int {
+        let path = (towerDirectory as NSString).appendingPathComponent("preprocessor_config.json")
+        guard FileManager.default.fileExists(atPath: path) else { return 30 }
+        let r = try ConfigReader.load(path, modality: "audio")
+        guard let v = r.json["chunk_length"], !v.isNull else { return 30 }
+        guard let seconds = v.intValue, (1...600).contains(seconds) else {
+            throw MultimodalError.config(path: path, reason: "'chunk_length' must be a whole number of seconds in 1...600")
+        }
+        return seconds
     }
 
     /// Log-mel windows `[n, mel, frames]` → encoder states `[n, P, D]`; windows past
