@@ -49,6 +49,11 @@ public final class RoutingStats: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         return counts
     }
+
+    /// The snapshot with layers as string keys, as `--routing-stats` prints it (JSON objects).
+    public var jsonObject: [String: [String: [Int]]] {
+        snapshot.mapValues { layers in Dictionary(uniqueKeysWithValues: layers.map { ("\($0.key)", $0.value) }) }
+    }
 }
 
 /// The LLaMA-family trunk (`llama`, `mixtral`, `qwen2_moe`, `unimoe`; see `Architecture`): token embeddings,

@@ -24,10 +24,8 @@ public enum RunCommand: Command {
         let answer = try pipeline.ask(o.request, media: o.files.map { .file($0) }, onToken: o.onToken)
         o.finish(answer)
         if let stats {
-            // Per kind of row and MoE layer, slots per expert: one JSON line on stderr (stdout keeps its contract).
-            var obj: [String: [String: [Int]]] = [:]
-            for (kind, layers) in stats.snapshot { obj[kind] = Dictionary(uniqueKeysWithValues: layers.map { ("\($0.key)", $0.value) }) }
-            printError(jsonLine(["routing": obj]))
+            // One JSON line on stderr (stdout keeps its contract).
+            printError(jsonLine(["routing": stats.jsonObject]))
         }
     }
 }
