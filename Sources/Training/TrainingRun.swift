@@ -163,7 +163,6 @@ public final class TrainingRun {
                                             createExperts: local)
         }
         if o.stage == .mixed {
-            guard config.hasMoE else { throw TrainingError.unsupportedModel("stage 3 tunes a mixture of experts, and \(o.model) has no MoE layers (run stage 2 first)") }
             if !params.ordered.contains(where: { $0.name.hasSuffix(".lora_A.weight") }) {
                 try StageSetup.addLoRA(config: config, params: params, rank: o.loraRank, seed: o.seed)
                 loraScale = Float(o.loraAlpha / Double(o.loraRank))

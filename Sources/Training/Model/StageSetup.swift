@@ -4,13 +4,15 @@ import Models
 import Tensor
 
 /// The three progressive stages of Uni-MoE and what each trains, after an optional stage 0:
-/// 0. pretraining — every trunk tensor and the connectors (encoders stay frozen): for a model that
-///    starts from random weights (the embedded demo model), where the paper starts from Vicuna;
+/// 0. pretraining — every trunk tensor and the connectors (the encoders too with `--train-towers`):
+///    for a model that starts from random weights (the embedded demo model), where the paper starts
+///    from Vicuna;
 /// 1. connector alignment — the image projector, the speech connector and its queries (trunk frozen);
 /// 2. modality experts — the experts' FFNs, each expert on its own modality's batches (a dense model
 ///    is first upcycled: every MoE layer's experts start as copies of its dense MLP);
 /// 3. mixed tuning — LoRA on every trunk linear except routers and the LM head, plus the routers,
-///    with the auxiliary load-balancing loss.
+///    with the auxiliary load-balancing loss (a dense trunk tunes its LoRA alone: the baseline of
+///    the MoE-vs-dense comparison).
 public enum TrainingStage: Int, Sendable, CaseIterable {
     case pretrain = 0, alignment = 1, experts = 2, mixed = 3
 }
@@ -94,7 +96,7 @@ public enum StageSetup {
             guard config.hasMoE else { throw TrainingError.unsupportedModel("stage 2 needs MoE layers (pass --experts N to upcycle a dense model)") }
             params.setTrainable { arch.isExpertTensor($0) && !$0.contains(".lora_") }
         case .mixed:
-            guard config.hasMoE else { throw TrainingError.unsupportedModel("stage 3 tunes a mixture of experts, and this model has no MoE layers (run stage 2 first)") }
+            // A dense trunk tunes its LoRA adapters alone (the dense baseline of the MoE-vs-dense comparison).
             params.setTrainable { $0.contains(".lora_A.") || $0.contains(".lora_B.") || isRouter($0, arch) }
         }
     }
