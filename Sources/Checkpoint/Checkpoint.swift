@@ -117,6 +117,12 @@ public final class Checkpoint: @unchecked Sendable {
         return files[f]?.entries[name]?.shape
     }
 
+    /// Stored dtype of a tensor (nil when absent or not F32/F16/BF16), without marking it used.
+    public func dtype(_ name: String) -> DType? {
+        guard let f = location[name] else { return nil }
+        return files[f]?.entries[name]?.dtype
+    }
+
     /// The named tensor (a view into the mapped file), marked as used; checks the shape when given.
     public func take(_ name: String, shape: [Int]? = nil) throws -> Tensor {
         guard let f = location[name], let file = files[f] else { throw CheckpointError.missingTensor(name) }
