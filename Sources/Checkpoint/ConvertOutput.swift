@@ -29,7 +29,7 @@ enum ConvertOutput {
 
     /// The config's text (keys sorted), after checking it loads as a model config.
     static func configText(_ config: [String: JSONValue], out: String) throws -> String {
-        let text = serialize(.object(JSONObject(config.keys.sorted().map { (key: $0, value: config[$0]!) })), indent: "") + "\n"
+        let text = JSONValue.object(JSONObject(config.keys.sorted().map { (key: $0, value: config[$0]!) })).serialized() + "\n"
         _ = try ModelConfig.decode(Data(text.utf8), path: (out as NSString).appendingPathComponent("config.json"))
         return text
     }
@@ -76,27 +76,5 @@ enum ConvertOutput {
             throw ConvertError.source(path: path, reason: "missing or unreadable (the converted model needs its config)")
         }
         return try ModelConfig.parseObject(data, path: path)
-    }
-
-    /// Pretty JSON (keys in the given order, two-space indent).
-    static func serialize(_ v: JSONValue, indent: String) -> String {
-        let inner = indent + "  "
-        switch v {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return String(i)
-        case .double(let d): return d.isFinite ? "\(d)" : "null"
-        case .string(let s): return SafeTensorsWriter.quote(s)
-        case .array(let a):
-            if a.isEmpty { return "[]" }
-            if a.allSatisfy({ if case .array = $0 { return false }; if case .object = $0 { return false }; return true }) {
-                return "[" + a.map { serialize($0, indent: inner) }.joined(separator: ", ") + "]"
-            }
-            return "[\n" + a.map { inner + serialize($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
-        case .object(let o):
-            if o.isEmpty { return "{}" }
-            return "{\n" + o.map { inner + SafeTensorsWriter.quote($0.key) + ": " + serialize($0.value, indent: inner) }
-                .joined(separator: ",\n") + "\n\(indent)}"
-        }
     }
 }

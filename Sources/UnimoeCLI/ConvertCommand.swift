@@ -3,6 +3,7 @@ import Foundation
 import Models
 import Options
 import Tensor
+import Tokenizer
 
 /// `unimoe convert --from DIR [--base DIR] --out DIR [--dtype f32|bf16|f16]`: turns a released
 /// Uni-MoE checkpoint (PyTorch `pytorch_model.bin` or its shards, optional PEFT LoRA adapters, v1 or
@@ -28,9 +29,13 @@ public enum ConvertCommand: Command {
             default: throw UsageError("--dtype must be f32, bf16 or f16, got '\(d)'")
             }
         }
+        let safetensors = HuggingFaceImport.isSafetensorsDirectory(from)
+        if safetensors, base != nil { throw UsageError("--base applies to released PyTorch deltas, not to a safetensors directory") }
+        // LLaMA/Vicuna ship only tokenizer.model: the tokenizer.json transformers would make of it is
+        // built (and any fault in it reported) before anything is written.
+        let tokenizerJSON = try SentencePieceConverter.tokenizerJSON(directory: base ?? from)
         let s: ReleasedCheckpoint.Summary
-        if HuggingFaceImport.isSafetensorsDirectory(from) {
-            guard base == nil else { throw UsageError("--base applies to released PyTorch deltas, not to a safetensors directory") }
+        if safetensors {
             // The strict key check is the engine's own loader: every tensor needed, every tensor used.
             s = try HuggingFaceImport.convert(from: from, to: out, dtype: dtype) { dir in
                 _ = try LanguageModel.load(directory: dir)
@@ -38,6 +43,7 @@ public enum ConvertCommand: Command {
         } else {
             s = try ReleasedCheckpoint.convert(from: from, base: base, to: out, dtype: dtype)
         }
+        if let tokenizerJSON { try SentencePieceConverter.write(tokenizerJSON, into: out) }
         printLine(jsonLine(["tensors": s.tensors, "experts": s.experts, "moe_layers": s.moeLayers, "merged_lora": s.mergedLoRA]))
     }
 }

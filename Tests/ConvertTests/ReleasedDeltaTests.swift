@@ -111,4 +111,32 @@ final class ReleasedDeltaTests: XCTestCase {
         XCTAssertEqual(try AdapterConfig.load(directory: d).scale, 8 / 2)          // alpha 8 / sqrt(r 4)
         XCTAssertEqual(try AdapterConfig.load(directory: delta).scale, 8 / 4)
     }
+
+    /// A copy of the base directory shipping only a SentencePiece tokenizer.model (as Vicuna does).
+    func baseWithSentencePiece(_ model: String = Fixtures.path("tokenizer/sentencepiece/tokenizer.model")) throws -> String {
+        let d = (tmp as NSString).appendingPathComponent("base-\(UUID().uuidString)")
+        try FileManager.default.copyItem(atPath: base, toPath: d)
+        try FileManager.default.copyItem(atPath: model, toPath: d + "/tokenizer.model")
+        try FileManager.default.removeItem(atPath: d + "/tokenizer_config.json")
+        try FileManager.default.copyItem(atPath: Fixtures.path("tokenizer/sentencepiece/tokenizer_config.json"), toPath: d + "/tokenizer_config.json")
+        return d
+    }
+
+    func testTokenizerJSONIsMadeFromTheBasesTokenizerModel() throws {
+        let (out, _) = try run.convert(["--base", try baseWithSentencePiece(), "--from", delta])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/tokenizer.model"))
+        let corpus = try XCTUnwrap(try Fixtures.json("tokenizer/corpus.json") as? [String])
+        let expected = try XCTUnwrap((try Fixtures.json("tokenizer/sentencepiece/expected.json") as? [String: [[Int]]])?["ids"])
+        let line = try XCTUnwrap(corpus.firstIndex { $0.count > 20 && $0.unicodeScalars.contains { $0.value > 0x2000 } })
+        let r = try Binaries.unimoe(["tokenize", "--tokenizer", out, "--text", corpus[line]])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ids = try XCTUnwrap((try JSONSerialization.jsonObject(with: r.stdoutData) as? [String: Any])?["ids"] as? [Int])
+        XCTAssertEqual(ids, expected[line])
+    }
+
+    func testBrokenTokenizerModelFailsBeforeWriting() throws {
+        let junk = (tmp as NSString).appendingPathComponent("junk.model")
+        try Data("not a protobuf".utf8).write(to: URL(fileURLWithPath: junk))
+        try run.assertFails(["--base", try baseWithSentencePiece(junk), "--from", delta], ["tokenizer.model", "not a valid SentencePiece model"])
+    }
 }
