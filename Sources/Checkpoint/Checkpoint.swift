@@ -18,6 +18,9 @@ public final class Checkpoint: @unchecked Sendable {
 
     public var names: [String] { location.keys.sorted() }
 
+    /// How many weights the opened LoRA adapters adapt (0 without adapters or with `mergeAdapters` false).
+    public var adaptedCount: Int { adapters?.names.filter { $0.hasSuffix(".lora_A.weight") }.count ?? 0 }
+
     /// Opens a model directory. With `mergeAdapters` (the default), LoRA adapters in the directory
     /// are merged into the tensors they adapt as they are taken, so every loader (trunk, experts,
     /// router) sees merged weights; training passes false to keep them apart.

@@ -5,7 +5,8 @@ import Tensor
 /// Imports a Hugging Face model directory as published — safetensors weights (`model.safetensors`
 /// or shards listed by `model.safetensors.index.json`), `config.json` whose `model_type` (`llama`,
 /// `mixtral`, `qwen2_moe`, `unimoe`) decides the architecture, tokenizer files — into a unimoe model
-/// directory: the same tensor names, converted to the requested dtype, in one `model.safetensors`.
+/// directory: the same tensor names, converted to the requested dtype, in one `model.safetensors`
+/// (with unimoe's own `adapter.safetensors` LoRA adapters, when present, merged).
 /// The key check is strict and belongs to the architecture's own loader, which this module cannot
 /// see: the caller passes it as `verify` (the engine's strict load of the source directory, failing
 /// on the first missing tensor, a wrong shape, or naming every tensor no layer uses). Nothing is
@@ -32,8 +33,9 @@ public enum HuggingFaceImport {
             throw ConvertError.source(path: configPath, reason: "model_type '\(modelType)' cannot be imported; supported: \(ModelConfig.supportedModelTypes.joined(separator: ", "))")
         }
         let config = try ModelConfig.load(directory: dir)
-        // Opening checks the index against its shards; the adapters of a training run are not part of a published model.
-        let ckpt = try Checkpoint(directory: dir, mergeAdapters: false)
+        // Opening checks the index against its shards; LoRA adapters a unimoe training run saved beside
+        // the weights (adapter.safetensors) are merged as the engine merges them on load.
+        let ckpt = try Checkpoint(directory: dir)
         try verify(dir)
 
         var outputs: [(String, DType, [Int], () throws -> Tensor)] = []
@@ -54,6 +56,6 @@ public enum HuggingFaceImport {
         try ConvertOutput.write(out: out, tensors: outputs, configText: text)
         try ConvertOutput.copyFiles(from: dir, to: out)
         let moe = (0..<config.numHiddenLayers).filter { config.isMoE(layer: $0) }
-        return ReleasedCheckpoint.Summary(tensors: outputs.count, experts: config.experts, moeLayers: moe, mergedLoRA: 0)
+        return ReleasedCheckpoint.Summary(tensors: outputs.count, experts: config.experts, moeLayers: moe, mergedLoRA: ckpt.adaptedCount)
     }
 }

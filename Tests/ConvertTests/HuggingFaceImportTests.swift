@@ -99,4 +99,23 @@ final class HuggingFaceImportTests: XCTestCase {
         let r = try Binaries.unimoe(["convert", "--from", Fixtures.path("lm/mixtral"), "--base", dir, "--out", tmp + "/x"])
         XCTAssertEqual(r.status, 64, r.stderr)
     }
+
+    /// unimoe's own adapters beside the weights are merged, as `unimoe logits` merges them on load.
+    func testOwnAdaptersAreMerged() throws {
+        let src = try edited("mixtral") { _ in }
+        let name = "model.layers.1.self_attn.q_proj"
+        let w = try SafeTensorsFile(path: src + "/model.safetensors").tensor(name + ".weight")
+        let r = 2
+        let a = try Tensor(shape: [r, w.shape[1]], values: (0..<(r * w.shape[1])).map { Float($0 % 7) * 0.05 - 0.1 })
+        let b = try Tensor(shape: [w.shape[0], r], values: (0..<(w.shape[0] * r)).map { Float($0 % 5) * 0.1 - 0.2 })
+        try SafeTensorsWriter.write(path: src + "/adapter.safetensors", tensors: [(name + ".lora_A.weight", a), (name + ".lora_B.weight", b)])
+        try AdapterConfig(rank: r, alpha: 4, targetModules: ["q_proj"]).write(directory: src)
+        let (out, summary) = try run.convert(["--from", src])
+        XCTAssertEqual(summary["merged_lora"] as? Int, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/adapter.safetensors"))
+        let (ids, plain) = try fixture("mixtral")
+        let withAdapters = try run.logits(src, ids: ids)
+        XCTAssertGreaterThan(relativeError(withAdapters, plain), 1e-3, "the adapters must matter")
+        XCTAssertLessThanOrEqual(relativeError(try run.logits(out, ids: ids), withAdapters), 1e-5)
+    }
 }
