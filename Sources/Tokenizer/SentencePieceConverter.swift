@@ -5,7 +5,8 @@ import JSON
 /// LLaMA/Vicuna `tokenizer.model`) would write: a byte-fallback BPE whose merges are every split of a
 /// piece into two pieces (ordered by the merged piece's id, then the left part's length), no
 /// normalizer, a Metaspace pre-tokenizer, `<s> $A` post-processing, and the Replace / ByteFallback /
-/// Fuse / Strip decoder. Like transformers it ignores the model's own normalizer rules.
+/// Fuse / Strip decoder. Like transformers' LlamaTokenizer it ignores the model's own normalizer
+/// rules; other tokenizer classes (which convert differently) are refused.
 public enum SentencePieceConverter {
     /// The tokenizer_config.json settings that shape the result (transformers' defaults).
     public struct Options: Sendable, Equatable {
@@ -37,6 +38,10 @@ public enum SentencePieceConverter {
                     throw TokenizerError.malformed(file: file, reason: "'\(key)' must be a string or an object with 'content', got \(v)")
                 }
                 into = s
+            }
+            // Other tokenizer classes convert a tokenizer.model differently (normalizers, vocabulary order).
+            if let cls = json["tokenizer_class"]?.stringValue, !["LlamaTokenizer", "LlamaTokenizerFast"].contains(cls) {
+                throw TokenizerError.malformed(file: file, reason: "tokenizer_class '\(cls)': only LlamaTokenizer's conversion of tokenizer.model is implemented")
             }
             try flag("add_bos_token", &addBOS)
             try flag("add_eos_token", &addEOS)

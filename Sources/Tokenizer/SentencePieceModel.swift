@@ -27,8 +27,6 @@ public struct SentencePieceModel: Sendable, Equatable {
     public var modelType: ModelType = .unigram
     public var byteFallback = false
     public var unkId = 0, bosId = 1, eosId = 2, padId = -1
-    /// `NormalizerSpec.add_dummy_prefix` (default true).
-    public var addDummyPrefix = true
 
     public init(path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -44,7 +42,6 @@ public struct SentencePieceModel: Sendable, Equatable {
             switch (field, wire) {
             case (1, 2): pieces.append(try Self.piece(top.message("pieces[\(pieces.count)]"), index: pieces.count))
             case (2, 2): try readTrainerSpec(top.message("trainer_spec"))
-            case (3, 2): try readNormalizerSpec(top.message("normalizer_spec"))
             default: try top.skip(field: field, wire: wire)
             }
         }
@@ -94,13 +91,6 @@ public struct SentencePieceModel: Sendable, Equatable {
             case (43, 0): padId = try r.int32()
             default: try r.skip(field: field, wire: wire)
             }
-        }
-    }
-
-    private mutating func readNormalizerSpec(_ r: ProtoReader) throws {
-        var r = r
-        while let (field, wire) = try r.next() {
-            if field == 3, wire == 0 { addDummyPrefix = try r.varint() != 0 } else { try r.skip(field: field, wire: wire) }
         }
     }
 }

@@ -121,5 +121,8 @@ final class SentencePieceTests: XCTestCase {
         XCTAssertThrowsError(try SentencePieceConverter.Options(config: Data(#"{"add_bos_token": "yes"}"#.utf8), file: "c.json")) { e in
             XCTAssertTrue("\(e)".contains("'add_bos_token' must be true or false"), "\(e)")
         }
+        XCTAssertThrowsError(try SentencePieceConverter.Options(config: Data(#"{"tokenizer_class": "T5Tokenizer"}"#.utf8), file: "c.json")) { e in
+            XCTAssertTrue("\(e)".contains("tokenizer_class 'T5Tokenizer'"), "\(e)")
+        }
     }
 }
