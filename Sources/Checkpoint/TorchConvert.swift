@@ -137,6 +137,21 @@ public enum ReleasedCheckpoint {
     /// ...and the routers, applied after it (the reference's load order).
     static let gatesFile = "mlp_gates.bin"
 
+    /// Weight files a delta directory may hold: the ones read, and the trainer's pickled arguments.
+    static let deltaWeightFiles: Set<String> = Set([adapterFile, nonLoRAFile, gatesFile] + extraFiles + ["training_args.bin"])
+
+    /// Refuses a delta directory holding weights this converter would silently leave out (e.g. the
+    /// 8-expert layout's `fm_adapter.bin` or `*_mlp_experts.bin`).
+    static func checkDeltaFiles(_ dir: String) throws {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        for name in names.sorted() where [".bin", ".pt", ".pth", ".safetensors"].contains(where: { name.hasSuffix($0) }) {
+            guard deltaWeightFiles.contains(name) else {
+                throw ConvertError.source(path: (dir as NSString).appendingPathComponent(name),
+                                          reason: "is not read by convert (it reads \(deltaWeightFiles.subtracting(["training_args.bin"]).sorted().joined(separator: ", "))); the 8-expert layout's extra files are not supported")
+            }
+        }
+    }
+
     static func hasWeights(_ dir: String) -> Bool {
         let fm = FileManager.default
         return fm.fileExists(atPath: (dir as NSString).appendingPathComponent(weightsFile))
@@ -158,6 +173,7 @@ public enum ReleasedCheckpoint {
             guard !hasWeights(dir) else {
                 throw ConvertError.source(path: dir, reason: "holds its own \(weightsFile) weights; with --base it must hold only the deltas (\(adapterFile), \(nonLoRAFile), \(gatesFile), connector files)")
             }
+            try checkDeltaFiles(dir)
         } else if !hasWeights(dir), [adapterFile, nonLoRAFile, gatesFile].contains(where: { fm.fileExists(atPath: path(dir, $0)) }) {
             throw ConvertError.source(path: dir, reason: "holds deltas (\(adapterFile) / \(nonLoRAFile) / \(gatesFile)) but no \(weightsFile): give the base model they apply to with --base DIR")
         }

@@ -88,6 +88,12 @@ final class ReleasedDeltaTests: XCTestCase {
         try? fm.removeItem(atPath: ConvertCommandTests.sentinel)
         try run.assertFails(["--base", base, "--from", hostileGates], ["posix.system", "not allowed"])
         XCTAssertFalse(fm.fileExists(atPath: ConvertCommandTests.sentinel))
+        // Weights convert would leave out (the 8-expert layout's extras) are refused, not skipped.
+        let eightExpert = try editedDelta { d in
+            try fm.copyItem(atPath: d + "/mlp_gates.bin", toPath: d + "/fm_adapter.bin")
+            try fm.copyItem(atPath: d + "/mlp_gates.bin", toPath: d + "/training_args.bin")
+        }
+        try run.assertFails(["--base", base, "--from", eightExpert], ["fm_adapter.bin", "is not read by convert"])
     }
 
     func testReferenceRenamingOfTrainables() {
