@@ -10,8 +10,13 @@ public struct AdapterConfig: Sendable, Equatable {
     public var rank: Int
     public var alpha: Double
     public var targetModules: [String]
-    /// alpha / r, the factor of B·A.
-    public var scale: Float { Float(alpha / Double(max(rank, 1))) }
+    /// PEFT's `use_rslora`: the factor is alpha / sqrt(r) instead of alpha / r.
+    public var rankStabilized = false
+    /// alpha / r (alpha / sqrt(r) with `use_rslora`), the factor of B·A.
+    public var scale: Float {
+        let r = Double(max(rank, 1))
+        return Float(alpha / (rankStabilized ? r.squareRoot() : r))
+    }
 
     public init(rank: Int, alpha: Double, targetModules: [String]) {
         self.rank = rank; self.alpha = alpha; self.targetModules = targetModules
@@ -27,8 +32,17 @@ public struct AdapterConfig: Sendable, Equatable {
         guard let r = json["r"]?.intValue, r > 0, let a = json["lora_alpha"]?.doubleValue else {
             throw CheckpointError.config(path: path, reason: "needs a positive integer 'r' and a number 'lora_alpha'")
         }
+        // Variants a plain W += scale·B·A merge would get wrong are refused by name.
+        for key in ["use_dora", "fan_in_fan_out"] where json[key]?.boolValue == true {
+            throw CheckpointError.config(path: path, reason: "'\(key)': true is not supported (only plain LoRA, W += alpha/r · B·A, merges)")
+        }
+        for key in ["rank_pattern", "alpha_pattern"] where !(json[key]?.objectValue?.isEmpty ?? true) {
+            throw CheckpointError.config(path: path, reason: "a non-empty '\(key)' (per-module ranks or alphas) is not supported")
+        }
         let targets = json["target_modules"]?.arrayValue?.compactMap(\.stringValue) ?? []
-        return AdapterConfig(rank: r, alpha: a, targetModules: targets)
+        var config = AdapterConfig(rank: r, alpha: a, targetModules: targets)
+        config.rankStabilized = json["use_rslora"]?.boolValue == true
+        return config
     }
 
     public func write(directory: String) throws {

@@ -18,6 +18,9 @@ public final class Checkpoint: @unchecked Sendable {
 
     public var names: [String] { location.keys.sorted() }
 
+    /// How many weights the opened LoRA adapters adapt (0 without adapters or with `mergeAdapters` false).
+    public var adaptedCount: Int { adapters?.names.filter { $0.hasSuffix(".lora_A.weight") }.count ?? 0 }
+
     /// Opens a model directory. With `mergeAdapters` (the default), LoRA adapters in the directory
     /// are merged into the tensors they adapt as they are taken, so every loader (trunk, experts,
     /// router) sees merged weights; training passes false to keep them apart.
@@ -115,6 +118,12 @@ public final class Checkpoint: @unchecked Sendable {
     public func shape(_ name: String) -> [Int]? {
         guard let f = location[name] else { return nil }
         return files[f]?.entries[name]?.shape
+    }
+
+    /// Stored dtype of a tensor (nil when absent or not F32/F16/BF16), without marking it used.
+    public func dtype(_ name: String) -> DType? {
+        guard let f = location[name] else { return nil }
+        return files[f]?.entries[name]?.dtype
     }
 
     /// The named tensor (a view into the mapped file), marked as used; checks the shape when given.

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Tensor
 
 /// Writes `.safetensors` files the way the reference implementation lays them out (tensors packed in
@@ -65,19 +66,5 @@ public enum SafeTensorsWriter {
     }
 
     /// A JSON string literal.
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { JSONValue.quote(s) }
 }

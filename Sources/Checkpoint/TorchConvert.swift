@@ -22,7 +22,7 @@ public enum ConvertError: Error, Equatable, CustomStringConvertible, Sendable {
 
 /// Converts a released Uni-MoE checkpoint directory (PyTorch `pytorch_model.bin` or shards listed by
 /// `pytorch_model.bin.index.json`, optional PEFT LoRA `adapter_model.bin` + `adapter_config.json`,
-/// DeepSpeed-MoE tensor names) into a `unimoe` model directory (`model.safetensors`, `config.json`,
+/// v1 `mlp.experts.*` or DeepSpeed-MoE tensor names; or a fine-tuned delta directory plus its base) into a `unimoe` model directory (`model.safetensors`, `config.json`,
 /// tokenizer files). Strict: every source tensor is mapped, merged or deliberately dropped, or the
 /// conversion fails naming it; nothing is written before everything has been read and checked.
 public enum ReleasedCheckpoint {
@@ -39,8 +39,6 @@ public enum ReleasedCheckpoint {
     /// Released connector weights saved beside the trunk.
     public static let extraFiles = ["mm_projector.bin", "mm_audio_aligner.bin"]
     static let peftPrefix = "base_model.model."
-    public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                                     "added_tokens.json", "generation_config.json"]
 
     /// Our name for a reference tensor name, `drop` for names dropped on purpose (rotary caches),
     /// `unmapped` for names that fit no rule.
@@ -67,21 +65,19 @@ public enum ReleasedCheckpoint {
             return .name(name)
         case "self_attn.rotary_emb.inv_freq": return .drop
         case "mlp.deepspeed_moe.gate.wg.weight": return .name(layer + "mlp.gate.weight")
+        case "mlp.gate.weight": return .name(name)     // v1's MoeLayer names are ours
         default: break
         }
-        // mlp.deepspeed_moe.experts.deepspeed_experts.E.{gate,up,down}_proj.weight
         let q = Array(p[3...])
+        // mlp.experts.E.{gate,up,down}_proj.weight (v1) or mlp.deepspeed_moe.experts.deepspeed_experts.E.… (DeepSpeed-MoE)
+        if q.count == 5, q[0] == "mlp", q[1] == "experts", isIndex(q[2]), ["gate_proj", "up_proj", "down_proj"].contains(q[3]), q[4] == "weight" {
+            return .name(name)
+        }
         if q.count == 7, q[0] == "mlp", q[1] == "deepspeed_moe", q[2] == "experts", q[3] == "deepspeed_experts", isIndex(q[4]),
            ["gate_proj", "up_proj", "down_proj"].contains(q[5]), q[6] == "weight" {
             return .name(layer + "mlp.experts.\(q[4]).\(q[5]).weight")
         }
         return .unmapped
-    }
-
-    struct Source {
-        let file: TorchCheckpointFile
-        let ref: TorchTensorRef
-        let original: String
     }
 
     /// Opens the weights: the index's shards, or the single file. Names keyed with PEFT's prefix stripped.
@@ -136,90 +132,67 @@ public enum ReleasedCheckpoint {
         name.hasPrefix(peftPrefix) ? String(name.dropFirst(peftPrefix.count)) : name
     }
 
-    /// Converts `from` into `out` (created if needed). `dtype` nil keeps each tensor's stored dtype.
-    @discardableResult
-    public static func convert(from dir: String, to out: String, dtype: DType? = nil) throws -> Summary {
+    /// Trainables the reference saves beside its PEFT adapters: applied before the merge...
+    static let nonLoRAFile = "non_lora_trainables.bin"
+    /// ...and the routers, applied after it (the reference's load order).
+    static let gatesFile = "mlp_gates.bin"
+
+    /// Weight files a delta directory may hold: the ones read, and the trainer's pickled arguments.
+    static let deltaWeightFiles: Set<String> = Set([adapterFile, nonLoRAFile, gatesFile] + extraFiles + ["training_args.bin"])
+
+    /// Refuses a delta directory holding weights this converter would silently leave out (e.g. the
+    /// 8-expert layout's `fm_adapter.bin` or `*_mlp_experts.bin`).
+    static func checkDeltaFiles(_ dir: String) throws {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        for name in names.sorted() where [".bin", ".pt", ".pth", ".safetensors"].contains(where: { name.hasSuffix($0) }) {
+            guard deltaWeightFiles.contains(name) else {
+                throw ConvertError.source(path: (dir as NSString).appendingPathComponent(name),
+                                          reason: "is not read by convert (it reads \(deltaWeightFiles.subtracting(["training_args.bin"]).sorted().joined(separator: ", "))); the 8-expert layout's extra files are not supported")
+            }
+        }
+    }
+
+    static func hasWeights(_ dir: String) -> Bool {
         let fm = FileManager.default
-        let srcConfigPath = (dir as NSString).appendingPathComponent("config.json")
-        guard let configData = fm.contents(atPath: srcConfigPath) else {
-            throw ConvertError.source(path: srcConfigPath, reason: "missing or unreadable (the converted model needs its config)")
-        }
-        var config = try ModelConfig.parseObject(configData, path: srcConfigPath)
+        return fm.fileExists(atPath: (dir as NSString).appendingPathComponent(weightsFile))
+            || fm.fileExists(atPath: (dir as NSString).appendingPathComponent(indexFile))
+    }
 
-        // 1. Base weights, keyed by the (prefix-stripped) reference name; released connector files
-        // beside them replace same-named tensors (the reference loads them after the base).
-        var sources = try openWeights(dir)
-        for extra in extraFiles {
-            let path = (dir as NSString).appendingPathComponent(extra)
-            guard fm.fileExists(atPath: path) else { continue }
-            let file = try TorchCheckpointFile(path: path)
-            for (raw, ref) in file.tensors {
-                let name = strip(raw), s = Source(file: file, ref: ref, original: raw)
-                if let i = sources.firstIndex(where: { $0.0 == name && $0.1.file !== file }) { sources[i] = (name, s) } else { sources.append((name, s)) }
+    /// Converts `from` into `out` (created if needed). `dtype` nil keeps each tensor's stored dtype.
+    /// With `base`, `from` is a fine-tuned delta directory as released (`config.json`,
+    /// `adapter_model.bin` + `adapter_config.json`, `non_lora_trainables.bin`, `mlp_gates.bin`,
+    /// connector files) and `base` holds the weights it applies to; the reference's load order is kept:
+    /// base → connector files → non-LoRA trainables → LoRA merge → router gates. The config comes from
+    /// `from`, the tokenizer from `base` (as the reference loads them).
+    @discardableResult
+    public static func convert(from dir: String, base: String? = nil, to out: String, dtype: DType? = nil) throws -> Summary {
+        let fm = FileManager.default
+        func path(_ d: String, _ f: String) -> String { (d as NSString).appendingPathComponent(f) }
+        var config = try ConvertOutput.readConfig(dir)
+        if base != nil {
+            guard !hasWeights(dir) else {
+                throw ConvertError.source(path: dir, reason: "holds its own \(weightsFile) weights; with --base it must hold only the deltas (\(adapterFile), \(nonLoRAFile), \(gatesFile), connector files)")
             }
+            try checkDeltaFiles(dir)
+        } else if !hasWeights(dir), [adapterFile, nonLoRAFile, gatesFile].contains(where: { fm.fileExists(atPath: path(dir, $0)) }) {
+            throw ConvertError.source(path: dir, reason: "holds deltas (\(adapterFile) / \(nonLoRAFile) / \(gatesFile)) but no \(weightsFile): give the base model they apply to with --base DIR")
         }
-        var byName: [String: Source] = [:]
-        for (name, s) in sources {
-            if let prev = byName[name] {
-                throw ConvertError.source(path: s.file.path, reason: "tensor '\(name)' is also in \(prev.file.path)")
-            }
-            byName[name] = s
-        }
+        let weightsDir = base ?? dir
 
-        // 2. LoRA adapters: W += (alpha/r)·B·A for every lora_A/lora_B pair (checked now, computed
-        // when the tensor is written).
-        var merges: [String: (Tensor) throws -> Tensor] = [:]
-        let adapterPath = (dir as NSString).appendingPathComponent(adapterFile)
-        if fm.fileExists(atPath: adapterPath) {
-            let cfgPath = (dir as NSString).appendingPathComponent(AdapterConfig.configFile)
-            guard fm.fileExists(atPath: cfgPath) else {
-                throw ConvertError.adapter(path: adapterPath, reason: "needs \(AdapterConfig.configFile) beside it")
-            }
-            let lora = try AdapterConfig.load(directory: dir)
-            let file = try TorchCheckpointFile(path: adapterPath)
-            var pairs: [String: (a: TorchTensorRef?, b: TorchTensorRef?)] = [:]
-            for (raw, ref) in file.tensors {
-                let name = strip(raw)
-                if name.hasSuffix(".lora_A.weight") {
-                    pairs[String(name.dropLast(".lora_A.weight".count)), default: (nil, nil)].a = ref
-                } else if name.hasSuffix(".lora_B.weight") {
-                    pairs[String(name.dropLast(".lora_B.weight".count)), default: (nil, nil)].b = ref
-                } else {
-                    throw ConvertError.adapter(path: adapterPath, reason: "'\(raw)' is not a LoRA tensor (X.lora_A.weight / X.lora_B.weight)")
-                }
-            }
-            for (module, pair) in pairs.sorted(by: { $0.key < $1.key }) {
-                let baseName = module + ".weight"
-                guard let aRef = pair.a, let bRef = pair.b else {
-                    throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' has lora_\(pair.a == nil ? "B" : "A") but no lora_\(pair.a == nil ? "A" : "B")")
-                }
-                guard let base = byName[baseName] else {
-                    throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' adapts \(baseName), which the base weights do not hold")
-                }
-                let r = lora.rank, w = base.ref.shape
-                guard w.count == 2, aRef.shape == [r, w[1]], bRef.shape == [w[0], r] else {
-                    throw ConvertError.adapter(path: adapterPath, reason: "'\(module)' has lora_A \(aRef.shape) and lora_B \(bRef.shape), which do not fit rank \(r) and \(baseName) \(w)")
-                }
-                for (ref, which) in [(aRef, "lora_A"), (bRef, "lora_B")] where DType(rawValue: ref.storage.dtype) == nil {
-                    throw CheckpointError.unsupportedDType(name: "\(module).\(which).weight", dtype: ref.storage.dtype)
-                }
-                merges[baseName] = { w in
-                    let a = try file.tensor(aRef, name: module + ".lora_A.weight").converted(to: .f32)
-                    let b = try file.tensor(bRef, name: module + ".lora_B.weight").converted(to: .f32)
-                    let m = w.converted(to: .f32).copy()
-                    let outF = w.shape[0], inF = w.shape[1]
-                    var delta = [Float](repeating: 0, count: outF * inF)
-                    withExtendedLifetime((a, b)) {
-                        delta.withUnsafeMutableBufferPointer { d in
-                            Linear.gemm(m: outF, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
-                                        c: d.baseAddress!, ldc: inF)
-                        }
-                    }
-                    let mp = m.floats, scale = lora.scale
-                    for i in 0..<(outF * inF) { mp[i] += scale * delta[i] }
-                    return m.converted(to: w.dtype)
-                }
-            }
+        // 1. Base weights, keyed by the (prefix-stripped) reference name; the files loaded after them
+        // replace same-named tensors, as the reference's successive load_state_dict calls do.
+        var table = SourceTable()
+        for (name, s) in try openWeights(weightsDir) { try table.add(name, s) }
+        var overlays = extraFiles.map { path(weightsDir, $0) } + [path(dir, nonLoRAFile)]
+        if base != nil { overlays += extraFiles.map { path(dir, $0) } }
+        for p in overlays where fm.fileExists(atPath: p) { _ = try table.overlay(TorchCheckpointFile(path: p)) }
+
+        // 2. LoRA adapters (checked now, computed when the tensor is written); the gates come after
+        // the merge, so a gate file replacing an adapted tensor discards its merge.
+        var merges = try loraMerges(directory: dir, sources: table.byName)
+        let adapterPath = path(dir, adapterFile)
+        if fm.fileExists(atPath: path(dir, gatesFile)) {
+            for name in try table.overlay(TorchCheckpointFile(path: path(dir, gatesFile))) { merges[name] = nil }
         }
 
         // 3. Names: map every tensor or fail naming it.
@@ -227,7 +200,8 @@ public enum ReleasedCheckpoint {
         var taken = Set<String>()
         var experts: [Int: Set<Int>] = [:]     // layer → expert indices
         var routers = Set<Int>(), dense = Set<Int>()
-        for (name, s) in sources {
+        for name in table.order {
+            let s = table.byName[name]!
             let target: String
             switch map(name) {
             case .drop: continue
@@ -258,7 +232,7 @@ public enum ReleasedCheckpoint {
         let moeLayers = Set(experts.keys).union(routers).sorted()
         var count = 0
         for l in moeLayers {
-            guard routers.contains(l) else { throw ConvertError.experts("layer \(l) has experts but no router (mlp.deepspeed_moe.gate.wg.weight)") }
+            guard routers.contains(l) else { throw ConvertError.experts("layer \(l) has experts but no router (mlp.gate.weight or mlp.deepspeed_moe.gate.wg.weight)") }
             guard let es = experts[l], !es.isEmpty else { throw ConvertError.experts("layer \(l) has a router but no experts") }
             guard !dense.contains(l) else { throw ConvertError.experts("layer \(l) has both a dense MLP and experts") }
             let e = es.count
@@ -271,74 +245,31 @@ public enum ReleasedCheckpoint {
                 }
             }
         }
-        guard count > 0 else { throw ConvertError.experts("no layer has experts (mlp.deepspeed_moe.*): not a Uni-MoE checkpoint") }
+        guard count > 0 else { throw ConvertError.experts("no layer has experts (mlp.experts.* or mlp.deepspeed_moe.*): not a Uni-MoE checkpoint") }
         for name in merges.keys.sorted() where !taken.contains(mapTarget(name) ?? "") {
             throw ConvertError.adapter(path: adapterPath, reason: "adapted tensor '\(name)' is dropped by the conversion")
         }
 
-        // 5. config.json: the source's keys plus ours.
+        // 5. config.json: the source's keys plus ours; it must load as a model config (checked before
+        // anything is written).
         config["model_type"] = .string("unimoe")
         config["num_experts"] = .int(count)
         if config["num_experts_per_tok"]?.intValue == nil { config["num_experts_per_tok"] = .int(2) }
         config["moe_layers"] = .array(moeLayers.map { .int($0) })
-        if let dtype {
-            config["torch_dtype"] = .string(["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]!)
-        }
+        ConvertOutput.setDType(dtype, in: &config)
+        let configText = try ConvertOutput.configText(config, out: out)
 
-        // The result must load as a model config (checked before anything is written).
-        let configText = serialize(.object(JSONObject(config.keys.sorted().map { (key: $0, value: config[$0]!) })), indent: "") + "\n"
-        let configOut = (out as NSString).appendingPathComponent("config.json")
-        _ = try ModelConfig.decode(Data(configText.utf8), path: configOut)
-
-        // 6. Write (only now): weights (atomically, one tensor materialised at a time), config, tokenizer files.
-        let outURL = URL(fileURLWithPath: out).standardizedFileURL
-        guard outURL.path != URL(fileURLWithPath: dir).standardizedFileURL.path else {
-            throw ConvertError.source(path: out, reason: "the output directory must differ from the source")
-        }
-        do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-            throw CheckpointError.io(path: out, reason: "cannot create: \((error as NSError).localizedDescription)")
-        }
-        outputs.sort { $0.0 < $1.0 }
-        try SafeTensorsWriter.write(path: (out as NSString).appendingPathComponent("model.safetensors"), lazy: outputs,
-                                    metadata: ["format": "pt"])
-        do { try Data(configText.utf8).write(to: URL(fileURLWithPath: configOut), options: .atomic) } catch {
-            throw CheckpointError.io(path: configOut, reason: (error as NSError).localizedDescription)
-        }
-        for f in copiedFiles {
-            let src = (dir as NSString).appendingPathComponent(f), dst = (out as NSString).appendingPathComponent(f)
-            guard fm.fileExists(atPath: src) else { continue }
-            try? fm.removeItem(atPath: dst)
-            do { try fm.copyItem(atPath: src, toPath: dst) } catch {
-                throw CheckpointError.io(path: dst, reason: "cannot copy \(src): \((error as NSError).localizedDescription)")
-            }
-        }
+        // 6. Write (only now): weights (atomically, one tensor materialised at a time), config, tokenizer
+        // files (the base's win: the reference reads the tokenizer from the base model).
+        try ConvertOutput.prepare(out: out, sources: [dir] + (base.map { [$0] } ?? []))
+        try ConvertOutput.write(out: out, tensors: outputs, configText: configText)
+        try ConvertOutput.copyFiles(from: dir, to: out)
+        if let base { try ConvertOutput.copyFiles(from: base, to: out) }
         return Summary(tensors: outputs.count, experts: count, moeLayers: moeLayers, mergedLoRA: merges.count)
     }
 
     static func mapTarget(_ name: String) -> String? {
         if case .name(let t) = map(name) { return t }
         return nil
-    }
-
-    /// Pretty JSON (keys in the given order, two-space indent).
-    static func serialize(_ v: JSONValue, indent: String) -> String {
-        let inner = indent + "  "
-        switch v {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return String(i)
-        case .double(let d): return d.isFinite ? "\(d)" : "null"
-        case .string(let s): return SafeTensorsWriter.quote(s)
-        case .array(let a):
-            if a.isEmpty { return "[]" }
-            if a.allSatisfy({ if case .array = $0 { return false }; if case .object = $0 { return false }; return true }) {
-                return "[" + a.map { serialize($0, indent: inner) }.joined(separator: ", ") + "]"
-            }
-            return "[\n" + a.map { inner + serialize($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
-        case .object(let o):
-            if o.isEmpty { return "{}" }
-            return "{\n" + o.map { inner + SafeTensorsWriter.quote($0.key) + ": " + serialize($0.value, indent: inner) }
-                .joined(separator: ",\n") + "\n\(indent)}"
-        }
     }
 }

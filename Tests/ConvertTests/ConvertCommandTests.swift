@@ -25,23 +25,18 @@ final class ConvertCommandTests: XCTestCase {
         try Fixtures.tensors("convert/expected.safetensors").tensor(name).toArray()
     }
 
+    var run: ConvertRunner { ConvertRunner(scratch: tmp) }
+
     /// Converts `source` into a fresh directory and returns it.
     func convert(_ source: String, _ extra: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws -> String {
-        let out = (tmp as NSString).appendingPathComponent("out-\(UUID().uuidString)")
-        let r = try Binaries.unimoe(["convert", "--from", source, "--out", out] + extra)
-        XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
-        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: r.stdoutData) as? [String: Any], file: file, line: line)
+        let (out, obj) = try run.convert(["--from", source] + extra, file: file, line: line)
         XCTAssertEqual(obj["experts"] as? Int, 4, file: file, line: line)
         XCTAssertEqual(obj["moe_layers"] as? [Int], [0], file: file, line: line)
         return out
     }
 
     func logits(_ model: String, file: StaticString = #filePath, line: UInt = #line) throws -> [Float] {
-        let out = (tmp as NSString).appendingPathComponent("logits-\(UUID().uuidString).f32")
-        let r = try Binaries.unimoe(["logits", "--model", model, "--ids", try ids.map(String.init).joined(separator: ","), "--out", out])
-        XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
-        let data = try Data(contentsOf: URL(fileURLWithPath: out))
-        return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        try run.logits(model, ids: try ids, file: file, line: line)
     }
 
     func testConvertedLogitsMatchPyTorch() throws {
@@ -115,15 +110,7 @@ final class ConvertCommandTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: Fixtures.path("convert/base/config.json"), toPath: src + "/config.json")
         try FileManager.default.copyItem(atPath: Fixtures.path("convert/hostile/\(name)"), toPath: src + "/pytorch_model.bin")
-        let out = (tmp as NSString).appendingPathComponent("out-\(name)")
-        let r = try Binaries.unimoe(["convert", "--from", src, "--out", out])
-        XCTAssertEqual(r.status, 1, "\(name): \(r.stderr)", file: file, line: line)
-        let msg = r.stderr.trimmingCharacters(in: .newlines)
-        XCTAssertFalse(msg.contains("\n"), "\(name): not one line: \(msg)", file: file, line: line)
-        XCTAssertTrue(msg.hasPrefix("unimoe convert: "), msg, file: file, line: line)
-        for p in phrases { XCTAssertTrue(msg.contains(p), "\(name): '\(msg)' should mention '\(p)'", file: file, line: line) }
-        XCTAssertTrue(r.stdout.isEmpty, file: file, line: line)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/model.safetensors"), file: file, line: line)
+        try run.assertFails(["--from", src], phrases, file: file, line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: Self.sentinel), "\(name) ran code", file: file, line: line)
     }
 
@@ -144,12 +131,7 @@ final class ConvertCommandTests: XCTestCase {
         let src = (tmp as NSString).appendingPathComponent("src-\(UUID().uuidString)")
         try FileManager.default.copyItem(atPath: Fixtures.path(fixture), toPath: src)
         try edit(src)
-        let r = try Binaries.unimoe(["convert", "--from", src, "--out", src + "-out"])
-        XCTAssertEqual(r.status, 1, r.stderr, file: file, line: line)
-        let msg = r.stderr.trimmingCharacters(in: .newlines)
-        XCTAssertFalse(msg.contains("\n"), msg, file: file, line: line)
-        for p in phrases { XCTAssertTrue(msg.contains(p), "'\(msg)' should mention '\(p)'", file: file, line: line) }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: src + "-out/model.safetensors"), file: file, line: line)
+        try run.assertFails(["--from", src], phrases, file: file, line: line)
     }
 
     func testBrokenAdaptersAndIndexesFail() throws {
