@@ -20,9 +20,9 @@ final class RoutingStatsTests: XCTestCase {
             return XCTFail("no routing line in: \(counted.stderr)")
         }
         XCTAssertEqual(Set(routing.keys), ["image", "text"])
-        // The demo model: MoE on layers 0 and 2, top-2, a 64×64 image = 16 patch rows.
+        // The demo model: MoE on layers 0 and 2, top-2, a 64×64 image in patches of 8 = 64 rows.
         for layer in ["0", "2"] {
-            XCTAssertEqual(routing["image"]?[layer]?.reduce(0, +), 16 * 2, "layer \(layer)")
+            XCTAssertEqual(routing["image"]?[layer]?.reduce(0, +), 64 * 2, "layer \(layer)")
             XCTAssertEqual(routing["image"]?[layer]?.count, 4)
             XCTAssertGreaterThan(routing["text"]?[layer]?.reduce(0, +) ?? 0, 0)
         }

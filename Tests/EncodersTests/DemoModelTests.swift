@@ -21,7 +21,7 @@ final class DemoModelTests: XCTestCase {
         let feats = try m.vision!.encode(pixels: try r.tensor("pixel_values"))
         assertClose(feats, try r.tensor("image_features"), "CLIP hidden_states[-2] patches")
         let e = try m.embed(pixels: try r.tensor("pixel_values"))
-        XCTAssertEqual(e.shape, [16, 64])
+        XCTAssertEqual(e.shape, [64, 64])     // 64×64 pixels in patches of 8: 64 rows
         assertClose(e, try r.tensor("image_embeddings"), "image embeddings")
         XCTAssertEqual(m.vision!.preprocessing.cropSize, 64)
         XCTAssertTrue(m.vision!.preprocessing.padToSquare)
@@ -39,7 +39,7 @@ final class DemoModelTests: XCTestCase {
         let video = try m.embed(videoPixels: frames)
         let a = try m.embed(pixels: px).toArray(), b = try m.embed(pixels: frames.rows(1..<2)).toArray()
         let mean = zip(a, b).map { (2 * $0 + $1) / 3 }
-        XCTAssertEqual(video.shape, [16, 64])
+        XCTAssertEqual(video.shape, [64, 64])
         XCTAssertLessThanOrEqual(relativeError(video.toArray(), mean), 1e-5)
     }
 
@@ -50,17 +50,17 @@ final class DemoModelTests: XCTestCase {
         let states = try m.audio!.encode(mel: try r.tensor("input_features"))
         assertClose(states, try r.tensor("encoder_output"), "Whisper encoder output")
         let e = try m.embed(mel: try r.tensor("input_features"))
-        XCTAssertEqual(e.shape, [50, 64])
+        XCTAssertEqual(e.shape, [32, 64])     // two windows of 16 query tokens
         assertClose(e, try r.tensor("audio_embeddings"), "audio embeddings")
     }
 
     func testTwoWindowsConcatenateAndChunkLimitHolds() throws {
         let m = try MultimodalModel(directory: Self.modelDir, modalities: [.audio])
-        let mel = try reference().tensor("input_features")     // [1, 80, 3000]
-        let two = Tensor(zeros: [2, 80, 3000])
+        let mel = try reference().tensor("input_features").rows(0..<1)     // [1, 80, 200]: one 2 s window
+        let two = Tensor(zeros: [2, 80, 200])
         for i in 0..<mel.count { two.floats[i] = mel.floats[i]; two.floats[mel.count + i] = mel.floats[i] * 0.5 }
         let both = try m.embed(mel: two)
-        XCTAssertEqual(both.shape, [100, 64])
+        XCTAssertEqual(both.shape, [32, 64])
         let first = try m.embed(mel: mel).toArray()
         let second = try m.embed(mel: two.rows(1..<2)).toArray()
         XCTAssertLessThanOrEqual(relativeError(both.toArray(), first + second), 1e-5)
@@ -88,7 +88,7 @@ final class DemoModelTests: XCTestCase {
         let dir = try brokenCopy { $0["mm_hidden_size"] = 48 }
         XCTAssertThrowsError(try ImageConnector.load(modelDirectory: dir)) { e in
             guard case MultimodalError.dimensionMismatch(let what) = e else { return XCTFail("\(e)") }
-            XCTAssertTrue(what.contains("mm_hidden_size 48") && what.contains("hidden_size 32"), what)
+            XCTAssertTrue(what.contains("mm_hidden_size 48") && what.contains("hidden_size 64"), what)
         }
         XCTAssertThrowsError(try VisionEncoder.load(modelDirectory: dir)) { e in
             XCTAssertTrue("\(e)".contains("mm_hidden_size"), "\(e)")
@@ -126,9 +126,40 @@ final class DemoModelTests: XCTestCase {
         let dir = try brokenCopy { $0.removeValue(forKey: "mm_audio_tower") }
         let m = try MultimodalModel(directory: dir)
         XCTAssertNil(m.audio)
-        XCTAssertThrowsError(try m.embed(mel: Tensor(zeros: [1, 80, 3000]))) { e in
+        XCTAssertThrowsError(try m.embed(mel: Tensor(zeros: [1, 80, 200]))) { e in
             guard case MultimodalError.notConfigured(let modality, _) = e else { return XCTFail("\(e)") }
             XCTAssertEqual(modality, "audio")
+        }
+    }
+
+    func testAudioWindowsFollowChunkLength() throws {
+        // The tower's preprocessor_config.json says chunk_length 2: 2 s windows of 200 mel frames.
+        let m = try MultimodalModel(directory: Self.modelDir, modalities: [.audio])
+        XCTAssertEqual(m.audio!.chunkSeconds, 2)
+        let mel = try m.audio!.melWindows(samples: [Float](repeating: 0.1, count: 16000 * 5), maxWindows: 20)
+        XCTAssertEqual(mel.shape, [3, 80, 200])
+        XCTAssertEqual(try reference().tensor("input_features").shape, [2, 80, 200])   // the 2.5 s sample
+    }
+
+    func testBadChunkLengthIsATypedError() throws {
+        let dir = try brokenCopy { _ in }
+        let tower = dir + "/audio_tower"
+        try FileManager.default.removeItem(atPath: tower)
+        try FileManager.default.createDirectory(atPath: tower, withIntermediateDirectories: true)
+        for f in ["config.json", "model.safetensors"] {
+            try FileManager.default.createSymbolicLink(atPath: tower + "/" + f, withDestinationPath: Self.modelDir + "/audio_tower/" + f)
+        }
+        for bad in ["\"thirty\"", "0", "2.5"] {
+            try Data("{\"chunk_length\": \(bad)}".utf8).write(to: URL(fileURLWithPath: tower + "/preprocessor_config.json"))
+            XCTAssertThrowsError(try AudioEncoder.load(modelDirectory: dir), bad) { e in
+                XCTAssertTrue("\(e)".contains("chunk_length"), "\(e)")
+            }
+        }
+        // A tower whose windows disagree with its positions: chunk_length 30 with 100 positions.
+        try Data("{\"chunk_length\": 30}".utf8).write(to: URL(fileURLWithPath: tower + "/preprocessor_config.json"))
+        let a = try AudioEncoder.load(modelDirectory: dir)
+        XCTAssertThrowsError(try a.melWindows(samples: [Float](repeating: 0, count: 16000), maxWindows: 1)) { e in
+            XCTAssertTrue("\(e)".contains("chunk_length") && "\(e)".contains("200"), "\(e)")
         }
     }
 

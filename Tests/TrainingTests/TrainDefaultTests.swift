@@ -4,7 +4,9 @@ import TestSupport
 
 /// `scripts/train-default --quick`: the whole recipe (synthetic data from scripts/make-dataset,
 /// stages 0–3, stages 2–3 through real expert worker processes, evaluation) in reduced form. Checks
-/// that every stage writes a model, stage 0's loss falls, and the evaluation covers every modality.
+/// that every stage writes a model, stage 0's loss falls, the evaluation covers every modality (the
+/// outside split's too), and that a second run with the same seed writes the same bytes (the
+/// committed models/tiny-unimoe is the output of the full recipe).
 final class TrainDefaultTests: XCTestCase {
     func testQuickRecipeRunsEndToEndAndTheLossFalls() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -26,5 +28,18 @@ final class TrainDefaultTests: XCTestCase {
         let eval = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/stage3-eval.json"))) as? [String: Any]
         let modalities = (eval?["modalities"] as? [String: Any])?.keys.sorted() ?? []
         XCTAssertEqual(modalities, ["audio", "image", "speech", "text", "video"])
+        let outside = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/stage3-outside-eval.json"))) as? [String: Any]
+        XCTAssertEqual((outside?["modalities"] as? [String: Any])?.keys.sorted(), ["audio", "image", "speech", "video"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/stage3-routing.json"))
+
+        // Same seed, same bytes: train every stage again (the data set is kept) and compare.
+        let files = ["stage0/vision_tower/model.safetensors", "stage0/audio_tower/model.safetensors"]
+            + ["stage0", "stage1", "stage2", "stage3"].map { "\($0)/model.safetensors" }
+        let first = try files.map { try Data(contentsOf: URL(fileURLWithPath: "\(out)/\($0)")) }
+        let again = try runProcess("/bin/bash", [root + "/scripts/train-default", "--quick", "--out", out], environment: env, timeout: 600)
+        XCTAssertEqual(again.status, 0, String(again.stderr.suffix(3000)))
+        for (f, bytes) in zip(files, first) {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(f)")), bytes, "\(f) differs between two runs with one seed")
+        }
     }
 }

@@ -57,7 +57,7 @@ CAPTION_QUESTIONS = {
 def _one_shape_picture(rng, ctx, shape, name):
     size = ctx.size
     rgb = colour(rng, name)
-    canvas = Canvas(size, background_for(rng, [rgb]), rng, gradient=rng.randint(0, 18))
+    canvas = Canvas(size, background_for(rng, [rgb]), rng, gradient=rng.randint(0, ctx.gradient_max))
     radius = rng.uniform(0.12, 0.26) * size
     e = extent(shape, radius)
     cx = rng.randint(int(e) + 1, size - int(e) - 2)
@@ -83,7 +83,7 @@ def image_count(rng, ctx):
     n = ctx.balanced((1, 2, 3, 4))
     names = [rng.choice(COLOUR_NAMES) for _ in range(n)]
     rgbs = [colour(rng, c) for c in names]
-    canvas = Canvas(size, background_for(rng, rgbs), rng, gradient=rng.randint(0, 18))
+    canvas = Canvas(size, background_for(rng, rgbs), rng, gradient=rng.randint(0, ctx.gradient_max))
     scale = 1.0
     while True:  # non-overlapping placement by rejection; shrink the shapes if it keeps failing
         placed = []
@@ -116,7 +116,7 @@ def _moving_object_video(rng, ctx, direction, name):
     shape = rng.choice(SHAPES)
     rgb = colour(rng, name)
     bg = background_for(rng, [rgb])
-    base = Canvas(size, bg, rng, gradient=rng.randint(0, 12))
+    base = Canvas(size, bg, rng, gradient=rng.randint(0, ctx.gradient_max * 2 // 3))
     radius = rng.uniform(0.08, 0.12) * size
     e = extent(shape, radius)
     trail_n = rng.randint(4, 6)
@@ -143,7 +143,7 @@ def _moving_object_video(rng, ctx, direction, name):
                          int(round(hy - dy * k * spacing)), rgb, alpha)
         canvas.stamp(shape, radius, hx, hy, rgb)
         frames.append(canvas.rgb24())
-    media.mp4(ctx.path, size, fps, frames)
+    media.mp4(ctx.path, size, fps, frames, rotate=ctx.rotate)
     return shape
 
 

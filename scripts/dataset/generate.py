@@ -11,9 +11,10 @@ import sys
 import time
 
 from . import families as F
+from . import media
 
 SPLITS = ("train", "val", "test")
-SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000}
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000, "outside": 3000}
 PLACEHOLDER = {"image": "<image>\n", "audio": "<audio>\n", "video": "<video>\n"}
 
 
@@ -23,6 +24,8 @@ class Ctx:
         self.path = os.path.join(out, rel)
         self.size = size
         self.split_seed, self.family, self.index = split_seed, family, index
+        self.gradient_max = 18   # background ramp, in levels (the outside split uses steeper ones)
+        self.rotate = 0          # a video's display rotation in degrees (the outside split's phone videos)
 
     def balanced(self, classes):
         """The answer class of this sample: every block of len(classes) consecutive indices holds
@@ -43,13 +46,34 @@ def conversation(question, answer, medium=None):
             {"from": "gpt", "value": answer}]
 
 
+# The outside split: media the training split never shows (other sides, steeper background ramps,
+# WebP / JPEG / letterboxed pictures, phone videos with a display rotation, MP3 / Opus audio).
+OUTSIDE_SIDES = {"image": (48, 96, 128), "video": (48, 96)}
+OUTSIDE_PICTURES = (("webp", ["-c:v", "libwebp", "-quality", "85", "-f", "webp"]),
+                    ("jpg", ["-q:v", "3", "-f", "image2"]),
+                    ("png", ["-vf", "pad=iw*4/3:ih:(ow-iw)/2:0:color=0x7f7f7f", "-c:v", "png", "-f", "image2"]))
+OUTSIDE_SOUNDS = (("mp3", ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"]),
+                  ("ogg", ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"]))
+
+
 def make_one(task):
     """One media sample: writes its file, returns (stage-2 record, stage-1 record)."""
     out, size, split, split_seed, family, index = task
     medium, ext, caption_family, maker = F.FAMILIES[family]
     rng = sample_rng(split_seed, family, index)
     rel = "media/%s/%s/%05d.%s" % (split, family, index, ext)
-    answer, caption = maker(rng, Ctx(out, rel, size, split_seed, family, index))
+    ctx = Ctx(out, rel, size, split_seed, family, index)
+    if split == "outside":
+        variant = random.Random("unimoe-dataset/%d/%s/outside/%d" % (split_seed, family, index))
+        ctx.size = variant.choice(OUTSIDE_SIDES.get(medium, (size,)))
+        ctx.gradient_max = 40
+        ctx.rotate = 90 if medium == "video" and index % 2 == 0 else 0
+    answer, caption = maker(rng, ctx)
+    if split == "outside" and medium != "video":
+        ext2, args = (OUTSIDE_PICTURES if medium == "image" else OUTSIDE_SOUNDS)[index % (3 if medium == "image" else 2)]
+        rel2 = rel[:-len(ext)] + ("letterbox.png" if ext2 == "png" else ext2)
+        media.transcode(ctx.path, os.path.join(out, rel2), args)
+        rel = rel2
     question = rng.choice(F.QUESTIONS[family])
     caption_question = rng.choice(F.CAPTION_QUESTIONS["audio" if medium == "audio" else medium])
     sid = "%s-%s-%05d" % (split, family, index)
@@ -132,6 +156,8 @@ def main(argv=None):
     ap.add_argument("--train", type=int, default=60, help="samples per family in the train split")
     ap.add_argument("--val", type=int, default=10, help="samples per family in the val split")
     ap.add_argument("--test", type=int, default=20, help="samples per family in the test split")
+    ap.add_argument("--outside", type=int, default=0,
+                    help="samples per family of the outside split (outside_test.jsonl): other sizes and formats")
     ap.add_argument("--size", type=int, default=64, help="picture and video side in pixels (even)")
     ap.add_argument("--families", default=",".join(F.FAMILIES),
                     help="comma-separated media families to generate (default: all)")
@@ -149,14 +175,14 @@ def main(argv=None):
     # Replace only what this generator writes; anything else in OUT is left alone.
     shutil.rmtree(os.path.join(out, "media"), ignore_errors=True)
     for name in os.listdir(out):
-        if (name.startswith("stage") and name.endswith(".jsonl")) or name == "README.md":
+        if ((name.startswith("stage") or name.startswith("outside")) and name.endswith(".jsonl")) or name == "README.md":
             os.remove(os.path.join(out, name))
 
     t_start = time.time()
     counts = {}
     pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
     try:
-        for split in SPLITS:
+        for split in SPLITS + (("outside",) if args.outside else ()):
             n = getattr(args, split)
             split_seed = args.seed + SPLIT_SEED_OFFSET[split]
             inst, caps, c = [], [], {}
@@ -180,6 +206,10 @@ def main(argv=None):
                     random.Random("unimoe-dataset/%d/shuffle/%s" % (split_seed, name)).shuffle(recs)
             for recs in (caps, inst, stage3):
                 check(out, recs)
+            if split == "outside":  # an evaluation set only: the media questions
+                write_jsonl(os.path.join(out, "outside_test.jsonl"), inst)
+                counts[split] = c
+                continue
             write_jsonl(os.path.join(out, "stage1_%s.jsonl" % split), caps)
             write_jsonl(os.path.join(out, "stage2_%s.jsonl" % split), inst)
             write_jsonl(os.path.join(out, "stage3_%s.jsonl" % split), stage3)

@@ -27,12 +27,38 @@ def png(path, size, rgb24):
          path, data=rgb24)
 
 
-def mp4(path, size, fps, frames):
-    """RGB24 frames -> MP4, H.264 yuv420p, a keyframe every 4 frames, no B-frames, index first."""
+def mp4(path, size, fps, frames, rotate=0):
+    """RGB24 frames -> MP4, H.264 yuv420p, a keyframe every 4 frames, no B-frames, index first.
+    With `rotate` 90 the frames are stored turned a quarter anticlockwise with a display matrix that
+    turns them back, as a phone held sideways records: a player shows the frames as given."""
+    turn = ["-vf", "transpose=cclock"] if rotate == 90 else []
     _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-framerate", str(fps),
-                   "-i", "pipe:0", "-an", "-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "4",
+                   "-i", "pipe:0", "-an"] + turn + ["-c:v", "libx264", "-preset", "medium", "-crf", "18", "-g", "4",
                    "-keyint_min", "1", "-bf", "0", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
          + BITEXACT_OUT + ["-f", "mp4"], path, data=b"".join(frames))
+    if rotate == 90:
+        _display_quarter_turn(path, size)
+
+
+def _display_quarter_turn(path, height):
+    """Writes a phone's portrait display matrix (turn a quarter clockwise) into the video track's
+    tkhd box: ffmpeg 5.1's mov muxer no longer takes a `rotate` tag, so the matrix is set in place."""
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"tkhd")
+    if at < 4:
+        raise RuntimeError("no tkhd box in %s" % path)
+    version = data[at + 4]
+    matrix = at + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    values = (0, 0x10000, 0, -0x10000 & 0xFFFFFFFF, 0, 0, height << 16, 0, 0x40000000)
+    data[matrix:matrix + 36] = b"".join(v.to_bytes(4, "big") for v in values)
+    open(path, "wb").write(bytes(data))
+
+
+def transcode(src, path, args):
+    """Re-encodes `src` into `path` with ffmpeg output `args` (picture and audio formats of the
+    outside split), then removes `src`."""
+    _run(FFMPEG + ["-i", src] + args + BITEXACT_OUT, path)
+    os.remove(src)
 
 
 def tone(path, freq, amp, dur):
