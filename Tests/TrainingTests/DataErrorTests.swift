@@ -145,17 +145,6 @@ final class DataErrorTests: XCTestCase {
         XCTAssertEqual(path, s.media + "/garbage.png")
     }
 
-    func testStage3OnDenseModelIsUnsupported() throws {
-        let s = try makeScratch()
-        let data = try s.write("data.jsonl", TrainFixture.textLine + "\n")
-        var o = options(stage: .mixed, data: data, scratch: s)
-        o.model = TrainFixture.denseModel
-        let e = trainingError { _ = try TrainingRun(options: o, log: { _ in }) }
-        guard case .unsupportedModel(let reason)? = e else { return XCTFail("got \(String(describing: e))") }
-        XCTAssertTrue(reason.contains("MoE"), reason)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: o.out), "a refused run must not create its output directory")
-    }
-
     func testSkipBadWarnsAndTrainsOnTheRest() throws {
         let s = try makeScratch()
         try s.write("media/garbage.png", "this is not a png")
@@ -271,15 +260,6 @@ final class DataErrorTests: XCTestCase {
             + #"{"id": "u", "pointcloud": "x.ply", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}"# + "\n]")
         let msg = assertOneLineFailure(try train(baseArgs(s, data: data)))
         XCTAssertEqual(msg, "unimoe train: \(data):3: unknown modality 'pointcloud' (known: image, audio, video)")
-    }
-
-    func testCLIStage3OnDenseModel() throws {
-        let s = try makeScratch()
-        let data = try s.write("data.jsonl", TrainFixture.textLine)
-        var args = baseArgs(s, data: data, stage: "3")
-        args[args.firstIndex(of: TrainFixture.model)!] = TrainFixture.denseModel
-        let msg = assertOneLineFailure(try train(args))
-        XCTAssertTrue(msg.hasPrefix("unimoe train: cannot train this model: "), msg)
     }
 
     func testCLISkipBad() throws {
