@@ -39,6 +39,7 @@ public final class Coordinator {
         let started = monotonicSeconds()
         var firstToken = true
         var mediaStarted: [Double]
+        var promptTokens = 0
 
         init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState, streams: [UInt64]) {
             self.key = key
@@ -111,6 +112,7 @@ public final class Coordinator {
         switch m.kind {
         case .ask: startRequest(m, client: client)
         case .mediaChunk: takeChunk(m, client: client)
+        case .cancel: cancelRequest(m, client: client)
         case .stats:
             if let router = routerWorker ?? backend.workers(offering: "router").first {
                 submit(Message(.stats), service: "router", pin: router, request: nil, purpose: .stats(client: client, requestID: m.requestID))
@@ -119,7 +121,7 @@ public final class Coordinator {
             }
         case .heartbeat: send(Message(.heartbeat, requestID: m.requestID), to: client)
         default:
-            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaChunk or stats, not \(m.kind)"), to: client)
+            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaChunk, cancel or stats, not \(m.kind)"), to: client)
         }
     }
 
@@ -143,6 +145,16 @@ public final class Coordinator {
         byClient[client, default: [:]][m.requestID] = key
         counters["requests", default: 0] += 1
         if ask.media.isEmpty { prepareInput(r) }
+    }
+
+    /// The client gave up on a request (an HTTP client went away, a stop string matched): forget
+    /// it and free its KV cache in the router. Nothing is sent back; an unknown id is ignored (the
+    /// request may have finished while the cancel was on its way).
+    private func cancelRequest(_ m: Message, client: [UInt8]) {
+        guard let key = byClient[client]?[m.requestID], let r = requests[key] else { return }
+        wireLog(name, "request \(key) cancelled by its client")
+        counters["cancelled", default: 0] += 1
+        drop(r)
     }
 
     private func takeChunk(_ m: Message, client: [UInt8]) {
@@ -253,7 +265,9 @@ public final class Coordinator {
     private func prepareInput(_ r: Request) {
         do {
             let t0 = monotonicSeconds()
-            r.input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
+            let input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
+            r.promptTokens = input.shape[0]
+            r.input = input
             r.timings.add("stitch", seconds: monotonicSeconds() - t0)
             if r.state.finished { finish(r) }
         } catch { fail(r, "\(error)") }
@@ -312,7 +326,7 @@ public final class Coordinator {
 
     private func finish(_ r: Request) {
         r.timings.add("total", seconds: monotonicSeconds() - r.started)
-        let answer = Answer(ids: r.state.ids, text: r.state.text, timings: r.timings.milliseconds)
+        let answer = Answer(ids: r.state.ids, text: r.state.text, timings: r.timings.milliseconds, promptTokens: r.promptTokens)
         if let m = try? Message.json(.done, answer, requestID: r.clientRequestID) { send(m, to: r.client) }
         counters["answered", default: 0] += 1
         drop(r)
