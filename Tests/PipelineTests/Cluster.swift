@@ -17,13 +17,15 @@ final class Cluster {
     let pipeline: String
     var processes: [String: Process] = [:]
 
-    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]]) throws {
+    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]], gateway: GatewaySettings? = nil, apiKeys: [String]? = nil) throws {
         dir = NSTemporaryDirectory() + "unimoe-pl-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         pipeline = dir + "/pipeline.json"
-        let cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
+        var cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
                                  experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 6),
                                  requestTimeout: 60, expertTimeout: 30, expertGroups: expertGroups)
+        cfg.gateway = gateway
+        cfg.apiKeys = apiKeys
         let enc = JSONEncoder()
         enc.outputFormatting = .prettyPrinted
         try enc.encode(cfg).write(to: URL(fileURLWithPath: pipeline))
@@ -55,6 +57,18 @@ final class Cluster {
         try start("connect", ["--modality", "image,video,audio"], name: "connect")
         try start("router", name: "router")
         for g in expertGroups { try start("expert", ["--group", "\(g)"], name: "expert\(g)") }
+    }
+
+    /// Starts `unimoe-gateway` (listening on the port in the pipeline file, 0 for any) and returns
+    /// its base URL once it listens.
+    func startGateway(name: String = "gateway") throws -> String {
+        try start("gateway", name: name)
+        let deadline = Date(timeIntervalSinceNow: 20)
+        while Date() < deadline {
+            if let r = log(name).range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) { return String(log(name)[r]) }
+            usleep(50_000)
+        }
+        throw ProcessRunError.launchFailed("unimoe-gateway", "no 'listening on' line in its log: \(log(name))")
     }
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: dir + "/\(name).log", encoding: .utf8)) ?? "" }
