@@ -33,11 +33,12 @@ final class Cluster {
 
     var frontend: String { "ipc://\(dir)/front" }
 
-    /// Starts `role` (`unimoe-<role>`) with `args`, under `name` (also its log file name).
-    func start(_ role: String, _ args: [String] = [], name: String) throws {
+    /// Starts `role` (`unimoe-<role>`) with `args`, under `name` (also its log file name), reading
+    /// this cluster's pipeline file or `other`.
+    func start(_ role: String, _ args: [String] = [], name: String, pipeline other: String? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Binaries.path("unimoe-\(role)"))
-        p.arguments = ["--pipeline", pipeline, "--name", name] + args
+        p.arguments = ["--pipeline", other ?? pipeline, "--name", name] + args
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = "1"
         p.environment = env
@@ -61,8 +62,8 @@ final class Cluster {
 
     /// Starts `unimoe-gateway` (listening on the port in the pipeline file, 0 for any) and returns
     /// its base URL once it listens.
-    func startGateway(name: String = "gateway") throws -> String {
-        try start("gateway", name: name)
+    func startGateway(name: String = "gateway", pipeline other: String? = nil) throws -> String {
+        try start("gateway", name: name, pipeline: other)
         let deadline = Date(timeIntervalSinceNow: 20)
         while Date() < deadline {
             if let r = log(name).range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) { return String(log(name)[r]) }

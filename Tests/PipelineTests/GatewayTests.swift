@@ -226,27 +226,38 @@ import Wire
         }
     }
 
-    @Test func aClientThatDisconnectsCancelsItsSequence() throws {
+    @Test func aClientThatDisconnectsCancelsItsSequenceAndBusyIs429() throws {
         // Long heartbeats: the expert workers are paused below and must not be declared dead.
         try Self.withPipeline(heartbeat: 3) { p in
             let experts = ["expert0", "expert1"].compactMap { p.cluster.processes[$0]?.processIdentifier }
+            // A second gateway that lets one request generate at a time.
+            var cfg = try JSONDecoder().decode(PipelineConfig.self, from: Data(contentsOf: URL(fileURLWithPath: p.cluster.pipeline)))
+            cfg.gateway?.maxRequests = 1
+            let single = p.cluster.dir + "/single.json"
+            try JSONEncoder().encode(cfg).write(to: URL(fileURLWithPath: single))
+            let url = try p.cluster.startGateway(name: "gateway1", pipeline: single)
             // A client that reads the first token, freezes the experts mid-sequence (this model
-            // would reach EOS in under a second) and hangs up: the gateway can learn of it only
-            // from its keep-alive writes.
+            // would reach EOS in under a second), sees a second request refused as busy, and hangs
+            // up: the gateway can learn of it only from its keep-alive writes.
             let client = """
                 import os, signal, socket, sys
-                s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-                body = b'{"messages":[{"role":"user","content":"Talk."}],"max_tokens":65536,"stream":true}'
-                s.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % (sys.argv[2].encode(), len(body)) + body)
+                def ask(port):
+                    s = socket.create_connection(("127.0.0.1", port))
+                    body = b'{"messages":[{"role":"user","content":"Talk."}],"max_tokens":65536,"stream":true}'
+                    s.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % (sys.argv[2].encode(), len(body)) + body)
+                    return s
+                s = ask(int(sys.argv[1]))
                 data = b""
                 while b"token_ids" not in data:
                     more = s.recv(4096)
                     if not more: sys.exit("the stream ended before a token")
                     data += more
                 for pid in sys.argv[3:]: os.kill(int(pid), signal.SIGSTOP)
+                busy = ask(int(sys.argv[1])).recv(4096)
+                if not busy.startswith(b"HTTP/1.1 429"): sys.exit("a second request was not refused: %r" % busy[:200])
                 s.close()
                 """
-            let port = String(p.url.split(separator: ":").last!)
+            let port = String(url.split(separator: ":").last!)
             let r = try runProcess("/usr/bin/env", ["python3", "-c", client, port, Self.key] + experts.map(String.init), timeout: 60)
             #expect(r.status == 0, "\(r.stderr)")
             Thread.sleep(forTimeInterval: 3)
@@ -258,7 +269,7 @@ import Wire
                 stats = try ask.stats()
                 Thread.sleep(forTimeInterval: 0.1)
             } while (stats["cancelled", default: 0] < 1 || stats["router/live_sequences"] != 0) && Date() < deadline
-            #expect(stats["cancelled"] == 1 && stats["answered", default: 0] == 0, "\(stats)\n\(p.cluster.log("gateway"))")
+            #expect(stats["cancelled"] == 1 && stats["answered", default: 0] == 0, "\(stats)\n\(p.cluster.log("gateway1"))")
             #expect(stats["live_requests"] == 0 && stats["router/live_sequences"] == 0, "\(stats)")
         }
     }
