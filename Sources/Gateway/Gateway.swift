@@ -1,6 +1,7 @@
 import Foundation
 import HTTP
 import Stages
+import Wire
 
 /// The OpenAI-compatible front door (docs/HTTP.md): `POST /v1/chat/completions` (JSON or
 /// Server-Sent Events), `GET /v1/models`, `GET /health`, in front of the coordinator. Each request
@@ -68,7 +69,12 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    public func tooLarge(_ r: HTTPRequest, limit: Int) -> HTTPResponse { error(.tooLarge(limit: limit)) }
+    public func refused(_ r: HTTPRequest, _ why: HTTPRefusal) -> HTTPResponse {
+        switch why {
+        case .tooLarge(let limit): return error(.tooLarge(limit: limit))
+        case .overloaded(let limit): return error(.unavailable("request bodies being received hold \(limit) bytes already (4 × \"max_body\"); retry shortly"))
+        }
+    }
 
     // MARK: - endpoints
 
@@ -144,7 +150,8 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     }
 
     func error(_ e: GatewayError, headers: [String: String] = [:]) -> HTTPResponse {
-        .full(status: e.status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: e.body)
+        wireLog("gateway", "\(e.status) \(e.code): \(e.description.prefix(300))")
+        return .full(status: e.status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: e.body)
     }
 
     private func json(_ status: Int, _ object: [String: Any]) -> HTTPResponse {

@@ -19,6 +19,7 @@ public final class HTTPServer: @unchecked Sendable {
     /// The port listened on (the one picked when started with port 0).
     public private(set) var port: UInt16 = 0
     private var daemon: OpaquePointer?
+    private let buffers = BufferBudget()
 
     /// Starts serving `host:port` (IPv4 address; port 0 picks a free one) right away.
     public init(host: String, port: UInt16, limits: HTTPLimits, handler: any HTTPHandler) throws {
@@ -47,9 +48,22 @@ public final class HTTPServer: @unchecked Sendable {
     final class Exchange {
         var request: HTTPRequest
         var answered = false
-        /// Bytes of an over-long body (no `Content-Length`) dropped so far.
+        /// Set when the body broke a limit: the rest is dropped and this is the answer.
+        var refusal: HTTPRefusal?
+        /// Bytes of a refused body dropped so far.
         var discarded = 0
-        init(_ request: HTTPRequest) { self.request = request }
+        /// The server-wide count `request.body` is charged to.
+        let buffers: BufferBudget
+        init(_ request: HTTPRequest, buffers: BufferBudget) {
+            self.request = request
+            self.buffers = buffers
+        }
+        /// Frees the body and gives its bytes back to the budget.
+        func dropBody() {
+            buffers.give(request.body.count)
+            request.body = Data()
+        }
+        deinit { buffers.give(request.body.count) }
     }
 
     /// Handles one call of MHD's access handler (first call: head; then body pieces; last: done).
@@ -58,10 +72,10 @@ public final class HTTPServer: @unchecked Sendable {
                             context: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> MHD_Result {
         guard let existing = context.pointee else {
             let path = String(url.prefix { $0 != "?" })
-            let ex = Exchange(HTTPRequest(method: method, path: path, headers: HTTPServer.headers(of: connection)))
+            let ex = Exchange(HTTPRequest(method: method, path: path, headers: HTTPServer.headers(of: connection)), buffers: buffers)
             context.pointee = Unmanaged.passRetained(ex).toOpaque()
             if let declared = ex.request.contentLength, declared > UInt64(limits.maxBody) {
-                return answer(ex, handler.tooLarge(ex.request, limit: limits.maxBody), on: connection)
+                return answer(ex, handler.refused(ex.request, .tooLarge(limit: limits.maxBody)), on: connection)
             }
             if let early = handler.head(ex.request) { return answer(ex, early, on: connection) }
             return mhdYes
@@ -71,21 +85,25 @@ public final class HTTPServer: @unchecked Sendable {
             let n = uploadSize.pointee
             uploadSize.pointee = 0
             if ex.answered { return mhdYes }
-            if ex.discarded > 0 || ex.request.body.count + n > limits.maxBody {
-                // MHD cannot answer in the middle of a body: drop it as it comes and answer 413 at
-                // its end — unless the client goes on for another `maxBody`, then hang up.
+            if ex.refusal == nil && ex.request.body.count + n > limits.maxBody { ex.refusal = .tooLarge(limit: limits.maxBody) }
+            if ex.refusal == nil && !buffers.take(n, limit: limits.maxBuffered) { ex.refusal = .overloaded(limit: limits.maxBuffered) }
+            if ex.refusal != nil {
+                // MHD cannot answer in the middle of a body: drop it as it comes and answer at its
+                // end — unless the client goes on for another `maxBody`, then hang up.
                 ex.discarded += ex.request.body.count + n
-                ex.request.body = Data()
+                ex.dropBody()
                 return ex.discarded > 2 * limits.maxBody ? mhdNo : mhdYes
             }
             if let upload { ex.request.body.append(contentsOf: upload.prefix(n)) }
             return mhdYes
         }
         if ex.answered { return mhdYes }
-        if ex.discarded > 0 { return answer(ex, handler.tooLarge(ex.request, limit: limits.maxBody), on: connection) }
+        if let why = ex.refusal { return answer(ex, handler.refused(ex.request, why), on: connection) }
         // The request is in: generation may be slow, so the short arrival timeout no longer applies.
         CMHD_set_timeout(connection, UInt32(clamping: limits.responseTimeout))
-        return answer(ex, handler.handle(ex.request), on: connection)
+        let request = ex.request
+        ex.dropBody()  // the handler holds its own copy for as long as it needs it
+        return answer(ex, handler.handle(request), on: connection)
     }
 
     private func answer(_ ex: Exchange, _ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
@@ -123,6 +141,28 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     final class HeaderBox { var values: [String: String] = [:] }
+}
+
+/// Body bytes held by all requests together, against `HTTPLimits.maxBuffered`.
+/// `@unchecked Sendable`: `used` is touched only under `lock`.
+final class BufferBudget: @unchecked Sendable {
+    private let lock = NSLock()
+    private var used = 0
+
+    /// Charges `n` bytes; false (nothing charged) when that would pass `limit`.
+    func take(_ n: Int, limit: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard used + n <= limit else { return false }
+        used += n
+        return true
+    }
+
+    func give(_ n: Int) {
+        lock.lock()
+        used -= n
+        lock.unlock()
+    }
 }
 
 /// A streamed response's source and the bytes of its current piece not yet taken by MHD.

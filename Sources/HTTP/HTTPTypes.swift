@@ -44,8 +44,16 @@ public protocol HTTPHandler: Sendable {
     func head(_ request: HTTPRequest) -> HTTPResponse?
     /// Answers a request whose body has fully arrived.
     func handle(_ request: HTTPRequest) -> HTTPResponse
-    /// The response for a body over `HTTPLimits.maxBody` (413 in the handler's error format).
-    func tooLarge(_ request: HTTPRequest, limit: Int) -> HTTPResponse
+    /// The response for a request the server refused by its limits, in the handler's error format.
+    func refused(_ request: HTTPRequest, _ why: HTTPRefusal) -> HTTPResponse
+}
+
+/// Why the server refused a request before the handler saw it.
+public enum HTTPRefusal: Sendable, Equatable {
+    /// The body is (or declares to be) larger than `HTTPLimits.maxBody` (HTTP 413).
+    case tooLarge(limit: Int)
+    /// Bodies being received together already hold `HTTPLimits.maxBuffered` bytes (HTTP 503).
+    case overloaded(limit: Int)
 }
 
 /// Bounds that keep one client from exhausting the server.
@@ -60,9 +68,13 @@ public struct HTTPLimits: Sendable {
     public var maxConnections: Int
     /// Bytes per connection for its header and read buffers (larger headers are refused by MHD).
     public var connectionMemory: Int
+    /// Body bytes buffered by all connections together at most (many large uploads at once would
+    /// otherwise exhaust memory); a body that would pass it is dropped and answered `overloaded`.
+    public var maxBuffered: Int
 
     public init(maxBody: Int = 64 << 20, idleTimeout: Int = 15, responseTimeout: Int = 0, maxConnections: Int = 256,
-                connectionMemory: Int = 64 << 10) {
+                connectionMemory: Int = 64 << 10, maxBuffered: Int? = nil) {
+        self.maxBuffered = maxBuffered ?? 4 * maxBody
         self.maxBody = maxBody
         self.idleTimeout = idleTimeout
         self.responseTimeout = responseTimeout

@@ -196,6 +196,29 @@ import Wire
             let seconds = Double(lorisOut.split(separator: " ").dropFirst(2).first ?? "") ?? 99
             #expect(seconds < 10, "slow-loris connection: \(lorisOut)")
 
+            // Many large bodies at once: past 4 × max_body buffered together, the next is refused
+            // with 503 (and the others are still answered).
+            let flood = """
+                import socket, sys, time
+                def post(n):
+                    s = socket.create_connection(("127.0.0.1", \(port)))
+                    s.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer \(Self.key)\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % n)
+                    return s
+                size = 15 << 20
+                held = [post(size) for _ in range(4)]
+                for s in held: s.sendall(b"[" * (size - 1))
+                time.sleep(1)
+                last = post(size)
+                last.sendall(b"[" * size)
+                print(last.recv(200).split(b"\\r\\n")[0].decode())
+                for s in held:
+                    s.sendall(b"]")
+                    print(s.recv(200).split(b"\\r\\n")[0].decode())
+                """
+            let floodOut = try runProcess("/usr/bin/env", ["python3", "-c", flood], timeout: 60)
+            #expect(floodOut.stdoutLines.first?.hasPrefix("HTTP/1.1 503") == true, "\(floodOut.stdout) \(floodOut.stderr)")
+            #expect(floodOut.stdoutLines.dropFirst().allSatisfy { $0.hasPrefix("HTTP/1.1 400") }, "\(floodOut.stdout)")
+
             let after = try Self.curl(chat, body: Self.chat(Self.shapes[0]))
             #expect(after.status == 200)
             #expect((Self.object(after.body)?["choices"] as? [[String: Any]])?.first?["token_ids"] as? [Int] == p.want[0])
