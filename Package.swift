@@ -79,6 +79,6 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "Checkpoint", "TestSupport"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Stages"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Stages", "Wire"]),
     ]
 )

@@ -3,11 +3,11 @@ import JSON
 import Stages
 
 /// A `POST /v1/chat/completions` body read into what the pipeline takes: one `AskRequest` (the
-/// conversation's text folded into its question, media in template order), the bytes or files of
-/// each media input, and the OpenAI options the gateway applies itself (streaming, stop strings).
+/// conversation's text folded into its question, media in document order — the order the
+/// `BodyScanner` uploaded them in) and the OpenAI options the gateway applies itself (streaming,
+/// stop strings).
 struct ChatRequest {
     var ask: AskRequest
-    var uploads: [UploadSource]
     var stream = false
     var includeUsage = false
     var stop: [String] = []
@@ -16,8 +16,9 @@ struct ChatRequest {
     /// leaves room and refuses nested-array bombs at once.
     static let jsonOptions = JSONParseOptions(maxDepth: 32, rejectDuplicateKeys: true)
 
-    /// Reads and checks `body`; `fileRoots` limits `file://` media (empty: any readable file).
-    init(body: Data, fileRoots: [String]) throws(GatewayError) {
+    /// Reads and checks the skeleton of a body (`BodyScanner`): its media strings were emptied and
+    /// uploaded, `streamed` names them by part. `fileRoots` limits `file://` media.
+    init(body: Data, fileRoots: [String], streamed: [String: MediaItem]) throws(GatewayError) {
         let root: JSONValue
         do { root = try JSONValue.parse(body, options: Self.jsonOptions) } catch { throw .malformedJSON(error.description) }
         guard case .object = root else { throw .invalidRequest("the body must be a JSON object, got \(root.kind)") }
@@ -25,7 +26,7 @@ struct ChatRequest {
             throw .invalidRequest("'messages' must be a non-empty array of {role, content}")
         }
         var texts: [String] = []
-        var media: [(item: MediaItem, upload: UploadSource)] = []
+        var media: [MediaItem] = []
         for (i, m) in messages.enumerated() {
             let at = "messages[\(i)]"
             guard case .object = m else { throw .invalidRequest("\(at) must be an object, got \(m.kind)") }
@@ -45,16 +46,13 @@ struct ChatRequest {
                         continue
                     }
                     guard role == "user" else { throw .invalidPart(part: name, reason: "only user messages may carry \(type) parts") }
-                    let (item, upload) = try MediaPart.read(part, type: type, name: name, fileRoots: fileRoots)
-                    media.append((item, upload))
+                    media.append(try MediaPart.read(part, type: type, name: name, fileRoots: fileRoots, streamed: streamed[name]))
                 }
             case let other?: throw .invalidRequest("\(at).content must be a string, an array of parts or null, got \(other.kind)")
             }
         }
-        // The template places images, then audios, then videos (as `unimoe ask` orders its files).
-        let ordered = Modality.allCases.flatMap { m in media.filter { $0.item.modality == m } }
-        ask = AskRequest(question: texts.joined(separator: "\n"), media: ordered.map(\.item))
-        uploads = ordered.map(\.upload)
+        // Media of one kind keep their order, which is all the template and stitching look at.
+        ask = AskRequest(question: texts.joined(separator: "\n"), media: media)
 
         if let n = root["n"], n.intValue != 1 { throw .invalidRequest("'n' must be 1 (one choice per request)") }
         if let v = root["max_completion_tokens"] ?? root["max_tokens"], !v.isNull {
@@ -91,19 +89,21 @@ struct ChatRequest {
 }
 
 /// One media content part (`image_url`, `input_audio`, `video_url`) → the item the pipeline
-/// decodes (named after the part, so a decode error names it) and where its bytes come from.
+/// decodes (named after the part, so a decode error names it). Its bytes were uploaded by the
+/// `BodyScanner` (`streamed`); a part it did not upload is explained here.
 enum MediaPart {
-    static func read(_ part: JSONValue, type: String, name: String, fileRoots: [String]) throws(GatewayError) -> (MediaItem, UploadSource) {
+    static func read(_ part: JSONValue, type: String, name: String, fileRoots: [String], streamed: MediaItem?) throws(GatewayError) -> MediaItem {
         switch type {
         case "image_url", "video_url":
-            let modality: Modality = type == "image_url" ? .image : .video
             // OpenAI nests {"url": …}; a bare string is accepted as well.
             guard let url = part[type]?["url"]?.stringValue ?? part[type]?.stringValue else {
                 throw .invalidPart(part: name, reason: "needs '\(type)': {\"url\": \"data:…;base64,…\" or \"file:///…\"}")
             }
-            return (MediaItem(modality: modality, name: "\(name) (\(type))"), try source(url, part: name, fileRoots: fileRoots))
+            if let streamed, streamed.name == "\(name) (\(type))" { return streamed }
+            _ = try filePath(of: url, part: name, fileRoots: fileRoots)  // throws why it was not uploaded
+            throw .invalidPart(part: name, reason: "its URL was not readable as it arrived")
         case "input_audio":
-            guard let data = part["input_audio"]?["data"]?.stringValue else {
+            guard part["input_audio"]?["data"]?.stringValue != nil, let streamed, streamed.name == "\(name) (input_audio)" else {
                 throw .invalidPart(part: name, reason: "needs 'input_audio': {\"data\": base64, \"format\": \"wav\" or \"mp3\"}")
             }
             if let f = part["input_audio"]?["format"], !f.isNull {
@@ -111,19 +111,20 @@ enum MediaPart {
                     throw .invalidPart(part: name, reason: "input_audio.format must be \"wav\" or \"mp3\"")
                 }
             }
-            return (MediaItem(modality: .audio, name: "\(name) (input_audio)"), .bytes(try base64(data, part: name)))
+            return streamed
         default:
             throw .invalidPart(part: name, reason: "unknown part type '\(type)'; use text, image_url, input_audio or video_url")
         }
     }
 
-    /// A `data:[mime];base64,…` URL's bytes, or a `file://` path that exists under `fileRoots`.
-    static func source(_ url: String, part: String, fileRoots: [String]) throws(GatewayError) -> UploadSource {
+    /// Checks a media URL: nil for a `data:[mime];base64,…` URL, the resolved path for a `file://`
+    /// URL naming a readable file under `fileRoots`; anything else throws why not.
+    static func filePath(of url: String, part: String, fileRoots: [String]) throws(GatewayError) -> String? {
         if url.hasPrefix("data:") {
             guard let comma = url.firstIndex(of: ","), url[..<comma].hasSuffix(";base64") else {
                 throw .invalidPart(part: part, reason: "a data: URL must be base64 (data:<type>;base64,<data>)")
             }
-            return .bytes(try base64(url[url.index(after: comma)...], part: part))
+            return nil
         }
         if url.hasPrefix("file://") {
             let raw = String(url.dropFirst("file://".count))
@@ -143,19 +144,8 @@ enum MediaPart {
                   FileManager.default.isReadableFile(atPath: resolved) else {
                 throw .invalidPart(part: part, reason: "\(path): no such readable file")
             }
-            return .file(resolved)
+            return resolved
         }
         throw .invalidPart(part: part, reason: "only data: and file:// URLs are accepted (the gateway fetches nothing remote)")
-    }
-
-    static func base64(_ text: some StringProtocol, part: String) throws(GatewayError) -> Data {
-        // Only the base64 alphabet and line breaks: `.ignoreUnknownCharacters` alone would skip junk.
-        let alphabet = text.utf8.allSatisfy { b in
-            (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || (0x30...0x39).contains(b) || [0x2B, 0x2F, 0x3D, 0x0A, 0x0D, 0x20].contains(b)
-        }
-        guard alphabet, let d = Data(base64Encoded: String(text), options: .ignoreUnknownCharacters), !d.isEmpty else {
-            throw .invalidPart(part: part, reason: "invalid base64 data")
-        }
-        return d
     }
 }

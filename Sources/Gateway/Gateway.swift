@@ -55,8 +55,18 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
             guard type.lowercased().split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "application/json" else {
                 return error(.unsupportedContentType(type))
             }
+            // Refuse before the body's media start uploading (checked again when it is in).
+            lock.lock()
+            let full = active >= settings.maxRequests
+            lock.unlock()
+            if full { return error(.busy(limit: settings.maxRequests)) }
         }
         return nil
+    }
+
+    /// A chat body is read as it arrives: its media go to the pipeline at once (`ChatBody`).
+    public func consumer(for r: HTTPRequest) -> (any HTTPBodyConsumer)? {
+        r.path == "/v1/chat/completions" ? ChatBody(self) : nil
     }
 
     public func handle(_ r: HTTPRequest) -> HTTPResponse {
@@ -65,14 +75,17 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         case "/health": return health()
         case "/v1/models":
             return json(200, ["object": "list", "data": [["id": model, "object": "model", "created": started, "owned_by": "unimoe"]]])
-        default: return complete(r.body)
+        default:
+            // A chat body that was buffered after all: read it in one piece.
+            let body = ChatBody(self)
+            _ = r.body.withUnsafeBytes { body.consume($0) }
+            return body.finish(refusal: nil)
         }
     }
 
     public func refused(_ r: HTTPRequest, _ why: HTTPRefusal) -> HTTPResponse {
         switch why {
         case .tooLarge(let limit): return error(.tooLarge(limit: limit))
-        case .overloaded(let limit): return error(.unavailable("request bodies being received hold \(limit) bytes already (4 × \"max_body\"); retry shortly"))
         }
     }
 
@@ -87,11 +100,13 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    private func complete(_ body: Data) -> HTTPResponse {
-        let chat: ChatRequest
-        do { chat = try ChatRequest(body: body, fileRoots: settings.fileRoots) } catch { return self.error(error) }
-        guard acquire() else { return error(.busy(limit: settings.maxRequests)) }
-        let gen = Generation(endpoint: endpoint, timeout: timeout, request: chat) { [self] in release() }
+    /// Generates the answer to `chat`, whose media `early` uploaded through `client`.
+    func complete(_ chat: ChatRequest, client: AskClient, early: EarlyUploads) -> HTTPResponse {
+        guard acquire() else {
+            early.cancel()
+            return error(.busy(limit: settings.maxRequests))
+        }
+        let gen = Generation(client: client, early: early, request: chat) { [self] in release() }
         let id = Completion(id: "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased(),
                             created: Int(Date().timeIntervalSince1970), model: model, request: chat)
         // The status line goes out with the first bytes: wait for the first event, so a request the
@@ -158,4 +173,50 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return .full(status: status, headers: ["Content-Type": "application/json"], body: body)
     }
+}
+
+/// One chat-completions body read as it arrives (`HTTPBodyConsumer`): a `BodyScanner` uploads its
+/// media to the pipeline on the way, then the rest is parsed and answered by `Gateway.complete`.
+/// Any refusal cancels the uploads, so the coordinator drops them.
+final class ChatBody: HTTPBodyConsumer {
+    let gateway: Gateway
+    private var client: AskClient?
+    private var scanner: BodyScanner?
+    private var setupFailure: GatewayError?
+
+    init(_ gateway: Gateway) {
+        self.gateway = gateway
+        do {
+            let c = try AskClient(endpoint: gateway.endpoint, timeout: gateway.timeout)
+            client = c
+            // The non-media JSON is buffered: a conversation's text, not its media.
+            scanner = BodyScanner(uploads: c.begin(), fileRoots: gateway.settings.fileRoots, maxSkeleton: min(gateway.settings.maxBody, 8 << 20))
+        } catch {
+            setupFailure = .unavailable("cannot reach the coordinator at \(gateway.endpoint): \(error)")
+        }
+    }
+
+    func consume(_ bytes: UnsafeRawBufferPointer) -> Bool { scanner?.feed(bytes) ?? false }
+
+    func finish(refusal: HTTPRefusal?) -> HTTPResponse {
+        guard var scanner, let client else { return gateway.error(setupFailure ?? .unavailable("no coordinator client")) }
+        scanner.finish()
+        self.scanner = nil
+        func refuse(_ e: GatewayError) -> HTTPResponse {
+            scanner.uploads.cancel()
+            return gateway.error(e)
+        }
+        if let refusal { scanner.uploads.cancel(); return gateway.refused(HTTPRequest(method: "POST", path: "/v1/chat/completions"), refusal) }
+        if let f = scanner.failure { return refuse(f) }
+        let chat: ChatRequest
+        do { chat = try ChatRequest(body: Data(scanner.skeleton), fileRoots: gateway.settings.fileRoots, streamed: scanner.streamed) } catch {
+            return refuse(error)
+        }
+        guard chat.ask.media == scanner.uploads.announced else {
+            return refuse(.invalidRequest("the media parts read at the end differ from those uploaded as they arrived"))
+        }
+        return gateway.complete(chat, client: client, early: scanner.uploads)
+    }
+
+    func abandon() { scanner?.uploads.cancel() }
 }

@@ -19,14 +19,15 @@ final class Generation: @unchecked Sendable {
     private var events: [Event] = []
     private var cancelled = false
 
-    /// Starts asking `endpoint` on a new thread; `finished` runs on it once the request is over.
-    init(endpoint: String, timeout: Double, request: ChatRequest, finished: @escaping @Sendable () -> Void) {
-        let ask = request.ask, uploads = request.uploads
+    /// Asks on a new thread through `client`, whose `early` uploads hold the request's media
+    /// (the connection thread is done with both); `finished` runs on it once the request is over.
+    init(client: AskClient, early: EarlyUploads, request: ChatRequest, finished: @escaping @Sendable () -> Void) {
+        let ask = request.ask
+        let handoff = Handoff(client: client, early: early)
         Thread.detachNewThread { [self] in
             defer { finished() }
             do {
-                let client = try AskClient(endpoint: endpoint, timeout: timeout)
-                let answer = try client.ask(ask, uploads: uploads, cancelled: { self.isCancelled }) { id, text in
+                let answer = try handoff.client.ask(ask, uploads: [], after: handoff.early, cancelled: { self.isCancelled }) { id, text in
                     self.push(.token(id: id, text: text))
                 }
                 push(.done(answer))
@@ -82,6 +83,17 @@ final class Generation: @unchecked Sendable {
         case WireError.timeout(let text): return .timeout(text)
         default: return .unavailable("\(error)")
         }
+    }
+}
+
+/// The client and uploads passed from the connection thread to the generation thread.
+/// `@unchecked Sendable`: the connection thread stops using them before the handoff.
+private final class Handoff: @unchecked Sendable {
+    let client: AskClient
+    let early: EarlyUploads
+    init(client: AskClient, early: EarlyUploads) {
+        self.client = client
+        self.early = early
     }
 }
 

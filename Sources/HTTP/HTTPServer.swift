@@ -3,7 +3,8 @@ import Foundation
 
 /// An HTTP/1.1 server on libmicrohttpd: MHD parses the protocol (headers, chunked bodies,
 /// `Expect: 100-continue`, keep-alive) and runs one thread per connection; this class bridges its C
-/// callbacks to an `HTTPHandler`. Per request it buffers the body up to `limits.maxBody` (refusing
+/// callbacks to an `HTTPHandler`. Per request it hands the body to the handler's `HTTPBodyConsumer`
+/// as it arrives, or buffers it up to `limits.maxBody` (refusing
 /// a larger declared length before reading any of it; a longer chunked body is dropped as it comes
 /// and answered 413 at its end), then calls the handler on that connection's thread. Streamed
 /// bodies are pulled from an `HTTPStreamSource` as the client takes them.
@@ -19,7 +20,6 @@ public final class HTTPServer: @unchecked Sendable {
     /// The port listened on (the one picked when started with port 0).
     public private(set) var port: UInt16 = 0
     private var daemon: OpaquePointer?
-    private let buffers = BufferBudget()
 
     /// Starts serving `host:port` (IPv4 address; port 0 picks a free one) right away.
     public init(host: String, port: UInt16, limits: HTTPLimits, handler: any HTTPHandler) throws {
@@ -52,18 +52,13 @@ public final class HTTPServer: @unchecked Sendable {
         var refusal: HTTPRefusal?
         /// Bytes of a refused body dropped so far.
         var discarded = 0
-        /// The server-wide count `request.body` is charged to.
-        let buffers: BufferBudget
-        init(_ request: HTTPRequest, buffers: BufferBudget) {
-            self.request = request
-            self.buffers = buffers
-        }
-        /// Frees the body and gives its bytes back to the budget.
-        func dropBody() {
-            buffers.give(request.body.count)
-            request.body = Data()
-        }
-        deinit { buffers.give(request.body.count) }
+        /// Takes the body as it arrives when the handler asked for that; nil once it answered.
+        var consumer: (any HTTPBodyConsumer)?
+        var consumerStopped = false
+        /// Body bytes seen by `consumer`.
+        var received = 0
+        init(_ request: HTTPRequest) { self.request = request }
+        deinit { consumer?.abandon() }  // the connection ended before the body did
     }
 
     /// Handles one call of MHD's access handler (first call: head; then body pieces; last: done).
@@ -72,12 +67,13 @@ public final class HTTPServer: @unchecked Sendable {
                             context: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> MHD_Result {
         guard let existing = context.pointee else {
             let path = String(url.prefix { $0 != "?" })
-            let ex = Exchange(HTTPRequest(method: method, path: path, headers: HTTPServer.headers(of: connection)), buffers: buffers)
+            let ex = Exchange(HTTPRequest(method: method, path: path, headers: HTTPServer.headers(of: connection)))
             context.pointee = Unmanaged.passRetained(ex).toOpaque()
             if let declared = ex.request.contentLength, declared > UInt64(limits.maxBody) {
                 return answer(ex, handler.refused(ex.request, .tooLarge(limit: limits.maxBody)), on: connection)
             }
             if let early = handler.head(ex.request) { return answer(ex, early, on: connection) }
+            ex.consumer = handler.consumer(for: ex.request)
             return mhdYes
         }
         let ex = Unmanaged<Exchange>.fromOpaque(existing).takeUnretainedValue()
@@ -85,25 +81,35 @@ public final class HTTPServer: @unchecked Sendable {
             let n = uploadSize.pointee
             uploadSize.pointee = 0
             if ex.answered { return mhdYes }
+            if let consumer = ex.consumer {
+                ex.received += n
+                if ex.refusal == nil && ex.received > limits.maxBody { ex.refusal = .tooLarge(limit: limits.maxBody) }
+                if ex.refusal == nil && !ex.consumerStopped, let upload {
+                    ex.consumerStopped = !consumer.consume(UnsafeRawBufferPointer(rebasing: upload.prefix(n)))
+                }
+                return ex.received > 3 * limits.maxBody ? mhdNo : mhdYes
+            }
             if ex.refusal == nil && ex.request.body.count + n > limits.maxBody { ex.refusal = .tooLarge(limit: limits.maxBody) }
-            if ex.refusal == nil && !buffers.take(n, limit: limits.maxBuffered) { ex.refusal = .overloaded(limit: limits.maxBuffered) }
             if ex.refusal != nil {
                 // MHD cannot answer in the middle of a body: drop it as it comes and answer at its
                 // end — unless the client goes on for another `maxBody`, then hang up.
                 ex.discarded += ex.request.body.count + n
-                ex.dropBody()
+                ex.request.body = Data()
                 return ex.discarded > 2 * limits.maxBody ? mhdNo : mhdYes
             }
             if let upload { ex.request.body.append(contentsOf: upload.prefix(n)) }
             return mhdYes
         }
         if ex.answered { return mhdYes }
+        if let consumer = ex.consumer {
+            CMHD_set_timeout(connection, UInt32(clamping: limits.responseTimeout))
+            ex.consumer = nil
+            return answer(ex, consumer.finish(refusal: ex.refusal), on: connection)
+        }
         if let why = ex.refusal { return answer(ex, handler.refused(ex.request, why), on: connection) }
         // The request is in: generation may be slow, so the short arrival timeout no longer applies.
         CMHD_set_timeout(connection, UInt32(clamping: limits.responseTimeout))
-        let request = ex.request
-        ex.dropBody()  // the handler holds its own copy for as long as it needs it
-        return answer(ex, handler.handle(request), on: connection)
+        return answer(ex, handler.handle(ex.request), on: connection)
     }
 
     private func answer(_ ex: Exchange, _ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
@@ -141,28 +147,6 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     final class HeaderBox { var values: [String: String] = [:] }
-}
-
-/// Body bytes held by all requests together, against `HTTPLimits.maxBuffered`.
-/// `@unchecked Sendable`: `used` is touched only under `lock`.
-final class BufferBudget: @unchecked Sendable {
-    private let lock = NSLock()
-    private var used = 0
-
-    /// Charges `n` bytes; false (nothing charged) when that would pass `limit`.
-    func take(_ n: Int, limit: Int) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard used + n <= limit else { return false }
-        used += n
-        return true
-    }
-
-    func give(_ n: Int) {
-        lock.lock()
-        used -= n
-        lock.unlock()
-    }
 }
 
 /// A streamed response's source and the bytes of its current piece not yet taken by MHD.

@@ -46,19 +46,36 @@ public protocol HTTPHandler: Sendable {
     func handle(_ request: HTTPRequest) -> HTTPResponse
     /// The response for a request the server refused by its limits, in the handler's error format.
     func refused(_ request: HTTPRequest, _ why: HTTPRefusal) -> HTTPResponse
+    /// A consumer that takes this request's body as it arrives, instead of the server buffering
+    /// it for `handle`; nil (the default) buffers.
+    func consumer(for request: HTTPRequest) -> (any HTTPBodyConsumer)?
+}
+
+extension HTTPHandler {
+    public func consumer(for request: HTTPRequest) -> (any HTTPBodyConsumer)? { nil }
+}
+
+/// Takes a request body piece by piece on the connection's thread while it arrives (the server
+/// keeps none of it), then answers. Exactly one of `finish` or `abandon` is called.
+public protocol HTTPBodyConsumer: AnyObject {
+    /// The next piece, readable only during the call; false refuses the rest (it is dropped and
+    /// `finish` answers).
+    func consume(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// The body is complete — or was cut short by the server's limits (`refusal`): the answer.
+    func finish(refusal: HTTPRefusal?) -> HTTPResponse
+    /// The connection ended before the body did.
+    func abandon()
 }
 
 /// Why the server refused a request before the handler saw it.
 public enum HTTPRefusal: Sendable, Equatable {
     /// The body is (or declares to be) larger than `HTTPLimits.maxBody` (HTTP 413).
     case tooLarge(limit: Int)
-    /// Bodies being received together already hold `HTTPLimits.maxBuffered` bytes (HTTP 503).
-    case overloaded(limit: Int)
 }
 
 /// Bounds that keep one client from exhausting the server.
 public struct HTTPLimits: Sendable {
-    /// Largest request body buffered (bytes); a larger declared or received body gets `tooLarge`.
+    /// Largest request body (bytes), buffered or consumed; a larger declared or received body is refused.
     public var maxBody: Int
     /// Seconds of silence allowed while a request arrives (slow-loris clients are disconnected).
     public var idleTimeout: Int
@@ -68,13 +85,9 @@ public struct HTTPLimits: Sendable {
     public var maxConnections: Int
     /// Bytes per connection for its header and read buffers (larger headers are refused by MHD).
     public var connectionMemory: Int
-    /// Body bytes buffered by all connections together at most (many large uploads at once would
-    /// otherwise exhaust memory); a body that would pass it is dropped and answered `overloaded`.
-    public var maxBuffered: Int
 
     public init(maxBody: Int = 64 << 20, idleTimeout: Int = 15, responseTimeout: Int = 0, maxConnections: Int = 256,
-                connectionMemory: Int = 64 << 10, maxBuffered: Int? = nil) {
-        self.maxBuffered = maxBuffered ?? 4 * maxBody
+                connectionMemory: Int = 64 << 10) {
         self.maxBody = maxBody
         self.idleTimeout = idleTimeout
         self.responseTimeout = responseTimeout

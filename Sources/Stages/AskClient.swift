@@ -9,7 +9,7 @@ public final class AskClient {
     /// Longest silence from the coordinator before giving up (seconds).
     public var timeout: Double
     public var chunkSize = 64 << 10
-    private let socket: Socket
+    let socket: Socket
     private var nextID = UInt64.random(in: 1...(UInt64.max >> 1))
 
     public init(endpoint: String, timeout: Double = 300) throws {
@@ -32,24 +32,20 @@ public final class AskClient {
     /// coordinator is sent CANCEL (it frees the sequence) and `StageError.cancelled` is thrown.
     /// Throws `StageError.stage` with the pipeline's message when the request fails (an undecodable
     /// input is named in it by its `MediaItem.name`).
-    public func ask(_ request: AskRequest, uploads: [UploadSource], cancelled: () -> Bool = { false },
+    ///
+    /// With `early`, its media (uploaded already, announced before the question was known) are
+    /// the request's first; `uploads` holds the rest.
+    public func ask(_ request: AskRequest, uploads: [UploadSource], after early: EarlyUploads? = nil, cancelled: () -> Bool = { false },
                     onToken: (Int, String) -> Void = { _, _ in }) throws -> Answer {
-        guard uploads.count == request.media.count else { throw StageError.badRequest("\(uploads.count) files for \(request.media.count) media items") }
+        let sent = early?.announced ?? []
+        guard sent.count + uploads.count == request.media.count, Array(request.media.prefix(sent.count)) == sent else {
+            throw StageError.badRequest("\(sent.count) uploaded and \(uploads.count) files for \(request.media.count) media items")
+        }
         var readers: [UploadReader] = []
         for u in uploads { readers.append(try UploadReader(u)) }
-        let id = nextID
-        nextID &+= 1
+        let id = early?.id ?? takeID()
         try socket.send(try Message.json(.ask, request, requestID: id))
-        for (i, r) in readers.enumerated() {
-            var seq: UInt32 = 0
-            var chunk = r.read(chunkSize)
-            repeat {
-                let next = r.read(chunkSize)
-                try socket.send(Message(.mediaChunk, requestID: id, sequence: seq, layer: Int32(i), flags: next.isEmpty ? .last : [], payload: chunk))
-                seq += 1
-                chunk = next
-            } while !chunk.isEmpty
-        }
+        for (i, r) in readers.enumerated() { try upload(r, index: sent.count + i, requestID: id) }
         func abandon() throws -> Never {
             try? socket.send(Message(.cancel, requestID: id))
             throw StageError.cancelled
@@ -77,6 +73,31 @@ public final class AskClient {
         }
     }
 
+    func takeID() -> UInt64 {
+        defer { nextID &+= 1 }
+        return nextID
+    }
+
+    /// Sends one media input in chunks of `chunkSize`, LAST on the final one.
+    func upload(_ r: UploadReader, index: Int, requestID id: UInt64) throws {
+        var seq: UInt32 = 0
+        var chunk = r.read(chunkSize)
+        repeat {
+            let next = r.read(chunkSize)
+            try sendChunk(chunk, requestID: id, index: index, sequence: seq, last: next.isEmpty)
+            seq += 1
+            chunk = next
+        } while !chunk.isEmpty
+    }
+
+    func sendChunk(_ bytes: Data, requestID: UInt64, index: Int, sequence: UInt32, last: Bool) throws {
+        try socket.send(Message(.mediaChunk, requestID: requestID, sequence: sequence, layer: Int32(index), flags: last ? .last : [], payload: bytes))
+    }
+
+    /// Starts a request whose media are sent before its question is known; finish it with
+    /// `ask(_:uploads:after:…)` on this client, or `cancel()` it.
+    public func begin() -> EarlyUploads { EarlyUploads(client: self, id: takeID()) }
+
     /// The coordinator's counters, with the router's (and its expert dispatcher's) under `router/`.
     public func stats() throws -> [String: Int] {
         let id = nextID
@@ -99,8 +120,57 @@ public enum UploadSource: Sendable, Equatable {
     case bytes(Data)
 }
 
+/// Media of a request sent before its ASK (docs/PROTOCOL.md: MEDIA_OPEN from a client): the HTTP
+/// gateway uploads each part while the body holding the question is still arriving. Each input is
+/// announced (`open`), then its bytes follow (`send`), LAST on its final piece; one at a time.
+public final class EarlyUploads {
+    let client: AskClient
+    public let id: UInt64
+    /// The inputs announced so far, in order.
+    public private(set) var announced: [MediaItem] = []
+    private var sequence: UInt32 = 0
+    private var open = false
+
+    init(client: AskClient, id: UInt64) {
+        self.client = client
+        self.id = id
+    }
+
+    /// Announces the next input; its bytes follow with `send` (or all at once with `send(file:)`).
+    public func open(_ item: MediaItem) throws {
+        guard !open else { throw StageError.badRequest("\(announced.last?.name ?? "media"): still open when the next input began") }
+        var m = try Message.json(.mediaOpen, item, requestID: id)
+        m.layer = Int32(announced.count)
+        try client.socket.send(m)
+        announced.append(item)
+        sequence = 0
+        open = true
+    }
+
+    /// The next bytes of the input opened last; `last` ends it.
+    public func send(_ bytes: Data, last: Bool) throws {
+        guard open else { throw StageError.badRequest("media bytes with no open input") }
+        try client.sendChunk(bytes, requestID: id, index: announced.count - 1, sequence: sequence, last: last)
+        sequence += 1
+        if last { open = false }
+    }
+
+    /// Sends a whole file as the input opened last.
+    public func send(file path: String) throws {
+        guard open else { throw StageError.badRequest("media bytes with no open input") }
+        try client.upload(try UploadReader(.file(path)), index: announced.count - 1, requestID: id)
+        open = false
+    }
+
+    /// True while an input's bytes are still being sent.
+    public var isOpen: Bool { open }
+
+    /// Abandons the request (the coordinator drops its uploads).
+    public func cancel() { try? client.socket.send(Message(.cancel, requestID: id)) }
+}
+
 /// Reads an `UploadSource` in chunks. An empty chunk means the end.
-private final class UploadReader {
+final class UploadReader {
     private let handle: FileHandle?
     private let data: Data
     private var offset = 0

@@ -29,8 +29,10 @@ public final class Coordinator {
         let key: UInt64
         let client: [UInt8]
         let clientRequestID: UInt64
-        let ask: AskRequest
-        let state: GenerationState
+        /// The request; until its ASK arrives (media announced first) only `media` is known.
+        var ask: AskRequest
+        /// Set when the ASK arrived.
+        var state: GenerationState?
         var uploads: [Upload]
         var embeddings: [Tensor?]
         var input: Tensor?
@@ -41,7 +43,7 @@ public final class Coordinator {
         var mediaStarted: [Double]
         var promptTokens = 0
 
-        init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState, streams: [UInt64]) {
+        init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState?, streams: [UInt64]) {
             self.key = key
             self.client = client
             self.clientRequestID = clientRequestID
@@ -51,6 +53,16 @@ public final class Coordinator {
             embeddings = Array(repeating: nil, count: ask.media.count)
             mediaStarted = Array(repeating: 0, count: ask.media.count)
         }
+
+        /// Adds a media input (announced before the ASK, or listed in it) with its upload stream.
+        func addMedia(_ item: MediaItem, stream: UInt64) {
+            ask.media.append(item)
+            uploads.append(Upload(stream: stream))
+            embeddings.append(nil)
+            mediaStarted.append(0)
+        }
+
+        var ready: Bool { state != nil && embeddings.allSatisfy { $0 != nil } }
     }
 
     public let builder: PromptBuilder
@@ -111,6 +123,7 @@ public final class Coordinator {
         }
         switch m.kind {
         case .ask: startRequest(m, client: client)
+        case .mediaOpen: announceMedia(m, client: client)
         case .mediaChunk: takeChunk(m, client: client)
         case .cancel: cancelRequest(m, client: client)
         case .stats:
@@ -121,7 +134,7 @@ public final class Coordinator {
             }
         case .heartbeat: send(Message(.heartbeat, requestID: m.requestID), to: client)
         default:
-            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaChunk, cancel or stats, not \(m.kind)"), to: client)
+            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaOpen, mediaChunk, cancel or stats, not \(m.kind)"), to: client)
         }
     }
 
@@ -136,15 +149,52 @@ public final class Coordinator {
             send(Message.errorReply(to: m, "\(error)"), to: client)
             return
         }
+        if let key = byClient[client]?[m.requestID], let r = requests[key] {
+            // Its first media were announced and are uploading: the ASK must list them first.
+            guard r.state == nil, ask.media.count >= r.ask.media.count, Array(ask.media.prefix(r.ask.media.count)) == r.ask.media else {
+                fail(r, "bad request: the ask's media do not begin with the \(r.ask.media.count) announced before it")
+                return
+            }
+            for item in ask.media.dropFirst(r.ask.media.count) { nextStream += 1; r.addMedia(item, stream: nextStream) }
+            r.ask = ask
+            r.state = GenerationState(request: ask, builder: builder)
+            if r.ready { prepareInput(r) }
+            return
+        }
+        let r = newRequest(client: client, requestID: m.requestID, ask: ask)
+        r.state = GenerationState(request: ask, builder: builder)
+        if ask.media.isEmpty { prepareInput(r) }
+    }
+
+    private func newRequest(client: [UInt8], requestID: UInt64, ask: AskRequest) -> Request {
         let key = nextKey
         nextKey += 1
         let streams = ask.media.indices.map { _ in nextStream += 1; return nextStream }
-        let r = Request(key: key, client: client, clientRequestID: m.requestID, ask: ask,
-                        state: GenerationState(request: ask, builder: builder), streams: streams)
+        let r = Request(key: key, client: client, clientRequestID: requestID, ask: ask, state: nil, streams: streams)
         requests[key] = r
-        byClient[client, default: [:]][m.requestID] = key
+        byClient[client, default: [:]][requestID] = key
         counters["requests", default: 0] += 1
-        if ask.media.isEmpty { prepareInput(r) }
+        return r
+    }
+
+    /// MEDIA_OPEN from a client: media input `layer` of a request whose ASK comes later (the
+    /// gateway uploads parts while the HTTP body that holds the question is still arriving).
+    private func announceMedia(_ m: Message, client: [UInt8]) {
+        let item: MediaItem
+        do { item = try m.decodePayload(MediaItem.self) } catch {
+            send(Message.errorReply(to: m, "coordinator: mediaOpen payload: \(error)"), to: client)
+            return
+        }
+        let r: Request
+        if let key = byClient[client]?[m.requestID], let existing = requests[key] { r = existing } else {
+            r = newRequest(client: client, requestID: m.requestID, ask: AskRequest(question: ""))
+        }
+        guard r.state == nil, Int(m.layer) == r.ask.media.count else {
+            fail(r, "bad request: media \(m.layer) announced, expected \(r.ask.media.count) before the ask")
+            return
+        }
+        nextStream += 1
+        r.addMedia(item, stream: nextStream)
     }
 
     /// The client gave up on a request (an HTTP client went away, a stop string matched): forget
@@ -257,7 +307,7 @@ public final class Coordinator {
             guard m.kind == .connected, m.tensors.count == 1 else { fail(r, "connect answered \(m.kind)"); return }
             r.timings.add("connect", seconds: monotonicSeconds() - r.mediaStarted[i])
             r.embeddings[i] = m.tensors[0]
-            if r.embeddings.allSatisfy({ $0 != nil }) { prepareInput(r) }
+            if r.ready { prepareInput(r) }
         default: break
         }
     }
@@ -269,7 +319,7 @@ public final class Coordinator {
             r.promptTokens = input.shape[0]
             r.input = input
             r.timings.add("stitch", seconds: monotonicSeconds() - t0)
-            if r.state.finished { finish(r) }
+            if r.state?.finished == true { finish(r) }
         } catch { fail(r, "\(error)") }
     }
 
@@ -313,10 +363,11 @@ public final class Coordinator {
                 r.timings.add("first_token", seconds: monotonicSeconds() - r.started)
                 r.firstToken = false
             }
-            let (id, text) = r.state.accept(logits)
+            guard let state = r.state else { continue }  // input exists only once asked
+            let (id, text) = state.accept(logits)
             struct Token: Codable { var id: Int; var text: String }
             if let tm = try? Message.json(.token, Token(id: id, text: text), requestID: r.clientRequestID) { send(tm, to: r.client) }
-            if r.state.finished {
+            if state.finished {
                 finish(r)
             } else {
                 do { r.input = try builder.embed(id) } catch { fail(r, "\(error)") }
@@ -326,7 +377,7 @@ public final class Coordinator {
 
     private func finish(_ r: Request) {
         r.timings.add("total", seconds: monotonicSeconds() - r.started)
-        let answer = Answer(ids: r.state.ids, text: r.state.text, timings: r.timings.milliseconds, promptTokens: r.promptTokens)
+        let answer = Answer(ids: r.state?.ids ?? [], text: r.state?.text ?? "", timings: r.timings.milliseconds, promptTokens: r.promptTokens)
         if let m = try? Message.json(.done, answer, requestID: r.clientRequestID) { send(m, to: r.client) }
         counters["answered", default: 0] += 1
         drop(r)
