@@ -22,6 +22,8 @@ public final class Coordinator {
         var worker: Dispatcher.WorkerID?
         var queued: [Message] = []
         var received = 0
+        /// The client sent the LAST chunk.
+        var complete = false
     }
 
     /// One client request in flight.
@@ -230,6 +232,7 @@ public final class Coordinator {
             } catch { fail(r, "\(error)"); return }
         }
         u.received += 1
+        u.complete = m.flags.contains(.last)
         u.queued.append(Message(.mediaChunk, stream: u.stream, sequence: m.sequence, flags: m.flags.intersection(.last), payload: m.payload ?? Data()))
         r.uploads[i] = u
     }
@@ -395,8 +398,17 @@ public final class Coordinator {
         requests[r.key] = nil
         byClient[r.client]?[r.clientRequestID] = nil
         if byClient[r.client]?.isEmpty == true { byClient[r.client] = nil }
+        // An upload cut short (the client went away mid-body) would keep its decoder waiting for
+        // bytes: end it with an empty LAST chunk; the reply is ignored.
+        let cut = r.uploads.filter { $0.received > 0 && !$0.complete }
+            .compactMap { u in (u.worker ?? u.openJob.flatMap { backend.worker(of: $0) }).map { (u, $0) } }
         backend.forget(Array(r.jobs))
         for j in r.jobs { purposes[j] = nil }
+        for (u, w) in cut {
+            for c in u.queued { submit(c, service: "decode", pin: w, request: nil, purpose: .release) }
+            submit(Message(.mediaChunk, stream: u.stream, sequence: UInt32(u.received), flags: .last), service: "decode", pin: w,
+                   request: nil, purpose: .release)
+        }
         if let w = routerWorker, !r.firstToken,
            let m = try? Message.json(.release, TrunkStepHeader(sequences: [r.key])) {
             submit(m, service: "router", pin: w, request: nil, purpose: .release)

@@ -266,6 +266,18 @@ import Wire
             let json = reply.components(separatedBy: "\r\n\r\n").dropFirst().joined()
             let ids = (Self.object(json)?["choices"] as? [[String: Any]])?.first?["token_ids"] as? [Int]
             #expect(ids == want, "\(json.prefix(400))")
+
+            // The same body cut off at half by a client that hangs up: its uploads are cancelled.
+            let quitter = try runProcess("/usr/bin/env", ["python3", "-c", client.replacingOccurrences(of: "sys.stdin.readline()", with: "s.close(); sys.exit(0)"),
+                                                         String(p.url.split(separator: ":").last!), bodyFile, Self.key], timeout: 30)
+            #expect(quitter.status == 0, "\(quitter.stderr)")
+            var stats: [String: Int] = [:]
+            let until = Date(timeIntervalSinceNow: 10)
+            repeat {
+                stats = try ask.stats()
+                Thread.sleep(forTimeInterval: 0.05)
+            } while stats["cancelled", default: 0] == 0 && Date() < until
+            #expect(stats["cancelled"] == 1 && stats["live_requests"] == 0, "\(stats)")
         }
     }
 
