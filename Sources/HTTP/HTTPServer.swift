@@ -87,7 +87,7 @@ public final class HTTPServer: @unchecked Sendable {
                 if ex.refusal == nil && !ex.consumerStopped, let upload {
                     ex.consumerStopped = !consumer.consume(UnsafeRawBufferPointer(rebasing: upload.prefix(n)))
                 }
-                return ex.received > 3 * limits.maxBody ? mhdNo : mhdYes
+                return ex.received > 2 * limits.maxBody ? mhdNo : mhdYes  // as for a buffered body, below
             }
             if ex.refusal == nil && ex.request.body.count + n > limits.maxBody { ex.refusal = .tooLarge(limit: limits.maxBody) }
             if ex.refusal != nil {
