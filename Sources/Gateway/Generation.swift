@@ -27,9 +27,9 @@ final class Generation: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             defer { finished() }
             do {
-                let answer = try handoff.client.ask(ask, uploads: [], after: handoff.early, cancelled: { self.isCancelled }) { id, text in
-                    self.push(.token(id: id, text: text))
-                }
+                let answer = try handoff.client.ask(ask, files: [], after: handoff.early,
+                                                    onToken: { id, text in self.push(.token(id: id, text: text)) },
+                                                    cancelled: { self.isCancelled })
                 push(.done(answer))
             } catch {
                 push(.failed(Generation.classify(error, media: ask.media)))

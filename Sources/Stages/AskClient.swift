@@ -21,31 +21,30 @@ public final class AskClient {
 
     deinit { socket.close() }
 
-    /// Asks `question` about the files in `files` (one per `request.media` item); see `ask(_:uploads:cancelled:onToken:)`.
-    public func ask(_ request: AskRequest, files: [String], onToken: (Int, String) -> Void = { _, _ in }) throws -> Answer {
-        try ask(request, uploads: files.map { .file($0) }, onToken: onToken)
-    }
-
-    /// Asks `request.question` about `uploads` (one per `request.media` item, each sent in chunks
+    /// Asks `request.question` about `files` (one per `request.media` item, each sent in chunks
     /// as it is read); `onToken` sees every generated id and the text it completes. `cancelled` is
     /// polled while waiting (at least every 0.1 s) and after each token: once it says true the
     /// coordinator is sent CANCEL (it frees the sequence) and `StageError.cancelled` is thrown.
     /// Throws `StageError.stage` with the pipeline's message when the request fails (an undecodable
     /// input is named in it by its `MediaItem.name`).
     ///
-    /// With `early`, its media (uploaded already, announced before the question was known) are
-    /// the request's first; `uploads` holds the rest.
-    public func ask(_ request: AskRequest, uploads: [UploadSource], after early: EarlyUploads? = nil, cancelled: () -> Bool = { false },
-                    onToken: (Int, String) -> Void = { _, _ in }) throws -> Answer {
+    /// With `early`, its media (uploaded already, announced before the question was known: the
+    /// HTTP gateway's parts) are the request's first; `files` holds the rest.
+    public func ask(_ request: AskRequest, files: [String], after early: EarlyUploads? = nil,
+                    onToken: (Int, String) -> Void = { _, _ in }, cancelled: () -> Bool = { false }) throws -> Answer {
         let sent = early?.announced ?? []
-        guard sent.count + uploads.count == request.media.count, Array(request.media.prefix(sent.count)) == sent else {
-            throw StageError.badRequest("\(sent.count) uploaded and \(uploads.count) files for \(request.media.count) media items")
+        guard sent.count + files.count == request.media.count, Array(request.media.prefix(sent.count)) == sent else {
+            throw StageError.badRequest("\(sent.count) uploaded and \(files.count) files for \(request.media.count) media items")
         }
-        var readers: [UploadReader] = []
-        for u in uploads { readers.append(try UploadReader(u)) }
+        var handles: [FileHandle] = []
+        for f in files {
+            guard let h = FileHandle(forReadingAtPath: f) else { throw StageError.media(file: f, reason: "cannot open the file") }
+            handles.append(h)
+        }
+        defer { for h in handles { try? h.close() } }
         let id = early?.id ?? takeID()
         try socket.send(try Message.json(.ask, request, requestID: id))
-        for (i, r) in readers.enumerated() { try upload(r, index: sent.count + i, requestID: id) }
+        for (i, h) in handles.enumerated() { try upload(h, index: sent.count + i, requestID: id) }
         func abandon() throws -> Never {
             try? socket.send(Message(.cancel, requestID: id))
             throw StageError.cancelled
@@ -78,12 +77,12 @@ public final class AskClient {
         return nextID
     }
 
-    /// Sends one media input in chunks of `chunkSize`, LAST on the final one.
-    func upload(_ r: UploadReader, index: Int, requestID id: UInt64) throws {
+    /// Sends one media input in chunks of `chunkSize` read from `file`, LAST on the final one.
+    func upload(_ file: FileHandle, index: Int, requestID id: UInt64) throws {
         var seq: UInt32 = 0
-        var chunk = r.read(chunkSize)
+        var chunk = file.readData(ofLength: chunkSize)
         repeat {
-            let next = r.read(chunkSize)
+            let next = file.readData(ofLength: chunkSize)
             try sendChunk(chunk, requestID: id, index: index, sequence: seq, last: next.isEmpty)
             seq += 1
             chunk = next
@@ -95,7 +94,7 @@ public final class AskClient {
     }
 
     /// Starts a request whose media are sent before its question is known; finish it with
-    /// `ask(_:uploads:after:…)` on this client, or `cancel()` it.
+    /// `ask(_:files:after:…)` on this client, or `cancel()` it.
     public func begin() -> EarlyUploads { EarlyUploads(client: self, id: takeID()) }
 
     /// The coordinator's counters, with the router's (and its expert dispatcher's) under `router/`.
@@ -111,13 +110,6 @@ public final class AskClient {
         }
         throw WireError.timeout("no stats from the coordinator at \(endpoint)")
     }
-}
-
-/// Where one media input's bytes come from on the client side: a file, read as it is sent (`unimoe
-/// ask`), or bytes already in memory (the HTTP gateway's decoded `data:` URLs).
-public enum UploadSource: Sendable, Equatable {
-    case file(String)
-    case bytes(Data)
 }
 
 /// Media of a request sent before its ASK (docs/PROTOCOL.md: MEDIA_OPEN from a client): the HTTP
@@ -158,7 +150,9 @@ public final class EarlyUploads {
     /// Sends a whole file as the input opened last.
     public func send(file path: String) throws {
         guard open else { throw StageError.badRequest("media bytes with no open input") }
-        try client.upload(try UploadReader(.file(path)), index: announced.count - 1, requestID: id)
+        guard let h = FileHandle(forReadingAtPath: path) else { throw StageError.media(file: path, reason: "cannot open the file") }
+        defer { try? h.close() }
+        try client.upload(h, index: announced.count - 1, requestID: id)
         open = false
     }
 
@@ -167,32 +161,4 @@ public final class EarlyUploads {
 
     /// Abandons the request (the coordinator drops its uploads).
     public func cancel() { try? client.socket.send(Message(.cancel, requestID: id)) }
-}
-
-/// Reads an `UploadSource` in chunks. An empty chunk means the end.
-final class UploadReader {
-    private let handle: FileHandle?
-    private let data: Data
-    private var offset = 0
-
-    init(_ source: UploadSource) throws {
-        switch source {
-        case .file(let path):
-            guard let h = FileHandle(forReadingAtPath: path) else { throw StageError.media(file: path, reason: "cannot open the file") }
-            handle = h
-            data = Data()
-        case .bytes(let d):
-            handle = nil
-            data = d
-        }
-    }
-
-    deinit { try? handle?.close() }
-
-    func read(_ count: Int) -> Data {
-        if let handle { return handle.readData(ofLength: count) }
-        let end = min(data.count, offset + count)
-        defer { offset = end }
-        return data.subdata(in: data.startIndex + offset ..< data.startIndex + end)
-    }
 }
