@@ -29,6 +29,9 @@ let package = Package(
                        pkgConfig: "libavformat libavcodec libavutil libswscale libswresample",
                        providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev",
                                          "libswscale-dev", "libswresample-dev"])]),
+        // microhttpd.h lives in /usr/include; its .pc adds nothing we need.
+        .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD",
+                       providers: [.apt(["libmicrohttpd-dev"])]),
 
         // Libraries: one module per concern.
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: fast + cpu),
@@ -39,6 +42,8 @@ let package = Package(
         .target(name: "Media", dependencies: ["CFFmpeg", "Tensor"], swiftSettings: fast),
         .target(name: "Wire", dependencies: ["CZeroMQ", "Tensor"], swiftSettings: fast),
         .target(name: "Options"),
+        .target(name: "HTTP", dependencies: ["CMicroHTTPD"]),
+        .target(name: "Gateway", dependencies: ["HTTP", "JSON", "Stages", "Wire", "Options"]),
         .target(name: "Stages", dependencies: ["Tensor", "Checkpoint", "Tokenizer", "Models", "Media", "Wire", "Options", "Training"],
                 swiftSettings: fast),
         .target(name: "Training", dependencies: ["COpenBLAS", "Tensor", "Checkpoint", "JSON", "Tokenizer", "Models", "Media"],
@@ -55,6 +60,8 @@ let package = Package(
         .executableTarget(name: "unimoe-router", dependencies: ["Stages"], path: "Sources/unimoe-router"),
         .executableTarget(name: "unimoe-expert", dependencies: ["Stages"], path: "Sources/unimoe-expert"),
         .executableTarget(name: "unimoe-coordinator", dependencies: ["Stages"], path: "Sources/unimoe-coordinator"),
+        // The OpenAI-compatible HTTP front door (docs/HTTP.md).
+        .executableTarget(name: "unimoe-gateway", dependencies: ["Gateway"], path: "Sources/unimoe-gateway"),
 
         // Tests mirror modules one to one; fixtures live in Tests/Fixtures (made by scripts/make-fixtures).
         .target(name: "TestSupport", dependencies: ["Tensor", "Checkpoint"], path: "Tests/TestSupport"),
@@ -72,5 +79,6 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Stages", "Wire"]),
     ]
 )

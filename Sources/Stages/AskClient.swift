@@ -9,7 +9,7 @@ public final class AskClient {
     /// Longest silence from the coordinator before giving up (seconds).
     public var timeout: Double
     public var chunkSize = 64 << 10
-    private let socket: Socket
+    let socket: Socket
     private var nextID = UInt64.random(in: 1...(UInt64.max >> 1))
 
     public init(endpoint: String, timeout: Double = 300) throws {
@@ -21,37 +21,46 @@ public final class AskClient {
 
     deinit { socket.close() }
 
-    /// Asks `question` about the files in `media` (kind and path each); `onToken` sees every
-    /// generated id and the text it completes. Throws `StageError.stage` with the pipeline's
-    /// message when the request fails (an undecodable file is named in it).
-    public func ask(_ request: AskRequest, files: [String], onToken: (Int, String) -> Void = { _, _ in }) throws -> Answer {
-        guard files.count == request.media.count else { throw StageError.badRequest("\(files.count) files for \(request.media.count) media items") }
+    /// Asks `request.question` about `files` (one per `request.media` item, each sent in chunks
+    /// as it is read); `onToken` sees every generated id and the text it completes. `cancelled` is
+    /// polled while waiting (at least every 0.1 s) and after each token: once it says true the
+    /// coordinator is sent CANCEL (it frees the sequence) and `StageError.cancelled` is thrown.
+    /// Throws `StageError.stage` with the pipeline's message when the request fails (an undecodable
+    /// input is named in it by its `MediaItem.name`).
+    ///
+    /// With `early`, its media (uploaded already, announced before the question was known: the
+    /// HTTP gateway's parts) are the request's first; `files` holds the rest.
+    public func ask(_ request: AskRequest, files: [String], after early: EarlyUploads? = nil,
+                    onToken: (Int, String) -> Void = { _, _ in }, cancelled: () -> Bool = { false }) throws -> Answer {
+        let sent = early?.announced ?? []
+        guard sent.count + files.count == request.media.count, Array(request.media.prefix(sent.count)) == sent else {
+            throw StageError.badRequest("\(sent.count) uploaded and \(files.count) files for \(request.media.count) media items")
+        }
         var handles: [FileHandle] = []
         for f in files {
             guard let h = FileHandle(forReadingAtPath: f) else { throw StageError.media(file: f, reason: "cannot open the file") }
             handles.append(h)
         }
         defer { for h in handles { try? h.close() } }
-        let id = nextID
-        nextID &+= 1
+        let id = early?.id ?? takeID()
         try socket.send(try Message.json(.ask, request, requestID: id))
-        for (i, h) in handles.enumerated() {
-            var seq: UInt32 = 0
-            var chunk = h.readData(ofLength: chunkSize)
-            repeat {
-                let next = h.readData(ofLength: chunkSize)
-                try socket.send(Message(.mediaChunk, requestID: id, sequence: seq, layer: Int32(i), flags: next.isEmpty ? .last : [], payload: chunk))
-                seq += 1
-                chunk = next
-            } while !chunk.isEmpty
+        for (i, h) in handles.enumerated() { try upload(h, index: sent.count + i, requestID: id) }
+        func abandon() throws -> Never {
+            try? socket.send(Message(.cancel, requestID: id))
+            throw StageError.cancelled
         }
         struct Token: Codable { var id: Int; var text: String }
+        var lastWord = monotonicSeconds()
         while true {
-            guard let frames = try socket.receive(timeout: timeout) else {
+            if cancelled() { try abandon() }
+            guard let frames = try socket.receive(timeout: min(0.1, max(0, timeout - (monotonicSeconds() - lastWord)))) else {
+                if monotonicSeconds() - lastWord < timeout { continue }
+                try? socket.send(Message(.cancel, requestID: id))
                 throw WireError.timeout("no word from the coordinator at \(endpoint) for \(Int(timeout)) s (is the pipeline running?)")
             }
             let m = try Message(frames: frames)
             guard m.requestID == id else { continue }
+            lastWord = monotonicSeconds()
             switch m.kind {
             case .token:
                 let t = try m.decodePayload(Token.self)
@@ -62,6 +71,31 @@ public final class AskClient {
             }
         }
     }
+
+    func takeID() -> UInt64 {
+        defer { nextID &+= 1 }
+        return nextID
+    }
+
+    /// Sends one media input in chunks of `chunkSize` read from `file`, LAST on the final one.
+    func upload(_ file: FileHandle, index: Int, requestID id: UInt64) throws {
+        var seq: UInt32 = 0
+        var chunk = file.readData(ofLength: chunkSize)
+        repeat {
+            let next = file.readData(ofLength: chunkSize)
+            try sendChunk(chunk, requestID: id, index: index, sequence: seq, last: next.isEmpty)
+            seq += 1
+            chunk = next
+        } while !chunk.isEmpty
+    }
+
+    func sendChunk(_ bytes: Data, requestID: UInt64, index: Int, sequence: UInt32, last: Bool) throws {
+        try socket.send(Message(.mediaChunk, requestID: requestID, sequence: sequence, layer: Int32(index), flags: last ? .last : [], payload: bytes))
+    }
+
+    /// Starts a request whose media are sent before its question is known; finish it with
+    /// `ask(_:files:after:…)` on this client, or `cancel()` it.
+    public func begin() -> EarlyUploads { EarlyUploads(client: self, id: takeID()) }
 
     /// The coordinator's counters, with the router's (and its expert dispatcher's) under `router/`.
     public func stats() throws -> [String: Int] {
@@ -76,4 +110,55 @@ public final class AskClient {
         }
         throw WireError.timeout("no stats from the coordinator at \(endpoint)")
     }
+}
+
+/// Media of a request sent before its ASK (docs/PROTOCOL.md: MEDIA_OPEN from a client): the HTTP
+/// gateway uploads each part while the body holding the question is still arriving. Each input is
+/// announced (`open`), then its bytes follow (`send`), LAST on its final piece; one at a time.
+public final class EarlyUploads {
+    let client: AskClient
+    public let id: UInt64
+    /// The inputs announced so far, in order.
+    public private(set) var announced: [MediaItem] = []
+    private var sequence: UInt32 = 0
+    private var open = false
+
+    init(client: AskClient, id: UInt64) {
+        self.client = client
+        self.id = id
+    }
+
+    /// Announces the next input; its bytes follow with `send` (or all at once with `send(file:)`).
+    public func open(_ item: MediaItem) throws {
+        guard !open else { throw StageError.badRequest("\(announced.last?.name ?? "media"): still open when the next input began") }
+        var m = try Message.json(.mediaOpen, item, requestID: id)
+        m.layer = Int32(announced.count)
+        try client.socket.send(m)
+        announced.append(item)
+        sequence = 0
+        open = true
+    }
+
+    /// The next bytes of the input opened last; `last` ends it.
+    public func send(_ bytes: Data, last: Bool) throws {
+        guard open else { throw StageError.badRequest("media bytes with no open input") }
+        try client.sendChunk(bytes, requestID: id, index: announced.count - 1, sequence: sequence, last: last)
+        sequence += 1
+        if last { open = false }
+    }
+
+    /// Sends a whole file as the input opened last.
+    public func send(file path: String) throws {
+        guard open else { throw StageError.badRequest("media bytes with no open input") }
+        guard let h = FileHandle(forReadingAtPath: path) else { throw StageError.media(file: path, reason: "cannot open the file") }
+        defer { try? h.close() }
+        try client.upload(h, index: announced.count - 1, requestID: id)
+        open = false
+    }
+
+    /// True while an input's bytes are still being sent.
+    public var isOpen: Bool { open }
+
+    /// Abandons the request (the coordinator drops its uploads).
+    public func cancel() { try? client.socket.send(Message(.cancel, requestID: id)) }
 }

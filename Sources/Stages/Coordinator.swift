@@ -22,6 +22,8 @@ public final class Coordinator {
         var worker: Dispatcher.WorkerID?
         var queued: [Message] = []
         var received = 0
+        /// The client sent the LAST chunk.
+        var complete = false
     }
 
     /// One client request in flight.
@@ -29,8 +31,10 @@ public final class Coordinator {
         let key: UInt64
         let client: [UInt8]
         let clientRequestID: UInt64
-        let ask: AskRequest
-        let state: GenerationState
+        /// The request; until its ASK arrives (media announced first) only `media` is known.
+        var ask: AskRequest
+        /// Set when the ASK arrived.
+        var state: GenerationState?
         var uploads: [Upload]
         var embeddings: [Tensor?]
         var input: Tensor?
@@ -39,8 +43,9 @@ public final class Coordinator {
         let started = monotonicSeconds()
         var firstToken = true
         var mediaStarted: [Double]
+        var promptTokens = 0
 
-        init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState, streams: [UInt64]) {
+        init(key: UInt64, client: [UInt8], clientRequestID: UInt64, ask: AskRequest, state: GenerationState?, streams: [UInt64]) {
             self.key = key
             self.client = client
             self.clientRequestID = clientRequestID
@@ -50,6 +55,16 @@ public final class Coordinator {
             embeddings = Array(repeating: nil, count: ask.media.count)
             mediaStarted = Array(repeating: 0, count: ask.media.count)
         }
+
+        /// Adds a media input (announced before the ASK, or listed in it) with its upload stream.
+        func addMedia(_ item: MediaItem, stream: UInt64) {
+            ask.media.append(item)
+            uploads.append(Upload(stream: stream))
+            embeddings.append(nil)
+            mediaStarted.append(0)
+        }
+
+        var ready: Bool { state != nil && embeddings.allSatisfy { $0 != nil } }
     }
 
     public let builder: PromptBuilder
@@ -110,7 +125,9 @@ public final class Coordinator {
         }
         switch m.kind {
         case .ask: startRequest(m, client: client)
+        case .mediaOpen: announceMedia(m, client: client)
         case .mediaChunk: takeChunk(m, client: client)
+        case .cancel: cancelRequest(m, client: client)
         case .stats:
             if let router = routerWorker ?? backend.workers(offering: "router").first {
                 submit(Message(.stats), service: "router", pin: router, request: nil, purpose: .stats(client: client, requestID: m.requestID))
@@ -119,7 +136,7 @@ public final class Coordinator {
             }
         case .heartbeat: send(Message(.heartbeat, requestID: m.requestID), to: client)
         default:
-            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaChunk or stats, not \(m.kind)"), to: client)
+            send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaOpen, mediaChunk, cancel or stats, not \(m.kind)"), to: client)
         }
     }
 
@@ -134,15 +151,62 @@ public final class Coordinator {
             send(Message.errorReply(to: m, "\(error)"), to: client)
             return
         }
+        if let key = byClient[client]?[m.requestID], let r = requests[key] {
+            // Its first media were announced and are uploading: the ASK must list them first.
+            guard r.state == nil, ask.media.count >= r.ask.media.count, Array(ask.media.prefix(r.ask.media.count)) == r.ask.media else {
+                fail(r, "bad request: the ask's media do not begin with the \(r.ask.media.count) announced before it")
+                return
+            }
+            for item in ask.media.dropFirst(r.ask.media.count) { nextStream += 1; r.addMedia(item, stream: nextStream) }
+            r.ask = ask
+            r.state = GenerationState(request: ask, builder: builder)
+            if r.ready { prepareInput(r) }
+            return
+        }
+        let r = newRequest(client: client, requestID: m.requestID, ask: ask)
+        r.state = GenerationState(request: ask, builder: builder)
+        if ask.media.isEmpty { prepareInput(r) }
+    }
+
+    private func newRequest(client: [UInt8], requestID: UInt64, ask: AskRequest) -> Request {
         let key = nextKey
         nextKey += 1
         let streams = ask.media.indices.map { _ in nextStream += 1; return nextStream }
-        let r = Request(key: key, client: client, clientRequestID: m.requestID, ask: ask,
-                        state: GenerationState(request: ask, builder: builder), streams: streams)
+        let r = Request(key: key, client: client, clientRequestID: requestID, ask: ask, state: nil, streams: streams)
         requests[key] = r
-        byClient[client, default: [:]][m.requestID] = key
+        byClient[client, default: [:]][requestID] = key
         counters["requests", default: 0] += 1
-        if ask.media.isEmpty { prepareInput(r) }
+        return r
+    }
+
+    /// MEDIA_OPEN from a client: media input `layer` of a request whose ASK comes later (the
+    /// gateway uploads parts while the HTTP body that holds the question is still arriving).
+    private func announceMedia(_ m: Message, client: [UInt8]) {
+        let item: MediaItem
+        do { item = try m.decodePayload(MediaItem.self) } catch {
+            send(Message.errorReply(to: m, "coordinator: mediaOpen payload: \(error)"), to: client)
+            return
+        }
+        let r: Request
+        if let key = byClient[client]?[m.requestID], let existing = requests[key] { r = existing } else {
+            r = newRequest(client: client, requestID: m.requestID, ask: AskRequest(question: ""))
+        }
+        guard r.state == nil, Int(m.layer) == r.ask.media.count else {
+            fail(r, "bad request: media \(m.layer) announced, expected \(r.ask.media.count) before the ask")
+            return
+        }
+        nextStream += 1
+        r.addMedia(item, stream: nextStream)
+    }
+
+    /// The client gave up on a request (an HTTP client went away, a stop string matched): forget
+    /// it and free its KV cache in the router. Nothing is sent back; an unknown id is ignored (the
+    /// request may have finished while the cancel was on its way).
+    private func cancelRequest(_ m: Message, client: [UInt8]) {
+        guard let key = byClient[client]?[m.requestID], let r = requests[key] else { return }
+        wireLog(name, "request \(key) cancelled by its client")
+        counters["cancelled", default: 0] += 1
+        drop(r)
     }
 
     private func takeChunk(_ m: Message, client: [UInt8]) {
@@ -168,6 +232,7 @@ public final class Coordinator {
             } catch { fail(r, "\(error)"); return }
         }
         u.received += 1
+        u.complete = m.flags.contains(.last)
         u.queued.append(Message(.mediaChunk, stream: u.stream, sequence: m.sequence, flags: m.flags.intersection(.last), payload: m.payload ?? Data()))
         r.uploads[i] = u
     }
@@ -245,7 +310,7 @@ public final class Coordinator {
             guard m.kind == .connected, m.tensors.count == 1 else { fail(r, "connect answered \(m.kind)"); return }
             r.timings.add("connect", seconds: monotonicSeconds() - r.mediaStarted[i])
             r.embeddings[i] = m.tensors[0]
-            if r.embeddings.allSatisfy({ $0 != nil }) { prepareInput(r) }
+            if r.ready { prepareInput(r) }
         default: break
         }
     }
@@ -253,9 +318,11 @@ public final class Coordinator {
     private func prepareInput(_ r: Request) {
         do {
             let t0 = monotonicSeconds()
-            r.input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
+            let input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
+            r.promptTokens = input.shape[0]
+            r.input = input
             r.timings.add("stitch", seconds: monotonicSeconds() - t0)
-            if r.state.finished { finish(r) }
+            if r.state?.finished == true { finish(r) }
         } catch { fail(r, "\(error)") }
     }
 
@@ -299,10 +366,11 @@ public final class Coordinator {
                 r.timings.add("first_token", seconds: monotonicSeconds() - r.started)
                 r.firstToken = false
             }
-            let (id, text) = r.state.accept(logits)
+            guard let state = r.state else { continue }  // input exists only once asked
+            let (id, text) = state.accept(logits)
             struct Token: Codable { var id: Int; var text: String }
             if let tm = try? Message.json(.token, Token(id: id, text: text), requestID: r.clientRequestID) { send(tm, to: r.client) }
-            if r.state.finished {
+            if state.finished {
                 finish(r)
             } else {
                 do { r.input = try builder.embed(id) } catch { fail(r, "\(error)") }
@@ -312,7 +380,7 @@ public final class Coordinator {
 
     private func finish(_ r: Request) {
         r.timings.add("total", seconds: monotonicSeconds() - r.started)
-        let answer = Answer(ids: r.state.ids, text: r.state.text, timings: r.timings.milliseconds)
+        let answer = Answer(ids: r.state?.ids ?? [], text: r.state?.text ?? "", timings: r.timings.milliseconds, promptTokens: r.promptTokens)
         if let m = try? Message.json(.done, answer, requestID: r.clientRequestID) { send(m, to: r.client) }
         counters["answered", default: 0] += 1
         drop(r)
@@ -330,8 +398,17 @@ public final class Coordinator {
         requests[r.key] = nil
         byClient[r.client]?[r.clientRequestID] = nil
         if byClient[r.client]?.isEmpty == true { byClient[r.client] = nil }
+        // An upload cut short (the client went away mid-body) would keep its decoder waiting for
+        // bytes: end it with an empty LAST chunk; the reply is ignored.
+        let cut = r.uploads.filter { $0.received > 0 && !$0.complete }
+            .compactMap { u in (u.worker ?? u.openJob.flatMap { backend.worker(of: $0) }).map { (u, $0) } }
         backend.forget(Array(r.jobs))
         for j in r.jobs { purposes[j] = nil }
+        for (u, w) in cut {
+            for c in u.queued { submit(c, service: "decode", pin: w, request: nil, purpose: .release) }
+            submit(Message(.mediaChunk, stream: u.stream, sequence: UInt32(u.received), flags: .last), service: "decode", pin: w,
+                   request: nil, purpose: .release)
+        }
         if let w = routerWorker, !r.firstToken,
            let m = try? Message.json(.release, TrunkStepHeader(sequences: [r.key])) {
             submit(m, service: "router", pin: w, request: nil, purpose: .release)

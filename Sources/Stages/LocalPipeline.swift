@@ -48,6 +48,7 @@ public final class LocalPipeline {
         }
         let ids = builder.promptIds(request)
         var (input, kinds) = try timings.measure("stitch") { try builder.stitchWithKinds(ids: ids, request: request, embeddings: embeddings) }
+        let kindsCount = kinds.count
         let state = GenerationState(request: request, builder: builder)
         let seq: UInt64 = 1
         defer { router.release([seq]) }
@@ -61,6 +62,6 @@ public final class LocalPipeline {
             if !state.finished { input = try builder.embed(id) }
         }
         timings.add("total", seconds: monotonicSeconds() - t0)
-        return Answer(ids: state.ids, text: state.text, timings: timings.milliseconds)
+        return Answer(ids: state.ids, text: state.text, timings: timings.milliseconds, promptTokens: kindsCount)
     }
 }

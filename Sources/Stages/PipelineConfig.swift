@@ -24,9 +24,14 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
     public var threads: [String: Int]
     /// Where data-parallel trainers meet to sum gradients (`unimoe train --world`); rank 0 binds it.
     public var allreduce: String?
+    /// The HTTP gateway (`unimoe-gateway`): where it listens and its limits; defaults when absent.
+    public var gateway: GatewaySettings?
+    /// Bearer tokens the gateway accepts; none (absent or empty) means no check.
+    public var apiKeys: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case model, frontend, backend, experts, heartbeat, threads, allreduce
+        case model, frontend, backend, experts, heartbeat, threads, allreduce, gateway
+        case apiKeys = "api_keys"
         case requestTimeout = "request_timeout"
         case expertTimeout = "expert_timeout"
         case expertGroups = "expert_groups"
@@ -58,6 +63,8 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         expertGroups = try c.decodeIfPresent([[Int]].self, forKey: .expertGroups) ?? []
         threads = try c.decodeIfPresent([String: Int].self, forKey: .threads) ?? [:]
         allreduce = try c.decodeIfPresent(String.self, forKey: .allreduce)
+        gateway = try c.decodeIfPresent(GatewaySettings.self, forKey: .gateway)
+        apiKeys = try c.decodeIfPresent([String].self, forKey: .apiKeys)
     }
 
     /// Reads and checks a pipeline file, resolving the model directory.
@@ -87,5 +94,52 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         let n = max(1, override ?? threads[role] ?? 1)
         Parallel.setThreads(n)
         Linear.setThreads(n)
+    }
+}
+
+/// The `"gateway"` section of a pipeline file: the OpenAI-compatible HTTP front door's address and
+/// the limits that keep hostile clients from exhausting it (docs/HTTP.md).
+public struct GatewaySettings: Codable, Sendable, Equatable {
+    /// `host:port` to listen on (IPv4); port 0 picks a free one (logged at start).
+    public var listen: String
+    /// Largest request body accepted (bytes); larger bodies, declared or sent, get 413.
+    public var maxBody: Int
+    /// Seconds a connection may stay silent while sending its request (slow clients are cut off).
+    public var idleTimeout: Int
+    /// Open connections at most; more are refused by the HTTP library.
+    public var maxConnections: Int
+    /// Requests generating at once at most; more get 429.
+    public var maxRequests: Int
+    /// Directories `file://` media must lie in; empty allows any readable file.
+    public var fileRoots: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case listen
+        case maxBody = "max_body"
+        case idleTimeout = "idle_timeout"
+        case maxConnections = "max_connections"
+        case maxRequests = "max_requests"
+        case fileRoots = "file_roots"
+    }
+
+    public init(listen: String = "127.0.0.1:8000", maxBody: Int = 64 << 20, idleTimeout: Int = 15, maxConnections: Int = 256,
+                maxRequests: Int = 64, fileRoots: [String] = []) {
+        self.listen = listen
+        self.maxBody = maxBody
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxRequests = maxRequests
+        self.fileRoots = fileRoots
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = GatewaySettings()
+        listen = try c.decodeIfPresent(String.self, forKey: .listen) ?? d.listen
+        maxBody = try c.decodeIfPresent(Int.self, forKey: .maxBody) ?? d.maxBody
+        idleTimeout = try c.decodeIfPresent(Int.self, forKey: .idleTimeout) ?? d.idleTimeout
+        maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? d.maxConnections
+        maxRequests = try c.decodeIfPresent(Int.self, forKey: .maxRequests) ?? d.maxRequests
+        fileRoots = try c.decodeIfPresent([String].self, forKey: .fileRoots) ?? d.fileRoots
     }
 }

@@ -52,15 +52,18 @@ public struct AskRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// The finished answer: generated ids (EOS included when produced), their text, per-stage timings.
+/// The finished answer: generated ids (EOS included when produced), their text, per-stage timings,
+/// and how many input rows the prompt had (tokens plus media embedding rows; absent from old peers).
 public struct Answer: Codable, Sendable, Equatable {
     public var ids: [Int]
     public var text: String
     public var timings: [String: Double]
-    public init(ids: [Int], text: String, timings: [String: Double] = [:]) {
+    public var promptTokens: Int?
+    public init(ids: [Int], text: String, timings: [String: Double] = [:], promptTokens: Int? = nil) {
         self.ids = ids
         self.text = text
         self.timings = timings
+        self.promptTokens = promptTokens
     }
 }
 
@@ -69,12 +72,15 @@ public enum StageError: Error, Equatable, CustomStringConvertible, Sendable {
     case badRequest(String)
     case media(file: String, reason: String)
     case stage(String)
+    /// The client abandoned the request (`AskClient`'s `cancelled` said so); the coordinator was told.
+    case cancelled
 
     public var description: String {
         switch self {
         case .badRequest(let m): return "bad request: \(m)"
         case .media(let file, let reason): return "\(file): \(reason)"
         case .stage(let m): return m
+        case .cancelled: return "cancelled by the client"
         }
     }
 }

@@ -19,11 +19,16 @@ public enum RoleMain {
 
     /// Runs `role` with the process arguments; returns the exit code (64 usage, 1 failure).
     public static func main(_ role: String, _ argv: [String]) -> Int32 {
-        let usage = usages[role] ?? role
+        main(role, usage: usages[role] ?? role, argv) { try run(role, $0) }
+    }
+
+    /// The frame of every role's main (`unimoe-gateway`'s too): `--help`, then `body` with the
+    /// arguments; a `UsageError` exits 64 with the usage line, any other error 1, both on stderr.
+    public static func main(_ role: String, usage: String, _ argv: [String], _ body: ([String]) throws -> Void) -> Int32 {
         let args = Array(argv.dropFirst())
         if args.contains("--help") || args.contains("-h") { print("usage: " + usage); return 0 }
         do {
-            try run(role, args)
+            try body(args)
             wireLog(role, "stopped")
             return 0
         } catch let e as UsageError {

@@ -38,6 +38,7 @@ public enum MessageKind: UInt16, Sendable, CaseIterable {
     case ask = 60           // payload JSON request; media follows as mediaChunk messages
     case token = 61         // streamed: payload JSON {"id":…, "text":…}
     case done = 62          // final: payload JSON {"ids":…, "text":…, "timings":…}
+    case cancel = 63        // client → coordinator: request id of an ask to abandon (its KV cache is released)
 }
 
 /// Per-message flags.

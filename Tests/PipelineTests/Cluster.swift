@@ -17,13 +17,15 @@ final class Cluster {
     let pipeline: String
     var processes: [String: Process] = [:]
 
-    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]]) throws {
+    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]], gateway: GatewaySettings? = nil, apiKeys: [String]? = nil) throws {
         dir = NSTemporaryDirectory() + "unimoe-pl-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         pipeline = dir + "/pipeline.json"
-        let cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
+        var cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
                                  experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 6),
                                  requestTimeout: 60, expertTimeout: 30, expertGroups: expertGroups)
+        cfg.gateway = gateway
+        cfg.apiKeys = apiKeys
         let enc = JSONEncoder()
         enc.outputFormatting = .prettyPrinted
         try enc.encode(cfg).write(to: URL(fileURLWithPath: pipeline))
@@ -31,11 +33,12 @@ final class Cluster {
 
     var frontend: String { "ipc://\(dir)/front" }
 
-    /// Starts `role` (`unimoe-<role>`) with `args`, under `name` (also its log file name).
-    func start(_ role: String, _ args: [String] = [], name: String) throws {
+    /// Starts `role` (`unimoe-<role>`) with `args`, under `name` (also its log file name), reading
+    /// this cluster's pipeline file or `other`.
+    func start(_ role: String, _ args: [String] = [], name: String, pipeline other: String? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Binaries.path("unimoe-\(role)"))
-        p.arguments = ["--pipeline", pipeline, "--name", name] + args
+        p.arguments = ["--pipeline", other ?? pipeline, "--name", name] + args
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = "1"
         p.environment = env
@@ -55,6 +58,18 @@ final class Cluster {
         try start("connect", ["--modality", "image,video,audio"], name: "connect")
         try start("router", name: "router")
         for g in expertGroups { try start("expert", ["--group", "\(g)"], name: "expert\(g)") }
+    }
+
+    /// Starts `unimoe-gateway` (listening on the port in the pipeline file, 0 for any) and returns
+    /// its base URL once it listens.
+    func startGateway(name: String = "gateway", pipeline other: String? = nil) throws -> String {
+        try start("gateway", name: name, pipeline: other)
+        let deadline = Date(timeIntervalSinceNow: 20)
+        while Date() < deadline {
+            if let r = log(name).range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) { return String(log(name)[r]) }
+            usleep(50_000)
+        }
+        throw ProcessRunError.launchFailed("unimoe-gateway", "no 'listening on' line in its log: \(log(name))")
     }
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: dir + "/\(name).log", encoding: .utf8)) ?? "" }

@@ -90,9 +90,9 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
             Issue.record("foreman is not installed (scripts/setup installs ruby-foreman)")
             return
         }
-        let c = try Cluster()
+        let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
         defer { c.stop() }
-        let roles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "encode": "unimoe-encode --modality image,video,audio",
+        let roles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "gateway": "unimoe-gateway", "encode": "unimoe-encode --modality image,video,audio",
                      "connect": "unimoe-connect --modality image,video,audio", "router": "unimoe-router",
                      "expert0": "unimoe-expert --group 0", "expert1": "unimoe-expert --group 1"]
         let procfile = roles.sorted { $0.key < $1.key }.map { "\($0.key): scripts/run-role \($0.value) --pipeline \(c.pipeline)" }.joined(separator: "\n")

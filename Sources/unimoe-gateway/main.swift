@@ -1,0 +1,4 @@
+import Foundation
+import Gateway
+
+exit(GatewayMain.main(CommandLine.arguments))
