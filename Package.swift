@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "MediaTests", dependencies: ["Media", "Tensor", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensor", "TestSupport"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Models", "Media", "Tokenizer", "Wire", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["UnimoeCLI", "Models", "Checkpoint", "Tensor", "JSON", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tensor", "Checkpoint", "Tokenizer", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Checkpoint", "Tensor", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Stages", "Wire", "Tensor", "Checkpoint", "TestSupport"]),

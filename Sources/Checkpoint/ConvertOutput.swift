@@ -16,6 +16,8 @@ enum ConvertOutput {
         case .f32: return "float32"
         case .f16: return "float16"
         case .bf16: return "bfloat16"
+        // Quantised directories keep the float tensors' torch_dtype (quantize never calls this).
+        case .q8_0: return "int8"
         }
     }
 

@@ -23,8 +23,12 @@ public enum HuggingFaceImport {
     }
 
     /// Converts `dir` into `out` (created if needed). `dtype` nil keeps each tensor's stored dtype.
+    /// Tensors for which `quantize(name, shape)` holds are written as q8_0 (the caller checks the
+    /// shape: 2-D, columns divisible by 32); when the output holds any q8_0 tensor, config.json
+    /// records `"quantization": {"type": "q8_0", "block": 32}` (removed otherwise).
     @discardableResult
     public static func convert(from dir: String, to out: String, dtype: DType? = nil,
+                               quantize: (String, [Int]) -> Bool = { _, _ in false },
                                verify: (String) throws -> Void) throws -> ReleasedCheckpoint.Summary {
         var raw = try ConvertOutput.readConfig(dir)
         let configPath = (dir as NSString).appendingPathComponent("config.json")
@@ -39,23 +43,27 @@ public enum HuggingFaceImport {
         try verify(dir)
 
         var outputs: [(String, DType, [Int], () throws -> Tensor)] = []
+        var quantized = 0
         for name in ckpt.names {
             guard let stored = ckpt.dtype(name), let shape = ckpt.shape(name) else {
                 // verify passed, so this is a tensor the loader ignores on purpose (e.g. a rotary table in I64).
                 continue
             }
-            let outType = dtype ?? stored
+            let outType = quantize(name, shape) ? .q8_0 : dtype ?? stored
+            if outType == .q8_0 { quantized += 1 }
             outputs.append((name, outType, shape, {
                 let t = try ckpt.take(name)
                 return t.dtype == outType ? t : t.converted(to: outType)
             }))
         }
         ConvertOutput.setDType(dtype, in: &raw)
+        raw["quantization"] = quantized > 0 ? ModelConfig.q8Record : nil
         let text = try ConvertOutput.configText(raw, out: out)
         try ConvertOutput.prepare(out: out, sources: [dir])
         try ConvertOutput.write(out: out, tensors: outputs, configText: text)
         try ConvertOutput.copyFiles(from: dir, to: out)
         let moe = (0..<config.numHiddenLayers).filter { config.isMoE(layer: $0) }
-        return ReleasedCheckpoint.Summary(tensors: outputs.count, experts: config.experts, moeLayers: moe, mergedLoRA: ckpt.adaptedCount)
+        return ReleasedCheckpoint.Summary(tensors: outputs.count, experts: config.experts, moeLayers: moe,
+                                          mergedLoRA: ckpt.adaptedCount, quantized: quantized)
     }
 }

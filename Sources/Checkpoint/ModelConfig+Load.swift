@@ -74,6 +74,10 @@ extension ModelConfig {
         }
     }
 
+    /// config.json's record of a quantised directory (`unimoe quantize --type q8_0`); the tensors
+    /// themselves carry their layout (I8 + `.q8_scales`), this says what wrote them.
+    public static let q8Record: JSONValue = .object(JSONObject([(key: "type", value: .string("q8_0")), (key: "block", value: .int(32))]))
+
     /// Keys decoded as integers (the list the corelibs workaround above scans).
     private static let integerKeys: [String] = [
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -119,6 +123,9 @@ extension ModelConfig {
             throw fail("eos_token_id \(id) is outside the vocabulary (vocab_size \(vocabSize))")
         }
         if let w = slidingWindow, w <= 0 { throw fail("sliding_window must be positive or null, got \(w)") }
+        if let q = raw["quantization"], q != Self.q8Record {
+            throw fail("quantization \(q.serialized()) is not supported; the only scheme is {\"block\":32,\"type\":\"q8_0\"} (written by unimoe quantize)")
+        }
         guard modelType != "llama" else { return }
         if modelType == "qwen2_moe" {
             if usesSlidingWindowFlag {

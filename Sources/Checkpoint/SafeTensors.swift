@@ -40,12 +40,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public struct Entry: Sendable {
         public let dtype: DType
         public let shape: [Int]
-        /// Absolute byte range in the file.
+        /// Absolute byte range in the file (q8_0: of the int8 quants).
         public let range: Range<Int>
+        /// q8_0 only: absolute byte range of the F16 block scales (`NAME.q8_scales`).
+        public var scales: Range<Int>? = nil
     }
 
-    /// Element sizes of every dtype the safetensors format defines (we compute only with F32/F16/BF16;
-    /// the others are validated and may be ignored, but `tensor` refuses them).
+    /// Name suffix of a q8_0 tensor's block scales: `NAME` (I8 `[rows, cols]`) + this (F16 `[rows, cols / 32]`).
+    public static let q8ScalesSuffix = ".q8_scales"
+
+    /// Element sizes of every dtype the safetensors format defines (we compute only with F32/F16/BF16,
+    /// and with I8 quants paired with `.q8_scales` as q8_0; the others are validated and may be
+    /// ignored, but `tensor` refuses them).
     static let formatDTypeSizes: [String: Int] = [
         "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
         "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -104,6 +110,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var entries: [String: Entry] = [:]
         var unsupported: [String: String] = [:]
         var otherRanges: [String: Range<Int>] = [:]
+        var otherShapes: [String: [Int]] = [:]
         var metadata: [String: String] = [:]
         var ranges: [(name: String, range: Range<Int>)] = []
         for (name, value) in dict {
@@ -155,9 +162,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
             } else {
                 unsupported[name] = dt
                 otherRanges[name] = range
+                otherShapes[name] = shape
             }
             if !range.isEmpty { ranges.append((name, range)) }
         }
+        try Self.foldQ8(&entries, &unsupported, &otherRanges, otherShapes, bad)
         // Overlap check over the non-empty ranges sorted by start: each must begin at or after the
         // furthest end seen so far.
         ranges.sort { $0.range.lowerBound < $1.range.lowerBound || ($0.range.lowerBound == $1.range.lowerBound && $0.name < $1.name) }
@@ -172,6 +181,34 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.unsupported = unsupported
         self.otherRanges = otherRanges
         self.metadata = metadata
+    }
+
+    /// Pairs every `NAME.q8_scales` with its I8 `NAME` into one q8_0 entry (docs/MODEL-DIRECTORY.md,
+    /// "Quantised directories"): quants `[rows, cols]` with cols divisible by 32, scales F16
+    /// `[rows, cols / 32]`. An I8 tensor without scales stays unsupported (`tensor` then names the
+    /// missing scales).
+    private static func foldQ8(_ entries: inout [String: Entry], _ unsupported: inout [String: String],
+                               _ otherRanges: inout [String: Range<Int>], _ shapes: [String: [Int]],
+                               _ bad: (String) -> CheckpointError) throws {
+        for (name, e) in entries.sorted(by: { $0.key < $1.key }) where name.hasSuffix(q8ScalesSuffix) {
+            let base = String(name.dropLast(q8ScalesSuffix.count))
+            guard unsupported[base] == "I8", let quants = otherRanges[base], let shape = shapes[base] else {
+                throw bad("q8_0 scales '\(name)' have no I8 quants '\(base)' beside them")
+            }
+            guard shape.count == 2 else { throw bad("q8_0 tensor '\(base)' has shape \(shape); q8_0 tensors are matrices [rows, cols]") }
+            guard shape[1] % Q8.block == 0 else {
+                throw bad("q8_0 tensor '\(base)' has \(shape[1]) columns, not a multiple of the \(Q8.block)-element block")
+            }
+            guard e.dtype == .f16 else { throw bad("q8_0 scales '\(name)' are \(e.dtype.rawValue), expected F16") }
+            let expected = [shape[0], shape[1] / Q8.block]
+            guard e.shape == expected else {
+                throw bad("q8_0 scales '\(name)' have shape \(e.shape), expected \(expected) for quants \(shape)")
+            }
+            entries[name] = nil
+            unsupported[base] = nil
+            otherRanges[base] = nil
+            entries[base] = Entry(dtype: .q8_0, shape: shape, range: quants, scales: e.range)
+        }
     }
 
     /// The elements of an I64 or I32 tensor (token ids, labels), flattened.
@@ -194,10 +231,26 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// The named tensor as a view into the mapping (a copy only when the file misaligns it).
     public func tensor(_ name: String) throws -> Tensor {
         guard let e = entries[name] else {
+            if unsupported[name] == "I8" {
+                throw CheckpointError.malformed(path: path, reason: "I8 tensor '\(name)' has no q8_0 scales '\(name)\(Self.q8ScalesSuffix)' (F16 [rows, cols / \(Q8.block)]); plain I8 tensors are not supported")
+            }
             if let dt = unsupported[name] { throw CheckpointError.unsupportedDType(name: name, dtype: dt) }
             throw CheckpointError.missingTensor(name)
         }
         guard let base = file.base else { return Tensor(zeros: e.shape, dtype: e.dtype) }
+        if let scales = e.scales {
+            // q8_0: quants need no alignment; the f16 scales are copied once if the file misaligns them.
+            let q = TensorStorage(borrowing: base + e.range.lowerBound, byteCount: e.range.count, owner: file)
+            let sStart = base + scales.lowerBound
+            let s: TensorStorage
+            if Int(bitPattern: sStart) % 2 == 0 {
+                s = TensorStorage(borrowing: sStart, byteCount: scales.count, owner: file)
+            } else {
+                s = TensorStorage(byteCount: scales.count)
+                if !scales.isEmpty { s.base.copyMemory(from: sStart, byteCount: scales.count) }
+            }
+            return Tensor(storage: q, shape: e.shape, dtype: .q8_0, scales: BlockScales(storage: s))
+        }
         let start = base + e.range.lowerBound
         if Int(bitPattern: start) % e.dtype.size != 0 {
             // Kernels read elements through typed pointers, which must be aligned; copy once.

@@ -5,6 +5,7 @@ import Tensor
 /// Writes `.safetensors` files the way the reference implementation lays them out (tensors packed in
 /// the given order, header padded with spaces to a multiple of 8 so the data stays aligned), for
 /// tests and tools that produce checkpoints. The file appears atomically (written aside, renamed).
+/// A q8_0 tensor `NAME` becomes two entries: I8 `NAME` and F16 `NAME.q8_scales` (see `SafeTensorsFile`).
 public enum SafeTensorsWriter {
     public static func write(path: String, tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws {
         try write(path: path, lazy: tensors.map { t in (t.0, t.1.dtype, t.1.shape, { t.1 }) }, metadata: metadata)
@@ -22,12 +23,24 @@ public enum SafeTensorsWriter {
             fields.append("\"__metadata__\":{\(m)}")
         }
         var offset = 0
-        for (name, dtype, shape, _) in tensors {
+        func field(_ name: String, _ dtype: String, _ shape: [Int], bytes: Int) throws {
             guard name != "__metadata__" else { throw fail("'__metadata__' cannot be a tensor name") }
             guard seen.insert(name).inserted else { throw fail("tensor '\(name)' is given twice") }
-            let end = offset + shape.reduce(1, *) * dtype.size
-            fields.append("\(quote(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
-            offset = end
+            fields.append("\(quote(name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+            offset += bytes
+        }
+        for (name, dtype, shape, _) in tensors {
+            let count = shape.reduce(1, *)
+            if dtype == .q8_0 {
+                // Stored as two safetensors entries: I8 quants, then F16 block scales.
+                guard shape.count == 2, shape[1] % Q8.block == 0 else {
+                    throw fail("q8_0 tensor '\(name)' has shape \(shape); q8_0 needs [rows, cols] with cols divisible by \(Q8.block)")
+                }
+                try field(name, "I8", shape, bytes: count)
+                try field(name + SafeTensorsFile.q8ScalesSuffix, "F16", [shape[0], shape[1] / Q8.block], bytes: count / Q8.block * 2)
+            } else {
+                try field(name, dtype.rawValue, shape, bytes: count * dtype.size)
+            }
         }
         var header = Array(("{" + fields.joined(separator: ",") + "}").utf8)
         while header.count % 8 != 0 { header.append(0x20) }
@@ -55,6 +68,7 @@ public enum SafeTensorsWriter {
                 throw fail("tensor '\(name)' was declared \(dtype.rawValue) \(shape) but produced \(t.dtype.rawValue) \(t.shape)")
             }
             if t.byteCount > 0 { try put(t.raw, t.byteCount) }
+            if t.blockCount > 0 { try t.withQ8 { _, d in try put(d, t.blockCount * 2) } }
         }
         guard close(fd) == 0 else { throw fail("close failed: \(String(cString: strerror(errno)))") }
         closed = true

@@ -31,6 +31,8 @@ public enum ReleasedCheckpoint {
         public var experts: Int
         public var moeLayers: [Int]
         public var mergedLoRA: Int
+        /// Tensors written as q8_0 (`unimoe quantize`).
+        public var quantized: Int = 0
     }
 
     public static let weightsFile = "pytorch_model.bin"

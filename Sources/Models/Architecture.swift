@@ -87,6 +87,17 @@ public struct Architecture: Sendable, Equatable {
         switch p { case .gate: return expertProjections[0]; case .up: return expertProjections[1]; case .down: return expertProjections[2] }
     }
 
+    /// Whether `unimoe quantize` stores a trunk tensor as q8_0: the linear weights the trunk reads
+    /// through `Linear` or `Gather` — attention and MLP/expert/shared-expert projections
+    /// (`*_proj.weight`, Mixtral's `experts.E.w1/w2/w3.weight`), `model.embed_tokens.weight` and
+    /// `lm_head.weight`. Routers, the shared-expert gate, norms and connectors stay as stored.
+    /// (The caller also needs a 2-D shape with columns divisible by 32.)
+    public func isQuantizable(_ name: String) -> Bool {
+        if name == "model.embed_tokens.weight" || name == "lm_head.weight" { return true }
+        guard name.hasPrefix("model.layers."), name.hasSuffix(".weight") else { return false }
+        return name.hasSuffix("_proj.weight") || isExpertTensor(name)
+    }
+
     /// Whether a checkpoint tensor belongs to an expert (what a router process skips and an
     /// expert worker loads).
     public func isExpertTensor(_ name: String) -> Bool {

@@ -20,7 +20,9 @@ struct EncoderBlock {
         self.norm2 = norm2
         let d = a.q.outFeatures, inF = a.q.inFeatures
         let parts = [a.q, a.k, a.v]
-        let dtype = parts.allSatisfy({ $0.weight.dtype == a.q.weight.dtype }) ? a.q.weight.dtype : .f32
+        // One fused q·k·v matrix in the parts' common dtype (f32 when they differ or are q8_0).
+        let common = parts.allSatisfy({ $0.weight.dtype == a.q.weight.dtype }) ? a.q.weight.dtype : .f32
+        let dtype = common == .q8_0 ? .f32 : common
         let w = Tensor(zeros: [3 * d, inF], dtype: dtype)
         let b = Tensor(zeros: [3 * d])
         for (i, p) in parts.enumerated() {

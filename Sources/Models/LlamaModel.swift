@@ -284,19 +284,19 @@ public final class LanguageModel: @unchecked Sendable {
     /// Bytes of weights one decode step reads (attention, routers, `k` experts or the dense MLP per
     /// layer, norms, LM head, one embedding row): the divisor of the memory-bandwidth ceiling.
     public var weightBytesPerToken: Int {
-        var total = lmHead.byteCount + finalNorm.byteCount + embedTokens.byteCount / max(vocab, 1)
+        var total = lmHead.storedBytes + finalNorm.storedBytes + embedTokens.storedBytes / max(vocab, 1)
         let expertBytes = config.hasMoE ? 3 * config.hiddenSize * config.expertIntermediateSize * lmHead.dtype.size : 0
         for l in layers {
             let a = l.attention
-            total += a.q.byteCount + a.k.byteCount + a.v.byteCount + a.o.byteCount
-            total += l.inputNorm.byteCount + l.postNorm.byteCount
-            if let d = l.dense { total += d.gate.byteCount + d.up.byteCount + d.down.byteCount }
+            total += a.q.storedBytes + a.k.storedBytes + a.v.storedBytes + a.o.storedBytes
+            total += l.inputNorm.storedBytes + l.postNorm.storedBytes
+            if let d = l.dense { total += d.gate.storedBytes + d.up.storedBytes + d.down.storedBytes }
             if let s = l.sparse {
                 let stored = localExperts?.expert(layer: s.layer, expert: 0)
-                let one = stored.map { $0.gate.byteCount + $0.up.byteCount + $0.down.byteCount } ?? expertBytes
-                total += s.router.byteCount + s.k * one
-                if let f = s.shared { total += f.gate.byteCount + f.up.byteCount + f.down.byteCount }
-                if let g = s.sharedGate { total += g.byteCount }
+                let one = stored.map { $0.gate.storedBytes + $0.up.storedBytes + $0.down.storedBytes } ?? expertBytes
+                total += s.router.storedBytes + s.k * one
+                if let f = s.shared { total += f.gate.storedBytes + f.up.storedBytes + f.down.storedBytes }
+                if let g = s.sharedGate { total += g.storedBytes }
             }
         }
         return total
@@ -317,4 +317,10 @@ final class NoExperts: ExpertRunner, @unchecked Sendable {
     func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
         throw ModelError.invalidInput("layer \(layer) routed rows to experts, but the model has none")
     }
+}
+
+extension Tensor {
+    /// Bytes the tensor occupies where it is stored (q8_0: quants plus f16 block scales), what a
+    /// kernel streaming it reads.
+    var storedBytes: Int { byteCount + blockCount * 2 }
 }

@@ -1,15 +1,22 @@
 /// Storage element types a checkpoint may hold. Compute is always f32; narrower types are widened
 /// inside the kernels that read them (bf16→f32 is exact, f32→bf16 rounds to nearest even).
+///
+/// `q8_0` is GGUF's block quantisation: blocks of 32 consecutive elements (row-major), each stored
+/// as 32 int8 quants `q` and one f16 scale `d`, the value being `Float(q) · d`. A q8_0 tensor keeps
+/// its int8 quants in its storage (`size` 1) and the scales beside them (`Tensor.scales`); only
+/// `Tensor` methods and the q8_0 kernels read it (`Convert` cannot: it has no scales).
 public enum DType: String, Sendable, CaseIterable {
     case f32 = "F32"
     case f16 = "F16"
     case bf16 = "BF16"
+    case q8_0 = "Q8_0"
 
-    /// Bytes per element.
+    /// Bytes per element (q8_0: of the int8 quants; the f16 scales add 2 bytes per 32 elements).
     public var size: Int {
         switch self {
         case .f32: return 4
         case .f16, .bf16: return 2
+        case .q8_0: return 1
         }
     }
 }
@@ -49,6 +56,8 @@ public enum Convert {
         case .f16:
             let s = src.assumingMemoryBound(to: Float16.self)
             for i in 0..<count { dst[i] = Float(s[i]) }
+        case .q8_0:
+            preconditionFailure("q8_0 needs its block scales: widen through Tensor (widenRows, converted)")
         }
     }
 
@@ -63,6 +72,8 @@ public enum Convert {
         case .f16:
             let d = dst.assumingMemoryBound(to: Float16.self)
             for i in 0..<count { d[i] = Float16(src[i]) }
+        case .q8_0:
+            preconditionFailure("q8_0 needs block scales: quantise through Tensor.converted(to: .q8_0)")
         }
     }
 }

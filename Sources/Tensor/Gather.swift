@@ -6,7 +6,7 @@ public enum Gather {
         let vocab = table.shape[0], dim = table.shape[1]
         for (r, id) in ids.enumerated() {
             guard id >= 0 && id < vocab else { throw TensorError.shapeMismatch("token id \(id) outside vocabulary of \(vocab)") }
-            Convert.toF32(UnsafeRawPointer(table.raw) + id * dim * table.dtype.size, table.dtype, count: dim, into: out + r * dim)
+            table.widenRows(id, 1, into: out + r * dim)
         }
     }
 

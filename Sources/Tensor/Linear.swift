@@ -6,8 +6,9 @@ import COpenBLAS
 public enum Linear {
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias `[out]`
     /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
-    /// read once in their stored dtype, split over `Parallel.threads`); more rows use `cblas_sgemm`
-    /// (16-bit weights widened block by block into per-thread scratch). Allocates nothing per call.
+    /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`); more
+    /// rows use `cblas_sgemm` (16-bit and q8_0 weights widened block by block into per-thread
+    /// scratch). Allocates nothing per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
                                into y: UnsafeMutablePointer<Float>) {
         precondition(weight.rank == 2, "linear weight must be 2-D, got \(weight.shape)")
@@ -27,15 +28,15 @@ public enum Linear {
         case .f32:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),
                         1, x, Int32(inF), weight.floats, Int32(inF), 0, y, Int32(outF))
-        case .bf16, .f16:
-            // Widen blocks of weight rows (~1 MB, stays in L2) into scratch and hand each to sgemm.
+        case .bf16, .f16, .q8_0:
+            // Widen (q8_0: dequantise) blocks of weight rows (~1 MB, stays in L2) into scratch and
+            // hand each to sgemm.
             let block = max(1, min(outF, (1 << 18) / inF))
             let scratch = ThreadScratch.floats(.work, count: block * inF)
             var r0 = 0
             while r0 < outF {
                 let nb = min(block, outF - r0)
-                Convert.toF32(UnsafeRawPointer(weight.raw) + r0 * inF * weight.dtype.size, weight.dtype,
-                              count: nb * inF, into: scratch)
+                weight.widenRows(r0, nb, into: scratch)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(nb), Int32(inF),
                             1, x, Int32(inF), scratch, Int32(inF), 0, y + r0, Int32(outF))
                 r0 += nb
@@ -51,7 +52,7 @@ public enum Linear {
             for r in 0..<rows { let row = y + r * outF; for o in 0..<outF { row[o] += b[o] } }
         } else {
             let b = ThreadScratch.floats(.work2, count: outF)
-            Convert.toF32(UnsafeRawPointer(bias.raw), bias.dtype, count: outF, into: b)
+            bias.widenRows(0, bias.rowCount, into: b)
             for r in 0..<rows { let row = y + r * outF; for o in 0..<outF { row[o] += b[o] } }
         }
     }

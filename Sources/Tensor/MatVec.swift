@@ -22,6 +22,7 @@ enum MatVec {
         case .f32: run(F32Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
         case .bf16: run(BF16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
         case .f16: run(F16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
+        case .q8_0: MatVecQ8.forward(x, rows: rows, ldx: ldx, weight: weight, bias: bias, into: y, ldy: ldy)
         }
     }
 
@@ -104,12 +105,14 @@ enum MatVec {
         }
     }
 
+    /// Element `i` of a bias vector (f32/bf16/f16; q8_0 tensors are matrices, never biases).
     @inline(__always)
-    private static func loadScalar(_ p: UnsafeRawPointer, _ dtype: DType, _ i: Int) -> Float {
+    static func loadScalar(_ p: UnsafeRawPointer, _ dtype: DType, _ i: Int) -> Float {
         switch dtype {
         case .f32: return p.load(fromByteOffset: i * 4, as: Float.self)
         case .bf16: return Convert.bf16ToF32(p.load(fromByteOffset: i * 2, as: UInt16.self))
         case .f16: return Convert.f16ToF32(p.load(fromByteOffset: i * 2, as: UInt16.self))
+        case .q8_0: preconditionFailure("a bias cannot be q8_0 (checkpoints hold q8_0 matrices only)")
         }
     }
 

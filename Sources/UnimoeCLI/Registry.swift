@@ -7,6 +7,7 @@ public let allCommands: [any Command.Type] = [
     LogitsCommand.self,
     GenerateCommand.self,
     ConvertCommand.self,
+    QuantizeCommand.self,
     EmbedCommand.self,
     AskCommand.self,
     RunCommand.self,

@@ -126,19 +126,26 @@ public struct Message: @unchecked Sendable {
         var f = flags
         if payload != nil { f.insert(.hasPayload) } else { f.remove(.hasPayload) }
         h.u32(f.rawValue)
-        h.u16(UInt16(tensors.count)); h.u16(0)
-        for t in tensors {
+        // The wire carries f32/f16/bf16 activations; a q8_0 weight (never sent today) goes widened.
+        let wireTensors = tensors.map { $0.dtype == .q8_0 ? $0.converted(to: .f32) : $0 }
+        h.u16(UInt16(wireTensors.count)); h.u16(0)
+        for t in wireTensors {
             h.u8(Message.dtypeCode(t.dtype)); h.u8(UInt8(t.rank)); h.u16(0)
             for d in t.shape { h.u64(UInt64(d)) }
         }
         var out: [OutFrame] = [.bytes(h.bytes)]
-        for t in tensors { out.append(.tensor(t)) }
+        for t in wireTensors { out.append(.tensor(t)) }
         if let payload { out.append(.bytes([UInt8](payload))) }
         return out
     }
 
     static func dtypeCode(_ d: DType) -> UInt8 {
-        switch d { case .f32: return 1; case .f16: return 2; case .bf16: return 3 }
+        switch d {
+        case .f32: return 1
+        case .f16: return 2
+        case .bf16: return 3
+        case .q8_0: preconditionFailure("q8_0 tensors travel dequantised (frames() widens them)")
+        }
     }
 
     static func dtype(code: UInt8) -> DType? {
