@@ -8,8 +8,24 @@ import TestSupport
 /// outside split's too), and that a second run with the same seed writes the same bytes (the
 /// committed models/tiny-unimoe is the output of the full recipe).
 final class TrainDefaultTests: XCTestCase {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// The bundled samples (what scripts/demo asks about) are what `make-dataset --samples` writes.
+    func testBundledSamplesAreTheGeneratorsOutput() throws {
+        let out = NSTemporaryDirectory() + "unimoe-samples-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let r = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--samples", out], timeout: 300)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let made = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+        XCTAssertEqual(made, ["clip.answer", "clip.colour", "clip.mp4", "picture.answer", "picture.png", "picture.shape",
+                              "speech.answer", "speech.wav", "tone.answer", "tone.wav"])
+        for f in made {
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(out)/\(f)"), FileManager.default.contents(atPath: "\(root)/samples/\(f)"),
+                           "samples/\(f) is not what scripts/make-dataset --samples writes")
+        }
+    }
+
     func testQuickRecipeRunsEndToEndAndTheLossFalls() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         let out = NSTemporaryDirectory() + "unimoe-train-default-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
         var env = ProcessInfo.processInfo.environment

@@ -14,7 +14,7 @@ from . import families as F
 from . import media
 
 SPLITS = ("train", "val", "test")
-SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000, "outside": 3000}
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1000, "test": 2000, "outside": 3000, "samples": 4000}
 PLACEHOLDER = {"image": "<image>\n", "audio": "<audio>\n", "video": "<video>\n"}
 
 
@@ -149,9 +149,36 @@ def readme(args, fams_arg, counts):
     return "\n".join(lines)
 
 
+# The bundled samples (samples/ in the repository, asked about by scripts/demo): one medium per
+# modality from a seed no split uses, named as the demo and the tests expect, with the right answers.
+SAMPLES = (("picture.png", "image_color", ("picture.answer", "picture.shape")),
+           ("clip.mp4", "video_direction", ("clip.answer", "clip.colour")),
+           ("tone.wav", "audio_pitch", ("tone.answer",)),
+           ("speech.wav", "speech_digit", ("speech.answer",)))
+
+
+def write_samples(out, size, seed):
+    os.makedirs(out, exist_ok=True)
+    split_seed = seed + SPLIT_SEED_OFFSET["samples"]
+    for name, family, answer_files in SAMPLES:
+        rng = sample_rng(split_seed, family, 0)
+        ctx = Ctx(out, name, size, split_seed, family, 0)
+        answer, caption = F.FAMILIES[family][3](rng, ctx)
+        # the other facts the caption states: a picture's shape ("yellow triangle"), a clip's
+        # colour ("red circle leftwards")
+        words = [answer] + {"image_color": caption.split()[1:2], "video_direction": caption.split()[0:1]}.get(family, [])
+        for file, word in zip(answer_files, words):
+            with open(os.path.join(out, file), "w", encoding="utf-8", newline="\n") as f:
+                f.write(word + "\n")
+        sys.stderr.write("make-dataset: %s (%s): %s\n" % (name, family, " / ".join(words)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="make-dataset", description=__doc__)
-    ap.add_argument("--out", required=True, help="output directory (its media/, stage*.jsonl and README.md are replaced)")
+    ap.add_argument("--out", help="output directory (its media/, stage*.jsonl and README.md are replaced)")
+    ap.add_argument("--samples", metavar="DIR",
+                    help="write the bundled demo samples (picture.png, clip.mp4, tone.wav, speech.wav and their "
+                         "*.answer files) into DIR instead of a data set")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--train", type=int, default=60, help="samples per family in the train split")
     ap.add_argument("--val", type=int, default=10, help="samples per family in the val split")
@@ -166,6 +193,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.size < 16 or args.size % 2:
         ap.error("--size must be an even number >= 16 (H.264 yuv420p needs even sides)")
+    if args.samples:
+        write_samples(os.path.abspath(args.samples), args.size, args.seed)
+        return 0
+    if not args.out:
+        ap.error("--out DIR is required (or --samples DIR)")
     fams = [f for f in args.families.split(",") if f]
     for f in fams:
         if f not in F.FAMILIES:
