@@ -161,9 +161,20 @@ final class StageChainTests: XCTestCase {
             XCTAssertEqual(x.gradNorm, y.gradNorm, accuracy: 1e-4 * x.gradNorm)
             XCTAssertEqual(x.learningRate, y.learningRate)
         }
+        // The weights agree to 1e-4 except where Adam amplifies rounding: an element whose gradient is
+        // at rounding level may step ±lr in one order and ∓lr in the other (seen on one element in
+        // 8192 on AMD Zen's BLAS kernels). At most 0.1% of elements may do so, by at most 2·lr a step.
         let fa = try file(big.out), fb = try file(acc.out)
+        let lr = Float(big.learningRate ?? 0)
         for n in fa.names {
-            XCTAssertLessThan(relativeError(try fb.tensor(n).toArray(), try fa.tensor(n).toArray()), 1e-4, n)
+            let want = try fa.tensor(n).toArray(), got = try fb.tensor(n).toArray()
+            let scale = want.reduce(Float(1e-30)) { max($0, abs($1)) }
+            var flipped = 0
+            for i in want.indices where abs(got[i] - want[i]) > 1e-4 * scale {
+                flipped += 1
+                XCTAssertLessThanOrEqual(abs(got[i] - want[i]), 2 * lr * 4, "\(n)[\(i)]")
+            }
+            XCTAssertLessThanOrEqual(flipped, max(1, want.count / 1000), n)
         }
         // Epoch-based totals count optimizer steps: 2 samples, batch 1, accumulation 2 → 1 step per epoch.
         var epochs = acc
