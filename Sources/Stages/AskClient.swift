@@ -8,6 +8,11 @@ public final class AskClient {
     public let endpoint: String
     /// Longest silence from the coordinator before giving up (seconds).
     public var timeout: Double
+    /// When set, the longest a whole request may take, answer included (`unimoe ask --timeout`).
+    public var requestLimit: Double?
+    /// How long a request waits for the coordinator's heartbeat echo before it is sent: a pipeline
+    /// that is not running is reported this soon, not after `timeout`.
+    public var probeTimeout: Double = 2
     public var chunkSize = 64 << 10
     let socket: Socket
     private var nextID = UInt64.random(in: 1...(UInt64.max >> 1))
@@ -42,6 +47,9 @@ public final class AskClient {
             handles.append(h)
         }
         defer { for h in handles { try? h.close() } }
+        let started = monotonicSeconds()
+        let limit = requestLimit.map { started + $0 } ?? .infinity
+        if early == nil { try probe(within: min(probeTimeout, limit - started)) }
         let id = early?.id ?? takeID()
         try socket.send(try Message.json(.ask, request, requestID: id))
         for (i, h) in handles.enumerated() { try upload(h, index: sent.count + i, requestID: id) }
@@ -53,7 +61,12 @@ public final class AskClient {
         var lastWord = monotonicSeconds()
         while true {
             if cancelled() { try abandon() }
-            guard let frames = try socket.receive(timeout: min(0.1, max(0, timeout - (monotonicSeconds() - lastWord)))) else {
+            let now = monotonicSeconds()
+            if now >= limit {
+                try? socket.send(Message(.cancel, requestID: id))
+                throw WireError.timeout("no answer from the coordinator at \(endpoint) within \(formatSeconds(limit - started)) s (the request's limit)")
+            }
+            guard let frames = try socket.receive(timeout: min(0.1, limit - now, max(0, timeout - (now - lastWord)))) else {
                 if monotonicSeconds() - lastWord < timeout { continue }
                 try? socket.send(Message(.cancel, requestID: id))
                 throw WireError.timeout("no word from the coordinator at \(endpoint) for \(Int(timeout)) s (is the pipeline running?)")
@@ -69,6 +82,22 @@ public final class AskClient {
             case .error: throw StageError.stage(m.payloadText)
             default: continue
             }
+        }
+    }
+
+    /// Sends the coordinator a heartbeat and waits up to `seconds` for its echo; throws
+    /// `WireError.timeout` naming the endpoint when none comes (nothing listens there, or the
+    /// coordinator is down or wedged). Replies to earlier requests that arrive meanwhile are dropped.
+    public func probe(within seconds: Double) throws {
+        let id = takeID()
+        try socket.send(Message(.heartbeat, requestID: id))
+        let deadline = monotonicSeconds() + max(0, seconds)
+        while true {
+            let left = deadline - monotonicSeconds()
+            guard left > 0, let frames = try socket.receive(timeout: left) else {
+                throw WireError.timeout("no coordinator answers at \(endpoint) within \(formatSeconds(seconds)) s (is the pipeline running? `foreman start` starts it)")
+            }
+            if let m = try? Message(frames: frames), m.kind == .heartbeat, m.requestID == id { return }
         }
     }
 
@@ -161,4 +190,9 @@ public final class EarlyUploads {
 
     /// Abandons the request (the coordinator drops its uploads).
     public func cancel() { try? client.socket.send(Message(.cancel, requestID: id)) }
+}
+
+/// `2`, `0.5`: seconds for a message, without trailing zeros.
+func formatSeconds(_ s: Double) -> String {
+    s == s.rounded() && abs(s) < 1e15 ? String(Int(s)) : String(format: "%.1f", s)
 }

@@ -38,6 +38,9 @@ public final class Coordinator {
         var uploads: [Upload]
         var embeddings: [Tensor?]
         var input: Tensor?
+        /// The stitched prompt, kept so a new router can rebuild the KV cache (failover).
+        var prompt: Tensor?
+        var failovers = 0
         var jobs: Set<UInt64> = []
         var timings = StageTimings()
         let started = monotonicSeconds()
@@ -321,6 +324,7 @@ public final class Coordinator {
             let input = try builder.stitch(ids: builder.promptIds(r.ask), request: r.ask, embeddings: r.embeddings.compactMap { $0 })
             r.promptTokens = input.shape[0]
             r.input = input
+            r.prompt = input
             r.timings.add("stitch", seconds: monotonicSeconds() - t0)
             if r.state?.finished == true { finish(r) }
         } catch { fail(r, "\(error)") }
@@ -329,6 +333,8 @@ public final class Coordinator {
     /// One trunk step for every sequence with input ready (only one step in flight at a time).
     private func scheduleStep() {
         guard stepJob == nil else { return }
+        // A router that died between steps held no live sequence: steps go to any router again.
+        if let w = routerWorker, backend.workers[w] == nil { routerWorker = nil }
         let ready = requests.values.filter { $0.input != nil }.sorted { $0.key < $1.key }
         guard !ready.isEmpty else { return }
         let seqs = ready.map(\.key)
@@ -347,7 +353,14 @@ public final class Coordinator {
         let elapsed = monotonicSeconds() - stepStarted
         guard m.kind == .logits, m.tensors.count == seqs.count else {
             let why = m.kind == .error ? m.payloadText : "router answered \(m.kind) with \(m.tensors.count) tensors for \(seqs.count) sequences"
-            if let w = routerWorker, backend.workers[w] == nil { routerWorker = nil }  // its caches died with it
+            if let w = routerWorker, backend.workers[w] == nil {
+                // The router died with the KV caches: each sequence is prefilled again on the next
+                // live router (a replica, or this one restarted) from its prompt and the tokens it
+                // generated; its next logits are those the lost step would have given.
+                routerWorker = nil
+                for s in seqs { if let r = requests[s] { failOver(r, why: why) } }
+                return
+            }
             for s in seqs { if let r = requests[s] { fail(r, "router: \(why)") } }
             return
         }
@@ -377,6 +390,23 @@ public final class Coordinator {
             }
         }
     }
+
+    /// Rebuilds `r`'s input for a fresh KV cache after its router died (at most `maxFailovers`
+    /// times per request: a request that keeps killing routers fails).
+    private func failOver(_ r: Request, why: String) {
+        guard let prompt = r.prompt, let state = r.state else { fail(r, "router: \(why)"); return }
+        r.failovers += 1
+        guard r.failovers <= Coordinator.maxFailovers else {
+            fail(r, "router: \(why) (\(r.failovers - 1) routers lost during this request; giving up)")
+            return
+        }
+        do {
+            r.input = try builder.replay(prompt: prompt, generated: state.ids)
+            counters["router_failovers", default: 0] += 1
+            wireLog(name, "request \(r.key): router lost (\(why)); prefilling \(r.input?.shape[0] ?? 0) rows again on the next router")
+        } catch { fail(r, "router: \(why); replay: \(error)") }
+    }
+    static let maxFailovers = 3
 
     private func finish(_ r: Request) {
         r.timings.add("total", seconds: monotonicSeconds() - r.started)

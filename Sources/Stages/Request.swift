@@ -167,6 +167,18 @@ public final class PromptBuilder: @unchecked Sendable {
         return (out, kinds)
     }
 
+    /// A sequence's whole input so far, for a fresh KV cache: its prompt's rows (`prompt`, what
+    /// `stitch` made) followed by the embeddings of the tokens it generated (router failover).
+    public func replay(prompt: Tensor, generated ids: [Int]) throws -> Tensor {
+        guard prompt.shape.count == 2, prompt.shape[1] == hidden else { throw StageError.stage("prompt rows \(prompt.shape), hidden \(hidden)") }
+        for id in ids where !(0..<config.vocabSize).contains(id) { throw StageError.stage("token id \(id) outside the vocabulary") }
+        let t = prompt.converted(to: .f32)
+        let out = Tensor(zeros: [t.shape[0] + ids.count, hidden])
+        out.floats.update(from: t.floats, count: t.count)
+        if !ids.isEmpty { try Gather.embedding(embedTokens, ids: ids, into: out.floats + t.count) }
+        return out
+    }
+
     /// Embeddings of single generated tokens (the decode steps' inputs).
     public func embed(_ id: Int) throws -> Tensor {
         guard (0..<config.vocabSize).contains(id) else { throw StageError.stage("token id \(id) outside the vocabulary") }

@@ -62,7 +62,10 @@ public enum AskCommand: Command {
     public static func run(_ args: [String]) throws {
         let a = try Arguments(args, valued: AskOptions.valued.union(["pipeline", "endpoint", "timeout"]), flags: ["json", "timings", "stats"])
         let endpoint = try a.value("endpoint") ?? PipelineConfig.load(a.value("pipeline") ?? "pipelines/default.json").frontend
-        let client = try AskClient(endpoint: endpoint, timeout: try a.double("timeout", default: 300, range: 0.1...86400) ?? 300)
+        // --timeout bounds the whole request; a pipeline that is not running is reported within 2 s.
+        let limit = try a.double("timeout", default: 300, range: 0.1...86400) ?? 300
+        let client = try AskClient(endpoint: endpoint, timeout: limit)
+        client.requestLimit = limit
         if a.has("stats") {
             // The pipeline's counters (coordinator, router, expert workers) as one JSON line.
             printLine(jsonLine(try client.stats()))

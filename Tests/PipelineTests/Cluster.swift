@@ -17,11 +17,12 @@ final class Cluster {
     let pipeline: String
     var processes: [String: Process] = [:]
 
-    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]], gateway: GatewaySettings? = nil, apiKeys: [String]? = nil) throws {
+    init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]], gateway: GatewaySettings? = nil, apiKeys: [String]? = nil,
+         model: String = modelDir) throws {
         dir = NSTemporaryDirectory() + "unimoe-pl-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         pipeline = dir + "/pipeline.json"
-        var cfg = PipelineConfig(model: modelDir, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
+        var cfg = PipelineConfig(model: model, frontend: "ipc://\(dir)/front", backend: "ipc://\(dir)/back",
                                  experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 6),
                                  requestTimeout: 60, expertTimeout: 30, expertGroups: expertGroups)
         cfg.gateway = gateway
@@ -73,6 +74,13 @@ final class Cluster {
     }
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: dir + "/\(name).log", encoding: .utf8)) ?? "" }
+
+    /// kill -9 of process `name` (a crash), reaped.
+    func crash(_ name: String) {
+        guard let p = processes.removeValue(forKey: name) else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
 
     func stop(_ name: String) {
         guard let p = processes.removeValue(forKey: name) else { return }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Stages
 import Tensor
 import TestSupport
@@ -84,18 +85,97 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(c.log("coordinator").contains("rejected"))
     }
 
-    @Test func sigtermToForemanStopsEverything() throws {
+    /// `unimoe ask` with nothing listening says so within ~2 s; with a coordinator that answers the
+    /// probe but never finishes, `--timeout` bounds the whole request even while tokens stream.
+    @Test func askNoticesAMissingCoordinatorAndTimeoutBoundsTheRequest() throws {
+        let dir = NSTemporaryDirectory() + "unimoe-ask-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var t0 = monotonicSeconds()
+        let none = try Binaries.unimoe(["ask", "--endpoint", "ipc://\(dir)/nobody", "--timeout", "60", "hello?"], timeout: 30)
+        #expect(none.status == 1)
+        #expect(none.stderr.contains("no coordinator answers at ipc://\(dir)/nobody within 2 s"), "\(none.stderr)")
+        #expect(monotonicSeconds() - t0 < 5)
+
+        // A coordinator that echoes heartbeats and streams a token every 0.2 s, forever.
+        let stop = Outcome(), ready = Outcome(), endpoint = "ipc://\(dir)/slow"
+        let server = Thread {
+            guard let fake = try? Socket(.router), (try? fake.bind(endpoint)) != nil else { ready.set(.success([0])); return }
+            ready.set(.success([1]))
+            var client: [UInt8]? = nil, request: UInt64 = 0
+            while stop.get() == nil {
+                if let frames = try? fake.receive(timeout: 0.2), frames.count > 1, let m = try? Message(frames: Array(frames.dropFirst())) {
+                    if m.kind == .heartbeat { try? fake.send(Message(.heartbeat, requestID: m.requestID), to: frames[0].bytes) }
+                    if m.kind == .ask { client = frames[0].bytes; request = m.requestID }
+                } else if let client {
+                    try? fake.send(Message(.token, requestID: request, payload: Data(#"{"id":5,"text":"x"}"#.utf8)), to: client)
+                }
+            }
+        }
+        server.start()
+        defer { stop.set(.success([])); Thread.sleep(forTimeInterval: 0.3) }
+        while ready.get() == nil { usleep(10_000) }
+        #expect((try? ready.get()?.get()) == [1], "the fake coordinator could not bind")
+        t0 = monotonicSeconds()
+        let slow = try Binaries.unimoe(["ask", "--endpoint", "ipc://\(dir)/slow", "--timeout", "1.5", "hello?"], timeout: 30)
+        let took = monotonicSeconds() - t0
+        #expect(slow.status == 1)
+        #expect(slow.stderr.contains("within 1.5 s (the request's limit)"), "\(slow.stderr)")
+        #expect(took > 1.4 && took < 4, "took \(took) s")
+    }
+
+    /// The supervisor does not restart what restarting cannot fix: a usage error ends it at once
+    /// (64), a role that dies right after every start is given up after UNIMOE_RESTART_LIMIT tries.
+    @Test func runRoleGivesUpOnRolesThatCannotStart() throws {
+        let env = ["UNIMOE_BIN": Binaries.directory, "UNIMOE_RESTART_LIMIT": "2"]
+        let usage = try runProcess(repoRoot + "/scripts/run-role", ["unimoe-router", "--no-such-option"], environment: env, timeout: 30)
+        #expect(usage.status == 64, "\(usage.stderr)")
+        #expect(!usage.stderr.contains("restarting"), "\(usage.stderr)")
+        let t0 = monotonicSeconds()
+        let broken = try runProcess(repoRoot + "/scripts/run-role", ["unimoe-router", "--pipeline", "/nonexistent/pipeline.json"],
+                                    environment: env, timeout: 30)
+        #expect(broken.status == 1, "\(broken.stderr)")
+        #expect(broken.stderr.contains("restarting in 0.5 s"), "\(broken.stderr)")
+        #expect(broken.stderr.contains("unimoe-router exited with status 1 2 times in a row within 2 s of starting; giving up"), "\(broken.stderr)")
+        #expect(monotonicSeconds() - t0 < 10)
+    }
+
+    /// The router dies mid-answer (its KV caches with it): the coordinator prefills the sequence
+    /// again on the router that takes over, from its prompt and the tokens so far, and the answer
+    /// is the one `unimoe run` gives. (The random initial model: it never stops early.)
+    @Test func routerFailoverMidAnswerKeepsTheIds() throws {
+        let model = repoRoot + "/models/tiny-unimoe-init"
+        let request = (AskRequest(question: "What is in the picture?", media: [MediaItem(modality: .image, name: sample("picture.png"))],
+                                  maxNewTokens: 40), [sample("picture.png")])
+        let want = try runInProcess(try LocalPipeline(modelDirectory: model), request)
+        #expect(want.count == 40)
+        let c = try Cluster(model: model)
+        defer { c.stop() }
+        try c.startAll()
+        var streamed = 0
+        let got = try c.client().ask(request.0, files: request.1) { _, _ in
+            streamed += 1
+            if streamed == 10 {
+                c.crash("router")
+                try? c.start("router", name: "router2")
+            }
+        }
+        #expect(got.ids == want)
+        #expect(try c.client().stats()["router_failovers"] == 1)
+        #expect(c.log("coordinator").contains("prefilling"), "\(c.log("coordinator"))")
+        // And it keeps serving on the new router.
+        #expect(try c.client().ask(request.0, files: request.1).ids == want)
+    }
+
+    /// The pipeline as the Procfile starts it (each role under scripts/run-role), from foreman;
+    /// nil (and a recorded issue) when foreman is missing.
+    func startForeman(_ c: Cluster, log: String = "/dev/null") throws -> Process? {
         let foreman = ["/usr/bin/foreman", "/usr/local/bin/foreman"].first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let foreman else {
             Issue.record("foreman is not installed (scripts/setup installs ruby-foreman)")
-            return
+            return nil
         }
-        let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
-        defer { c.stop() }
-        let roles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "gateway": "unimoe-gateway", "encode": "unimoe-encode --modality image,video,audio",
-                     "connect": "unimoe-connect --modality image,video,audio", "router": "unimoe-router",
-                     "expert0": "unimoe-expert --group 0", "expert1": "unimoe-expert --group 1"]
-        let procfile = roles.sorted { $0.key < $1.key }.map { "\($0.key): scripts/run-role \($0.value) --pipeline \(c.pipeline)" }.joined(separator: "\n")
+        let procfile = foremanRoles.sorted { $0.key < $1.key }.map { "\($0.key): scripts/run-role \($0.value) --pipeline \(c.pipeline)" }.joined(separator: "\n")
         try (procfile + "\n").write(toFile: c.dir + "/Procfile", atomically: true, encoding: .utf8)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: foreman)
@@ -103,13 +183,20 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         var env = ProcessInfo.processInfo.environment
         env["UNIMOE_BIN"] = Binaries.directory
         p.environment = env
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: log)
+        p.standardError = FileHandle(forWritingAtPath: log)
         try p.run()
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        #expect(try c.client(timeout: 60).ask(textOnly.0, files: []).ids.count > 0)
+        return p
+    }
+
+    let foremanRoles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "gateway": "unimoe-gateway",
+                        "encode": "unimoe-encode --modality image,video,audio", "connect": "unimoe-connect --modality image,video,audio",
+                        "router": "unimoe-router", "expert0": "unimoe-expert --group 0", "expert1": "unimoe-expert --group 1"]
+
+    /// SIGTERM to foreman and wait (≤ 5 s) for it and every process it started to end.
+    func stopForeman(_ p: Process) {
         let family = descendants(of: p.processIdentifier)
-        #expect(family.count >= roles.count, "foreman's children: \(family)")
         let t0 = monotonicSeconds()
         kill(p.processIdentifier, SIGTERM)
         while monotonicSeconds() - t0 < 5 && (p.isRunning || family.contains(where: alive)) { usleep(50_000) }
@@ -117,6 +204,74 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         let orphans = family.filter(alive)
         #expect(orphans.isEmpty, "still alive after 5 s: \(orphans)")
         for o in orphans { kill(o, SIGKILL) }
+    }
+
+    @Test func sigtermToForemanStopsEverything() throws {
+        let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
+        defer { c.stop() }
+        guard let p = try startForeman(c) else { return }
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        #expect(try c.client(timeout: 60).ask(textOnly.0, files: []).ids.count > 0)
+        let family = descendants(of: p.processIdentifier)
+        #expect(family.count >= foremanRoles.count, "foreman's children: \(family)")
+        stopForeman(p)
+    }
+
+    /// kill -9 of a worker under foreman: its supervisor (scripts/run-role) starts it again, foreman
+    /// keeps running, and a request in flight when the worker died completes with the same ids.
+    @Test func aKilledWorkerIsRestartedAndItsRequestCompletes() throws {
+        let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
+        defer { c.stop() }
+        let log = c.dir + "/foreman.log"
+        guard let p = try startForeman(c, log: log) else { return }
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let want = try c.client(timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids
+        for role in ["unimoe-expert", "unimoe-decode", "unimoe-encode", "unimoe-connect", "unimoe-router"] {
+            let replicas = rolePIDs(under: p.processIdentifier, role).count
+            guard let victim = rolePIDs(under: p.processIdentifier, role).first else {
+                Issue.record("no \(role) process under foreman"); continue
+            }
+            let answer = Outcome(), frontend = c.frontend
+            let asker = Thread {
+                answer.set(Result { try AskClient(endpoint: frontend, timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids })
+            }
+            asker.start()
+            usleep(20_000)
+            kill(victim, SIGKILL)
+            let t0 = monotonicSeconds()
+            while answer.get() == nil && monotonicSeconds() - t0 < 90 { usleep(20_000) }
+            switch answer.get() {
+            case .success(let ids)?: #expect(ids == want, "after kill -9 of \(role)")
+            case .failure(let e)?: Issue.record("the request failed after kill -9 of \(role): \(e)")
+            case nil: Issue.record("the request did not complete within 90 s after kill -9 of \(role)")
+            }
+            #expect(p.isRunning, "foreman stopped after kill -9 of \(role)")
+            let t1 = monotonicSeconds()
+            while rolePIDs(under: p.processIdentifier, role).count < replicas && monotonicSeconds() - t1 < 10 { usleep(50_000) }
+            #expect(!rolePIDs(under: p.processIdentifier, role).contains(victim))
+            #expect(rolePIDs(under: p.processIdentifier, role).count == replicas, "\(role) was not restarted")
+        }
+        // Served afterwards too, and the supervisor said what happened.
+        #expect(try c.client(timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids == want)
+        let said = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(said.contains("killed by signal 9"), "\(said.suffix(2000))")
+        stopForeman(p)
+    }
+}
+
+/// A result one thread sets and another polls.
+final class Outcome: Sendable {
+    private let value = Mutex<Result<[Int], Error>?>(nil)
+    func set(_ r: Result<[Int], Error>) { value.withLock { $0 = r } }
+    func get() -> Result<[Int], Error>? { value.withLock { $0 } }
+}
+
+/// The live processes under `pid` running the executable named `name`.
+func rolePIDs(under pid: Int32, _ name: String) -> [Int32] {
+    descendants(of: pid).filter { child in
+        guard alive(child), let cmd = FileManager.default.contents(atPath: "/proc/\(child)/cmdline"),
+              let first = cmd.split(separator: 0).first else { return false }
+        return String(decoding: first, as: UTF8.self).hasSuffix("/" + name)
     }
 }
 
