@@ -80,6 +80,7 @@ final class Generation: @unchecked Sendable {
             return .pipeline(text)
         case StageError.media(let file, let reason): return .invalidPart(part: file, reason: reason)
         case StageError.cancelled: return .pipeline("cancelled")
+        case StageError.busy(let text): return .unavailable("busy: \(text)")
         case WireError.timeout(let text): return .timeout(text)
         default: return .unavailable("\(error)")
         }

@@ -79,7 +79,10 @@ public final class AskClient {
                 let t = try m.decodePayload(Token.self)
                 onToken(t.id, t.text)
             case .done: return try m.decodePayload(Answer.self)
-            case .error: throw StageError.stage(m.payloadText)
+            case .error:
+                let text = m.payloadText
+                if text.hasPrefix(StageError.busyPrefix) { throw StageError.busy(String(text.dropFirst(StageError.busyPrefix.count))) }
+                throw StageError.stage(text)
             default: continue
             }
         }

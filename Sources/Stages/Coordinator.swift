@@ -76,6 +76,11 @@ public final class Coordinator {
     public let frontendEndpoint: String
     /// A request still unanswered after this long fails (naming the services nobody offers).
     public var requestTimeout = 300.0
+    /// Requests held at once; a new one past it is refused with a "busy: …" error.
+    public var maxRequests = 256
+    /// Recently refused (client, request id) pairs: their media chunks are dropped silently.
+    private var refused: [RefusedKey] = []
+    private struct RefusedKey: Equatable { var client: [UInt8]; var requestID: UInt64 }
     public var limits = WireLimits.standard
     let name = "coordinator"
 
@@ -166,9 +171,22 @@ public final class Coordinator {
             if r.ready { prepareInput(r) }
             return
         }
+        guard admit(m, client: client) else { return }
         let r = newRequest(client: client, requestID: m.requestID, ask: ask)
         r.state = GenerationState(request: ask, builder: builder)
         if ask.media.isEmpty { prepareInput(r) }
+    }
+
+    /// False (and the client told "busy") when `maxRequests` requests are held already.
+    private func admit(_ m: Message, client: [UInt8]) -> Bool {
+        let key = RefusedKey(client: client, requestID: m.requestID)
+        if refused.contains(key) { return false }
+        guard requests.count >= maxRequests else { return true }
+        counters["refused_busy", default: 0] += 1
+        refused.append(key)
+        if refused.count > 1024 { refused.removeFirst(refused.count - 1024) }
+        send(Message(.error, requestID: m.requestID, payload: Data("\(StageError.busyPrefix)the coordinator holds \(requests.count) requests (its max_requests); retry shortly".utf8)), to: client)
+        return false
     }
 
     private func newRequest(client: [UInt8], requestID: UInt64, ask: AskRequest) -> Request {
@@ -192,6 +210,7 @@ public final class Coordinator {
         }
         let r: Request
         if let key = byClient[client]?[m.requestID], let existing = requests[key] { r = existing } else {
+            guard admit(m, client: client) else { return }
             r = newRequest(client: client, requestID: m.requestID, ask: AskRequest(question: ""))
         }
         guard r.state == nil, Int(m.layer) == r.ask.media.count else {
@@ -214,6 +233,7 @@ public final class Coordinator {
 
     private func takeChunk(_ m: Message, client: [UInt8]) {
         guard let key = byClient[client]?[m.requestID], let r = requests[key] else {
+            if refused.contains(RefusedKey(client: client, requestID: m.requestID)) { return }  // told "busy" already
             send(Message.errorReply(to: m, "coordinator: media chunk for unknown request \(m.requestID)"), to: client)
             return
         }

@@ -18,6 +18,9 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
     public var heartbeat: HeartbeatPolicy
     public var requestTimeout: Double
     public var expertTimeout: Double
+    /// Requests the coordinator holds at once (uploading, waiting or generating); past it a new
+    /// request is refused at once with a "busy" error instead of queueing without bound.
+    public var maxRequests: Int = 256
     /// Expert indices per worker group (`unimoe-expert --group N`).
     public var expertGroups: [[Int]]
     /// Kernel threads per role (`decode`, `encode`, `connect`, `router`, `expert`, `coordinator`).
@@ -33,6 +36,7 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         case model, frontend, backend, experts, heartbeat, threads, allreduce, gateway
         case apiKeys = "api_keys"
         case requestTimeout = "request_timeout"
+        case maxRequests = "max_requests"
         case expertTimeout = "expert_timeout"
         case expertGroups = "expert_groups"
     }
@@ -60,6 +64,7 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         heartbeat = try c.decodeIfPresent(HeartbeatPolicy.self, forKey: .heartbeat) ?? .standard
         requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 300
         expertTimeout = try c.decodeIfPresent(Double.self, forKey: .expertTimeout) ?? 60
+        maxRequests = try c.decodeIfPresent(Int.self, forKey: .maxRequests) ?? 256
         expertGroups = try c.decodeIfPresent([[Int]].self, forKey: .expertGroups) ?? []
         threads = try c.decodeIfPresent([String: Int].self, forKey: .threads) ?? [:]
         allreduce = try c.decodeIfPresent(String.self, forKey: .allreduce)
@@ -79,6 +84,7 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         guard c.heartbeat.interval > 0, c.heartbeat.liveness > 0 else {
             throw StageError.badRequest("\(path): heartbeat interval and liveness must be positive")
         }
+        guard c.maxRequests >= 1 else { throw StageError.badRequest("\(path): max_requests must be at least 1, not \(c.maxRequests)") }
         if !c.model.hasPrefix("/") {
             let fm = FileManager.default
             let cwd = (fm.currentDirectoryPath as NSString).appendingPathComponent(c.model)

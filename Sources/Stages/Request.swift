@@ -74,6 +74,11 @@ public enum StageError: Error, Equatable, CustomStringConvertible, Sendable {
     case stage(String)
     /// The client abandoned the request (`AskClient`'s `cancelled` said so); the coordinator was told.
     case cancelled
+    /// The pipeline refused the request at once: it holds as many as it may (`max_requests`).
+    case busy(String)
+
+    /// How the coordinator's error reply for a refused request begins (the wire carries text).
+    public static let busyPrefix = "busy: "
 
     public var description: String {
         switch self {
@@ -81,6 +86,7 @@ public enum StageError: Error, Equatable, CustomStringConvertible, Sendable {
         case .media(let file, let reason): return "\(file): \(reason)"
         case .stage(let m): return m
         case .cancelled: return "cancelled by the client"
+        case .busy(let m): return "busy: \(m)"
         }
     }
 }

@@ -122,6 +122,7 @@ public enum RoleMain {
             let builder = try PromptBuilder(modelDirectory: dir)
             let c = try Coordinator(builder: builder, frontend: config.frontend, backend: config.backend, policy: config.heartbeat)
             c.requestTimeout = config.requestTimeout
+            c.maxRequests = config.maxRequests
             wireLog("coordinator", "clients via \(c.frontendEndpoint), workers via \(c.backend.endpoint)")
             try c.run(stop: stop)
         default:

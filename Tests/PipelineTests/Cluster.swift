@@ -18,7 +18,7 @@ final class Cluster {
     var processes: [String: Process] = [:]
 
     init(heartbeat: Double = 0.5, expertGroups: [[Int]] = [[0, 1], [2, 3]], gateway: GatewaySettings? = nil, apiKeys: [String]? = nil,
-         model: String = modelDir) throws {
+         model: String = modelDir, maxRequests: Int = 256) throws {
         dir = NSTemporaryDirectory() + "unimoe-pl-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         pipeline = dir + "/pipeline.json"
@@ -26,6 +26,7 @@ final class Cluster {
                                  experts: "ipc://\(dir)/experts", heartbeat: HeartbeatPolicy(interval: heartbeat, liveness: 6),
                                  requestTimeout: 60, expertTimeout: 30, expertGroups: expertGroups)
         cfg.gateway = gateway
+        cfg.maxRequests = maxRequests
         cfg.apiKeys = apiKeys
         let enc = JSONEncoder()
         enc.outputFormatting = .prettyPrinted

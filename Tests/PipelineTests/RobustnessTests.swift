@@ -167,6 +167,54 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(try c.client().ask(request.0, files: request.1).ids == want)
     }
 
+    /// 200 concurrent asks against `max_requests` 4: each one is answered (the same ids as alone)
+    /// or refused at once with the typed busy error; the coordinator's memory stays bounded and it
+    /// serves afterwards.
+    @Test func overloadIsRefusedAtOnceAndMemoryStaysBounded() throws {
+        let c = try Cluster(maxRequests: 4)
+        defer { c.stop() }
+        try c.startAll()
+        let want = try c.client().ask(imageText.0, files: imageText.1).ids
+        let pid = try #require(c.processes["coordinator"]).processIdentifier
+        let rssBefore = residentKiB(pid)
+        let n = 200
+        let results = ResultBox(count: n)
+        let refusalMs = ResultBox(count: n)
+        let frontend = c.frontend
+        let threads = (0..<n).map { i in
+            Thread {
+                let t0 = monotonicSeconds()
+                do {
+                    results.set(i, .success(try AskClient(endpoint: frontend, timeout: 60).ask(imageText.0, files: imageText.1).ids))
+                } catch {
+                    if case StageError.busy = error { refusalMs.set(i, .success([Int((monotonicSeconds() - t0) * 1000)])) }
+                    results.set(i, .failure(error))
+                }
+            }
+        }
+        for t in threads { t.stackSize = 1 << 20; t.start() }
+        let t0 = monotonicSeconds()
+        while (0..<n).contains(where: { results.get($0) == nil }) && monotonicSeconds() - t0 < 120 { usleep(50_000) }
+        var answered = 0, busy = 0
+        for i in 0..<n {
+            switch results.get(i) {
+            case .success(let ids)?: answered += 1; #expect(ids == want)
+            case .failure(StageError.busy)?: busy += 1
+            case .failure(let e)?: Issue.record("request \(i): \(e)")
+            case nil: Issue.record("request \(i) has no result")
+            }
+        }
+        #expect(answered + busy == n)
+        #expect(answered >= 4 && busy > 0, "answered \(answered), busy \(busy)")
+        let slowest = (0..<n).compactMap { (try? refusalMs.get($0)?.get())?.first }.max() ?? 0
+        #expect(slowest < 5000, "a refusal took \(slowest) ms")
+        let rssAfter = residentKiB(pid)
+        #expect(rssAfter < rssBefore + 64 << 10, "coordinator RSS \(rssBefore) → \(rssAfter) KiB")
+        print("overload: \(n) concurrent asks, max_requests 4: \(answered) answered, \(busy) refused busy; coordinator RSS \(rssBefore) → \(rssAfter) KiB")
+        #expect(try c.client().stats()["refused_busy"] == busy)
+        #expect(try c.client().ask(imageText.0, files: imageText.1).ids == want)
+    }
+
     /// The pipeline as the Procfile starts it (each role under scripts/run-role), from foreman;
     /// nil (and a recorded issue) when foreman is missing.
     func startForeman(_ c: Cluster, log: String = "/dev/null") throws -> Process? {
@@ -257,6 +305,13 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(said.contains("killed by signal 9"), "\(said.suffix(2000))")
         stopForeman(p)
     }
+}
+
+/// VmRSS of `pid` in KiB (0 when unreadable).
+func residentKiB(_ pid: Int32) -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
 }
 
 /// A result one thread sets and another polls.
