@@ -49,16 +49,27 @@ public final class AskClient {
         defer { for h in handles { try? h.close() } }
         let started = monotonicSeconds()
         let limit = requestLimit.map { started + $0 } ?? .infinity
-        if early == nil { try probe(within: min(probeTimeout, limit - started)) }
-        let id = early?.id ?? takeID()
-        try socket.send(try Message.json(.ask, request, requestID: id))
-        for (i, h) in handles.enumerated() { try upload(h, index: sent.count + i, requestID: id) }
+        var instance = early == nil ? try probe(within: min(probeTimeout, limit - started)) : ""
+        var id = early?.id ?? takeID()
+        func submit() throws {
+            try socket.send(try Message.json(.ask, request, requestID: id))
+            for (i, h) in handles.enumerated() {
+                try h.seek(toOffset: 0)
+                try upload(h, index: sent.count + i, requestID: id)
+            }
+        }
+        try submit()
         func abandon() throws -> Never {
             try? socket.send(Message(.cancel, requestID: id))
             throw StageError.cancelled
         }
         struct Token: Codable { var id: Int; var text: String }
         var lastWord = monotonicSeconds()
+        // While the coordinator is silent, a heartbeat every 0.5 s: an echo from another instance
+        // means it restarted and lost this request, which is then asked again (its files sent
+        // again); the tokens already streamed are not streamed twice.
+        let pingID = takeID()
+        var lastPing = lastWord, streamed = 0, skip = 0, resubmissions = 0
         while true {
             if cancelled() { try abandon() }
             let now = monotonicSeconds()
@@ -66,17 +77,38 @@ public final class AskClient {
                 try? socket.send(Message(.cancel, requestID: id))
                 throw WireError.timeout("no answer from the coordinator at \(endpoint) within \(formatSeconds(limit - started)) s (the request's limit)")
             }
+            if now - lastWord > 0.5 && now - lastPing > 0.5 {
+                try socket.send(Message(.heartbeat, requestID: pingID))
+                lastPing = now
+            }
             guard let frames = try socket.receive(timeout: min(0.1, limit - now, max(0, timeout - (now - lastWord)))) else {
                 if monotonicSeconds() - lastWord < timeout { continue }
                 try? socket.send(Message(.cancel, requestID: id))
                 throw WireError.timeout("no word from the coordinator at \(endpoint) for \(Int(timeout)) s (is the pipeline running?)")
             }
             let m = try Message(frames: frames)
+            if m.kind == .heartbeat && m.requestID == pingID {
+                let echoed = m.payloadText
+                guard !echoed.isEmpty, echoed != instance else { continue }
+                if instance.isEmpty { instance = echoed; continue }  // first echo (no probe for early uploads)
+                guard early == nil, resubmissions < 3 else {
+                    throw StageError.stage("the coordinator at \(endpoint) restarted and lost this request")
+                }
+                instance = echoed
+                resubmissions += 1
+                id = takeID()
+                skip = streamed
+                lastWord = monotonicSeconds()
+                try submit()
+                continue
+            }
             guard m.requestID == id else { continue }
             lastWord = monotonicSeconds()
             switch m.kind {
             case .token:
                 let t = try m.decodePayload(Token.self)
+                if skip > 0 { skip -= 1; continue }
+                streamed += 1
                 onToken(t.id, t.text)
             case .done: return try m.decodePayload(Answer.self)
             case .error:
@@ -88,10 +120,12 @@ public final class AskClient {
         }
     }
 
-    /// Sends the coordinator a heartbeat and waits up to `seconds` for its echo; throws
+    /// Sends the coordinator a heartbeat and waits up to `seconds` for its echo, returning the
+    /// coordinator's instance id (it changes when the coordinator restarts); throws
     /// `WireError.timeout` naming the endpoint when none comes (nothing listens there, or the
     /// coordinator is down or wedged). Replies to earlier requests that arrive meanwhile are dropped.
-    public func probe(within seconds: Double) throws {
+    @discardableResult
+    public func probe(within seconds: Double) throws -> String {
         let id = takeID()
         try socket.send(Message(.heartbeat, requestID: id))
         let deadline = monotonicSeconds() + max(0, seconds)
@@ -100,7 +134,7 @@ public final class AskClient {
             guard left > 0, let frames = try socket.receive(timeout: left) else {
                 throw WireError.timeout("no coordinator answers at \(endpoint) within \(formatSeconds(seconds)) s (is the pipeline running? `foreman start` starts it)")
             }
-            if let m = try? Message(frames: frames), m.kind == .heartbeat, m.requestID == id { return }
+            if let m = try? Message(frames: frames), m.kind == .heartbeat, m.requestID == id { return m.payloadText }
         }
     }
 

@@ -76,6 +76,9 @@ public final class Coordinator {
     public let frontendEndpoint: String
     /// A request still unanswered after this long fails (naming the services nobody offers).
     public var requestTimeout = 300.0
+    /// Random per process start, echoed in heartbeats: a client that sees it change knows the
+    /// coordinator restarted and its request was lost with the old one (and asks again).
+    public let instance = String(UInt64.random(in: 1...UInt64.max), radix: 36)
     /// Requests held at once; a new one past it is refused with a "busy: …" error.
     public var maxRequests = 256
     /// Recently refused (client, request id) pairs: their media chunks are dropped silently.
@@ -142,7 +145,7 @@ public final class Coordinator {
             } else {
                 replyStats(client: client, requestID: m.requestID, router: [:])
             }
-        case .heartbeat: send(Message(.heartbeat, requestID: m.requestID), to: client)
+        case .heartbeat: send(Message(.heartbeat, requestID: m.requestID, payload: Data(instance.utf8)), to: client)
         default:
             send(Message.errorReply(to: m, "coordinator: clients may send ask, mediaOpen, mediaChunk, cancel or stats, not \(m.kind)"), to: client)
         }

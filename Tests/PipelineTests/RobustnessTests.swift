@@ -265,16 +265,16 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         stopForeman(p)
     }
 
-    /// kill -9 of a worker under foreman: its supervisor (scripts/run-role) starts it again, foreman
+    /// kill -9 of each role under foreman (coordinator and router included): its supervisor (scripts/run-role) starts it again, foreman
     /// keeps running, and a request in flight when the worker died completes with the same ids.
-    @Test func aKilledWorkerIsRestartedAndItsRequestCompletes() throws {
+    @Test func aKilledRoleIsRestartedAndItsRequestCompletes() throws {
         let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
         defer { c.stop() }
         let log = c.dir + "/foreman.log"
         guard let p = try startForeman(c, log: log) else { return }
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let want = try c.client(timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids
-        for role in ["unimoe-expert", "unimoe-decode", "unimoe-encode", "unimoe-connect", "unimoe-router"] {
+        for role in ["unimoe-expert", "unimoe-decode", "unimoe-encode", "unimoe-connect", "unimoe-router", "unimoe-coordinator"] {
             let replicas = rolePIDs(under: p.processIdentifier, role).count
             guard let victim = rolePIDs(under: p.processIdentifier, role).first else {
                 Issue.record("no \(role) process under foreman"); continue
@@ -319,6 +319,89 @@ final class Outcome: Sendable {
     private let value = Mutex<Result<[Int], Error>?>(nil)
     func set(_ r: Result<[Int], Error>) { value.withLock { $0 = r } }
     func get() -> Result<[Int], Error>? { value.withLock { $0 } }
+}
+
+/// Chaos under the real Procfile: waves of 20 concurrent seeded requests (text, image, audio,
+/// video; greedy and sampled) while a random process of every role is killed with -9 at random
+/// moments, three times per role; every request completes with the ids `unimoe run` gives.
+/// (The random initial model: answers run their full length, so the kills land mid-answer.)
+@Suite(.serialized) struct ChaosTests {
+    @Test func everyRequestCompletesWhileRolesAreKilled() throws {
+        let model = repoRoot + "/models/tiny-unimoe-init"
+        let shapes = [textOnly, imageText, videoAudioText,
+                      (AskRequest(question: "What do you hear?", media: [MediaItem(modality: .audio, name: sample("speech.wav"))]), [sample("speech.wav")])]
+        let requests: [(AskRequest, [String])] = (0..<20).map { i in
+            var r = shapes[i % shapes.count]
+            r.0.maxNewTokens = 24
+            if i % 3 == 2 { r.0.temperature = 0.8; r.0.seed = UInt64(100 + i) }
+            return r
+        }
+        let local = try LocalPipeline(modelDirectory: model)
+        let want = try requests.map { try runInProcess(local, $0) }
+        let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"), model: model)
+        defer { c.stop() }
+        let log = c.dir + "/foreman.log"
+        guard let p = try RobustnessTests().startForeman(c, log: log) else { return }
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        #expect(try c.client(timeout: 60).ask(textOnly.0, files: []).ids.count > 0)
+
+        func wave() -> (seconds: Double, results: ResultBox) {
+            let results = ResultBox(count: requests.count), frontend = c.frontend
+            let t0 = monotonicSeconds()
+            let threads = requests.enumerated().map { (i, r) in
+                Thread { results.set(i, Result { try AskClient(endpoint: frontend, timeout: 120).ask(r.0, files: r.1).ids }) }
+            }
+            for t in threads { t.start() }
+            return (t0, results)
+        }
+        func finished(_ r: ResultBox) -> Bool { (0..<requests.count).allSatisfy { r.get($0) != nil } }
+        func settle(_ r: ResultBox, _ t0: Double) -> Double {
+            while !finished(r) && monotonicSeconds() - t0 < 240 { usleep(20_000) }
+            return monotonicSeconds() - t0
+        }
+        func check(_ r: ResultBox, _ what: String) -> Int {
+            var lost = 0
+            for i in 0..<requests.count {
+                switch r.get(i) {
+                case .success(let ids)?: #expect(ids == want[i], "\(what): request \(i)")
+                case .failure(let e)?: lost += 1; Issue.record("\(what): request \(i) failed: \(e)")
+                case nil: lost += 1; Issue.record("\(what): request \(i) unanswered after 240 s")
+                }
+            }
+            return lost
+        }
+        // Undisturbed, for the latency the kills add.
+        let (c0, calm) = wave()
+        let calmSeconds = settle(calm, c0)
+        _ = check(calm, "calm")
+
+        let roles = ["unimoe-coordinator", "unimoe-router", "unimoe-expert", "unimoe-decode", "unimoe-encode", "unimoe-connect"]
+        var rng = SplitMix(seed: 20261203)
+        var kills = 0, lost = 0, chaosSeconds = 0.0, waves = 0
+        var pending = roles.flatMap { [$0, $0, $0] }
+        while !pending.isEmpty && waves < 6 {
+            waves += 1
+            let (t0, results) = wave()
+            while !finished(results) && !pending.isEmpty {
+                usleep(UInt32(50_000 + rng.next() % 250_000))
+                let role = pending.remove(at: Int(rng.next() % UInt64(pending.count)))
+                let pids = rolePIDs(under: p.processIdentifier, role)
+                guard !pids.isEmpty else { pending.append(role); continue }  // restarting: try later
+                kill(pids[Int(rng.next() % UInt64(pids.count))], SIGKILL)
+                kills += 1
+            }
+            chaosSeconds += settle(results, t0)
+            lost += check(results, "wave \(waves)")
+            #expect(p.isRunning, "foreman stopped in wave \(waves)")
+        }
+        #expect(pending.isEmpty, "kills left undone: \(pending)")
+        #expect(lost == 0)
+        print("chaos: \(waves) waves of \(requests.count) requests, \(kills) kill -9s over \(roles.count) roles, \(lost) lost; " +
+              "a wave took \(String(format: "%.1f", calmSeconds)) s undisturbed, \(String(format: "%.1f", chaosSeconds / Double(waves))) s on average under kills")
+        // And the pipeline keeps serving.
+        #expect(try c.client(timeout: 60).ask(requests[1].0, files: requests[1].1).ids == want[1])
+        RobustnessTests().stopForeman(p)
+    }
 }
 
 /// The live processes under `pid` running the executable named `name`.
