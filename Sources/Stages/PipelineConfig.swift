@@ -31,9 +31,11 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
     public var gateway: GatewaySettings?
     /// Bearer tokens the gateway accepts; none (absent or empty) means no check.
     public var apiKeys: [String]?
+    /// CURVE keys: when present every tcp socket is authenticated and encrypted (docs/PIPELINE.md).
+    public var curve: CurveSettings?
 
     enum CodingKeys: String, CodingKey {
-        case model, frontend, backend, experts, heartbeat, threads, allreduce, gateway
+        case model, frontend, backend, experts, heartbeat, threads, allreduce, gateway, curve
         case apiKeys = "api_keys"
         case requestTimeout = "request_timeout"
         case maxRequests = "max_requests"
@@ -70,9 +72,12 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         allreduce = try c.decodeIfPresent(String.self, forKey: .allreduce)
         gateway = try c.decodeIfPresent(GatewaySettings.self, forKey: .gateway)
         apiKeys = try c.decodeIfPresent([String].self, forKey: .apiKeys)
+        curve = try c.decodeIfPresent(CurveSettings.self, forKey: .curve)
     }
 
-    /// Reads and checks a pipeline file, resolving the model directory.
+    /// Reads and checks a pipeline file, resolving the model directory, and adopts its CURVE keys
+    /// (if any) for this process's tcp sockets from now on (`WireSecurity`): every process of a
+    /// deployment, clients included, reads the pipeline file before it opens a socket.
     public static func load(_ path: String) throws -> PipelineConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw StageError.badRequest("cannot read the pipeline file \(path)")
@@ -84,6 +89,7 @@ public struct PipelineConfig: Codable, Sendable, Equatable {
         guard c.heartbeat.interval > 0, c.heartbeat.liveness > 0 else {
             throw StageError.badRequest("\(path): heartbeat interval and liveness must be positive")
         }
+        do { try WireSecurity.use(c.curve) } catch { throw StageError.badRequest("\(path): \(error)") }
         guard c.maxRequests >= 1 else { throw StageError.badRequest("\(path): max_requests must be at least 1, not \(c.maxRequests)") }
         if !c.model.hasPrefix("/") {
             let fm = FileManager.default

@@ -14,4 +14,5 @@ public let allCommands: [any Command.Type] = [
     TrainCommand.self,
     EvalCommand.self,
     WireBenchCommand.self,
+    KeysCommand.self,
 ]

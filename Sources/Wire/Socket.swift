@@ -93,10 +93,12 @@ public final class Socket {
     }
 
     public func bind(_ endpoint: String) throws {
+        try WireSecurity.secure(self, endpoint: endpoint, server: true)
         try withUnsafeHandle { h in _ = try check(zmq_bind(h, endpoint), "zmq_bind(\(endpoint))") }
     }
 
     public func connect(_ endpoint: String) throws {
+        try WireSecurity.secure(self, endpoint: endpoint, server: false)
         try withUnsafeHandle { h in _ = try check(zmq_connect(h, endpoint), "zmq_connect(\(endpoint))") }
     }
 
