@@ -107,11 +107,40 @@ public enum WireSecurity {
             try socket.setInt(ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER")
             try socket.setBytes(ZMQ_CURVE_SECRETKEY, CurveKeys.option(c.serverSecret), "ZMQ_CURVE_SECRETKEY")
             try socket.setBytes(ZMQ_ZAP_DOMAIN, Array("unimoe".utf8), "ZMQ_ZAP_DOMAIN")
+            try logFailedHandshakes(socket, endpoint: endpoint)
         } else {
             try socket.setBytes(ZMQ_CURVE_SERVERKEY, CurveKeys.option(c.serverPublic), "ZMQ_CURVE_SERVERKEY")
             try socket.setBytes(ZMQ_CURVE_PUBLICKEY, CurveKeys.option(c.clientPublic), "ZMQ_CURVE_PUBLICKEY")
             try socket.setBytes(ZMQ_CURVE_SECRETKEY, CurveKeys.option(c.clientSecret), "ZMQ_CURVE_SECRETKEY")
         }
+    }
+
+    private static let monitors = Mutex(0)
+
+    /// Logs peers that fail the CURVE handshake before ZAP is asked (one that speaks no CURVE at
+    /// all, a malformed handshake); ZAP logs the refused keys itself. A monitor thread per server
+    /// socket reads libzmq's socket events; it ends when the socket closes.
+    private static func logFailedHandshakes(_ socket: Socket, endpoint: String) throws {
+        let n = monitors.withLock { n in n += 1; return n }
+        let address = "inproc://unimoe-curve-monitor-\(getpid())-\(n)"
+        try socket.withUnsafeHandle { h in
+            _ = try check(zmq_socket_monitor(h, address, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                             | ZMQ_EVENT_MONITOR_STOPPED), "zmq_socket_monitor")
+        }
+        let thread = Thread {
+            guard let pair = try? Socket(.pair), (try? pair.connect(address)) != nil else { return }
+            while true {
+                guard let frames = try? pair.receive(timeout: nil), let head = frames.first?.bytes, head.count >= 6 else { continue }
+                let event = Int32(head[0]) | Int32(head[1]) << 8
+                let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
+                if event == ZMQ_EVENT_MONITOR_STOPPED { return }
+                let why = value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) ? "it speaks no CURVE (security mechanism mismatch)"
+                    : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error 0x\(String(value, radix: 16))" : "handshake failed (errno \(value))"
+                wireLog("curve", "refused a peer on \(endpoint): \(why)")
+            }
+        }
+        thread.name = "curve-monitor"
+        thread.start()
     }
 
     /// The ZAP handler (RFC 27) on `inproc://zeromq.zap.01`: admits a CURVE client whose public key
