@@ -217,7 +217,7 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
 
     /// The pipeline as the Procfile starts it (each role under scripts/run-role), from foreman;
     /// nil (and a recorded issue) when foreman is missing.
-    func startForeman(_ c: Cluster, log: String = "/dev/null") throws -> Process? {
+    func startForeman(_ c: Cluster, log: String? = nil) throws -> Process? {
         let foreman = ["/usr/bin/foreman", "/usr/local/bin/foreman"].first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let foreman else {
             Issue.record("foreman is not installed (scripts/setup installs ruby-foreman)")
@@ -231,9 +231,10 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         var env = ProcessInfo.processInfo.environment
         env["UNIMOE_BIN"] = Binaries.directory
         p.environment = env
-        FileManager.default.createFile(atPath: log, contents: nil)
-        p.standardOutput = FileHandle(forWritingAtPath: log)
-        p.standardError = FileHandle(forWritingAtPath: log)
+        if let log { FileManager.default.createFile(atPath: log, contents: nil) }
+        let out = log.flatMap { FileHandle(forWritingAtPath: $0) } ?? FileHandle.nullDevice
+        p.standardOutput = out
+        p.standardError = out
         try p.run()
         return p
     }
