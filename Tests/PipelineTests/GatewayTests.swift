@@ -22,12 +22,14 @@ import Wire
     /// `unimoe run`'s answers (in-process), computed once: the suite is serialized.
     nonisolated(unsafe) static var wanted: [[Int]]?
 
-    static func withPipeline(heartbeat: Double = 0.5, _ body: (Pipeline) throws -> Void) throws {
+    /// `model`: the random initial model for tests that need an answer that does not end (the
+    /// trained default says one word and stops); `want` is then meaningless.
+    static func withPipeline(heartbeat: Double = 0.5, model: String = modelDir, _ body: (Pipeline) throws -> Void) throws {
         if wanted == nil {
             let local = try LocalPipeline(modelDirectory: modelDir)
             wanted = try [textOnly, imageText, videoAudioText].map { try runInProcess(local, $0) }
         }
-        let c = try Cluster(heartbeat: heartbeat, gateway: settings, apiKeys: [key])
+        let c = try Cluster(heartbeat: heartbeat, gateway: settings, apiKeys: [key], model: model)
         defer { c.stop() }
         try c.startAll()
         try body(Pipeline(cluster: c, url: try c.startGateway(), want: wanted!))
@@ -306,7 +308,8 @@ import Wire
 
     @Test func aClientThatDisconnectsCancelsItsSequenceAndBusyIs429() throws {
         // Long heartbeats: the expert workers are paused below and must not be declared dead.
-        try Self.withPipeline(heartbeat: 3) { p in
+        // The random initial model: its answer does not end before the experts are paused.
+        try Self.withPipeline(heartbeat: 3, model: repoRoot + "/models/tiny-unimoe-init") { p in
             let experts = ["expert0", "expert1"].compactMap { p.cluster.processes[$0]?.processIdentifier }
             // A second gateway that lets one request generate at a time.
             var cfg = try JSONDecoder().decode(PipelineConfig.self, from: Data(contentsOf: URL(fileURLWithPath: p.cluster.pipeline)))
@@ -314,8 +317,8 @@ import Wire
             let single = p.cluster.dir + "/single.json"
             try JSONEncoder().encode(cfg).write(to: URL(fileURLWithPath: single))
             let url = try p.cluster.startGateway(name: "gateway1", pipeline: single)
-            // A client that reads the first token, freezes the experts mid-sequence (this model
-            // would reach EOS in under a second), sees a second request refused as busy, and hangs
+            // A client that reads the first token, freezes the experts mid-sequence, sees a second
+            // request refused as busy, and hangs
             // up: the gateway can learn of it only from its keep-alive writes.
             let client = """
                 import os, signal, socket, sys
