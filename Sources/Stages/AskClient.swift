@@ -11,8 +11,9 @@ public final class AskClient {
     /// When set, the longest a whole request may take, answer included (`unimoe ask --timeout`).
     public var requestLimit: Double?
     /// How long a request waits for the coordinator's heartbeat echo before it is sent: a pipeline
-    /// that is not running is reported this soon, not after `timeout`.
-    public var probeTimeout: Double = 2
+    /// that is not running is reported this soon, not after `timeout` (`unimoe ask`: 2 s; 10 s
+    /// here, for programs that start a pipeline and ask at once).
+    public var probeTimeout: Double = 10
     public var chunkSize = 64 << 10
     let socket: Socket
     private var nextID = UInt64.random(in: 1...(UInt64.max >> 1))

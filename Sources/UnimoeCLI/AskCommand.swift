@@ -66,6 +66,7 @@ public enum AskCommand: Command {
         let limit = try a.double("timeout", default: 300, range: 0.1...86400) ?? 300
         let client = try AskClient(endpoint: endpoint, timeout: limit)
         client.requestLimit = limit
+        client.probeTimeout = 2
         if a.has("stats") {
             // The pipeline's counters (coordinator, router, expert workers) as one JSON line.
             printLine(jsonLine(try client.stats()))

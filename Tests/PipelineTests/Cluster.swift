@@ -74,6 +74,14 @@ final class Cluster {
         throw ProcessRunError.launchFailed("unimoe-gateway", "no 'listening on' line in its log: \(log(name))")
     }
 
+    /// Waits (≤ `timeout` s) until process `name`'s log contains `text`; false if it never does.
+    @discardableResult
+    func waitForLog(_ name: String, _ text: String, timeout: Double = 30) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while !log(name).contains(text) { if Date() > deadline { return false }; usleep(50_000) }
+        return true
+    }
+
     func log(_ name: String) -> String { (try? String(contentsOfFile: dir + "/\(name).log", encoding: .utf8)) ?? "" }
 
     /// kill -9 of process `name` (a crash), reaped.

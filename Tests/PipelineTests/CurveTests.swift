@@ -54,6 +54,8 @@ import Wire
         try c.start("expert", ["--group", "1"], name: "expert1", pipeline: secured)
 
         let want = try runInProcess(try LocalPipeline(modelDirectory: modelDir), imageText)
+        // `unimoe ask` gives a coordinator 2 s to answer its probe: let this one start first.
+        #expect(c.waitForLog("coordinator", "clients via"), "\(c.log("coordinator"))")
         func ask(_ pipeline: String) throws -> ProcessResult {
             try Binaries.unimoe(["ask", "--pipeline", pipeline, "--image", sample("picture.png"), "--max-new-tokens", "10", "--json",
                                  "--timeout", "60", imageText.0.question], timeout: 90)
