@@ -134,8 +134,11 @@ public enum WireSecurity {
                 let event = Int32(head[0]) | Int32(head[1]) << 8
                 let value = UInt32(head[2]) | UInt32(head[3]) << 8 | UInt32(head[4]) << 16 | UInt32(head[5]) << 24
                 if event == ZMQ_EVENT_MONITOR_STOPPED { return }
+                // Which side notices a peer without CURVE first is a race: a mechanism mismatch
+                // here, or the peer hanging up once it saw ours (EPIPE, ECONNRESET).
                 let why = value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) ? "it speaks no CURVE (security mechanism mismatch)"
-                    : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error 0x\(String(value, radix: 16))" : "handshake failed (errno \(value))"
+                    : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error 0x\(String(value, radix: 16))"
+                    : "the handshake failed: \(String(cString: strerror(Int32(bitPattern: value)))) (a peer without CURVE hangs up so)"
                 wireLog("curve", "refused a peer on \(endpoint): \(why)")
             }
         }
