@@ -59,7 +59,7 @@ public enum CurveKeys {
     public static func pair() throws -> (public: String, secret: String) {
         var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
         try check(zmq_curve_keypair(&pub, &sec), "zmq_curve_keypair")
-        return (string(pub), string(sec))
+        return (string(fromCString: pub), string(fromCString: sec))
     }
 
     /// The 32 bytes a Z85 key stands for; nil when it is not one.
@@ -74,11 +74,7 @@ public enum CurveKeys {
     public static func encode(_ bytes: [UInt8]) -> String? {
         guard bytes.count == 32 else { return nil }
         var out = [CChar](repeating: 0, count: 41)
-        return bytes.withUnsafeBufferPointer { zmq_z85_encode(&out, $0.baseAddress, 32) } != nil ? string(out) : nil
-    }
-
-    static func string(_ chars: [CChar]) -> String {
-        String(decoding: chars.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return bytes.withUnsafeBufferPointer { zmq_z85_encode(&out, $0.baseAddress, 32) } != nil ? string(fromCString: out) : nil
     }
 
     /// What `zmq_setsockopt` takes for a Z85 key: its 40 characters and a terminating NUL.
@@ -95,7 +91,7 @@ public enum WireSecurity {
     public static func use(_ curve: CurveSettings?) throws {
         try curve?.validate()
         current.withLock { $0 = curve }
-        if let curve { try startHandler(allow: curve.allow) }
+        if curve != nil { try startHandler() }
     }
 
     public static var curve: CurveSettings? { current.withLock { $0 } }
@@ -147,15 +143,14 @@ public enum WireSecurity {
     }
 
     /// The ZAP handler (RFC 27) on `inproc://zeromq.zap.01`: admits a CURVE client whose public key
-    /// is allowed, refuses (and logs) any other. Bound before this returns, so no CURVE server
-    /// socket can accept a peer unchecked.
-    private static func startHandler(allow: [String]) throws {
+    /// is in the `allow` list in force, refuses (and logs) any other. Bound before this returns, so
+    /// no CURVE server socket can accept a peer unchecked.
+    private static func startHandler() throws {
         let start = handlerStarted.withLock { started in
             defer { started = true }
             return !started
         }
         guard start else { return }
-        let allowed = Set(allow)
         let bound = DispatchSemaphore(value: 0)
         let failure = Mutex<String?>(nil)
         let thread = Thread {
@@ -175,7 +170,7 @@ public enum WireSecurity {
                 let text = { (i: Int) in String(decoding: f[i], as: UTF8.self) }
                 let mechanism = text(5), address = text(3)
                 let key = f.count > 6 ? CurveKeys.encode(f[6]) : nil
-                let ok = mechanism == "CURVE" && key.map(allowed.contains) == true
+                let ok = mechanism == "CURVE" && key.map { curve?.allow.contains($0) == true } == true
                 if !ok {
                     wireLog("curve", "refused a \(mechanism) peer from \(address): " +
                             (key.map { "public key \($0) is not in the pipeline file's curve.allow" } ?? "no CURVE key"))

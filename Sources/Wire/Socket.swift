@@ -17,6 +17,11 @@ func check(_ rc: Int32, _ function: String) throws -> Int32 {
     return rc
 }
 
+/// The text in a NUL-terminated C buffer libzmq filled (an endpoint, a Z85 key).
+func string(fromCString chars: [CChar]) -> String {
+    String(decoding: chars.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// The process's ZeroMQ context (I/O threads shared by every socket).
 ///
 /// `@unchecked Sendable`: ZeroMQ contexts are documented as thread-safe; the pointer never changes.
@@ -109,7 +114,7 @@ public final class Socket {
         try withUnsafeHandle { h in
             _ = try check(zmq_getsockopt(h, ZMQ_LAST_ENDPOINT, &buf, &len), "zmq_getsockopt(ZMQ_LAST_ENDPOINT)")
         }
-        return String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return string(fromCString: buf)
     }
 
     /// Routing id this socket announces (DEALER) — set before `connect`.

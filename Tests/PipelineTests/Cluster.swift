@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import Stages
 import TestSupport
 import Wire
@@ -50,6 +51,26 @@ final class Cluster {
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         processes[name] = p
+    }
+
+    /// Starts worker `role` with the test as the dispatcher it connects to (a ROUTER bound where
+    /// the role looks: the experts endpoint for an expert, the backend for the rest); returns the
+    /// socket and the role's routing id once it announced READY, nil (and a recorded issue) if not.
+    /// `args` extra options (default: every modality for encode/connect, experts 0 and 1).
+    func startPlayingDispatcher(_ role: String, args: [String]? = nil, timeout: Double = 30) throws -> (socket: Socket, peer: [UInt8])? {
+        let socket = try Socket(.router)
+        try socket.bind(role == "expert" ? "ipc://\(dir)/experts" : "ipc://\(dir)/back")
+        let defaults: [String] = switch role {
+        case "encode", "connect": ["--modality", "image,video,audio"]
+        case "expert": ["--experts", "0,1"]
+        default: []
+        }
+        try start(role, args ?? defaults, name: role)
+        guard let (id, _) = try awaitKind(socket, [.ready], timeout: timeout) else {
+            Issue.record("\(role) never announced READY")
+            return nil
+        }
+        return (socket, id)
     }
 
     /// Every role of the default deployment: one worker per stage, two expert groups.

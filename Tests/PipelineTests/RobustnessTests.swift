@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Stages
 import Tensor
 import TestSupport
@@ -41,15 +40,12 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         let c = try Cluster()
         defer { c.stop() }
         // The test plays the dispatcher this role connects to.
-        let fake = try Socket(.router)
-        try fake.bind(role == "expert" ? "ipc://\(c.dir)/experts" : "ipc://\(c.dir)/back")
         let args: [String] = switch role {
         case "encode", "connect": ["--modality", "image"]
         case "expert": ["--experts", "0"]
         default: []
         }
-        try c.start(role, args, name: role)
-        guard let (id, _) = try awaitKind(fake, [.ready], timeout: 20) else { Issue.record("\(role) never announced READY"); return }
+        guard let (fake, id) = try c.startPlayingDispatcher(role, args: args, timeout: 20) else { return }
         try fake.send([.bytes(id), .bytes([0xde, 0xad, 0xbe, 0xef])])
         let r1 = try awaitKind(fake, [.error])
         #expect(r1?.message.payloadText.contains("bad magic") == true || r1?.message.payloadText.contains("header") == true, "\(String(describing: r1?.message.payloadText))")
@@ -98,12 +94,12 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(monotonicSeconds() - t0 < 5)
 
         // A coordinator that echoes heartbeats and streams a token every 0.2 s, forever.
-        let stop = Outcome(), ready = Outcome(), endpoint = "ipc://\(dir)/slow"
+        let stop = ResultBox(count: 1), ready = ResultBox(count: 1), endpoint = "ipc://\(dir)/slow"
         let server = Thread {
-            guard let fake = try? Socket(.router), (try? fake.bind(endpoint)) != nil else { ready.set(.success([0])); return }
-            ready.set(.success([1]))
+            guard let fake = try? Socket(.router), (try? fake.bind(endpoint)) != nil else { ready.set(0, .success([0])); return }
+            ready.set(0, .success([1]))
             var client: [UInt8]? = nil, request: UInt64 = 0
-            while stop.get() == nil {
+            while stop.get(0) == nil {
                 if let frames = try? fake.receive(timeout: 0.2), frames.count > 1, let m = try? Message(frames: Array(frames.dropFirst())) {
                     if m.kind == .heartbeat { try? fake.send(Message(.heartbeat, requestID: m.requestID), to: frames[0].bytes) }
                     if m.kind == .ask { client = frames[0].bytes; request = m.requestID }
@@ -113,9 +109,9 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
             }
         }
         server.start()
-        defer { stop.set(.success([])); Thread.sleep(forTimeInterval: 0.3) }
-        while ready.get() == nil { usleep(10_000) }
-        #expect((try? ready.get()?.get()) == [1], "the fake coordinator could not bind")
+        defer { stop.set(0, .success([])); Thread.sleep(forTimeInterval: 0.3) }
+        while ready.get(0) == nil { usleep(10_000) }
+        #expect((try? ready.get(0)?.get()) == [1], "the fake coordinator could not bind")
         t0 = monotonicSeconds()
         let slow = try Binaries.unimoe(["ask", "--endpoint", "ipc://\(dir)/slow", "--timeout", "1.5", "hello?"], timeout: 30)
         let took = monotonicSeconds() - t0
@@ -215,55 +211,15 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(try c.client().ask(imageText.0, files: imageText.1).ids == want)
     }
 
-    /// The pipeline as the Procfile starts it (each role under scripts/run-role), from foreman;
-    /// nil (and a recorded issue) when foreman is missing.
-    func startForeman(_ c: Cluster, log: String? = nil) throws -> Process? {
-        let foreman = ["/usr/bin/foreman", "/usr/local/bin/foreman"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let foreman else {
-            Issue.record("foreman is not installed (scripts/setup installs ruby-foreman)")
-            return nil
-        }
-        let procfile = foremanRoles.sorted { $0.key < $1.key }.map { "\($0.key): scripts/run-role \($0.value) --pipeline \(c.pipeline)" }.joined(separator: "\n")
-        try (procfile + "\n").write(toFile: c.dir + "/Procfile", atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: foreman)
-        p.arguments = ["start", "-f", c.dir + "/Procfile", "-d", repoRoot]
-        var env = ProcessInfo.processInfo.environment
-        env["UNIMOE_BIN"] = Binaries.directory
-        p.environment = env
-        if let log { FileManager.default.createFile(atPath: log, contents: nil) }
-        let out = log.flatMap { FileHandle(forWritingAtPath: $0) } ?? FileHandle.nullDevice
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        return p
-    }
-
-    let foremanRoles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "gateway": "unimoe-gateway",
-                        "encode": "unimoe-encode --modality image,video,audio", "connect": "unimoe-connect --modality image,video,audio",
-                        "router": "unimoe-router", "expert0": "unimoe-expert --group 0", "expert1": "unimoe-expert --group 1"]
-
-    /// SIGTERM to foreman and wait (≤ 5 s) for it and every process it started to end.
-    func stopForeman(_ p: Process) {
-        let family = descendants(of: p.processIdentifier)
-        let t0 = monotonicSeconds()
-        kill(p.processIdentifier, SIGTERM)
-        while monotonicSeconds() - t0 < 5 && (p.isRunning || family.contains(where: alive)) { usleep(50_000) }
-        #expect(!p.isRunning, "foreman still running after 5 s")
-        let orphans = family.filter(alive)
-        #expect(orphans.isEmpty, "still alive after 5 s: \(orphans)")
-        for o in orphans { kill(o, SIGKILL) }
-    }
-
     @Test func sigtermToForemanStopsEverything() throws {
         let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
         defer { c.stop() }
-        guard let p = try startForeman(c) else { return }
+        guard let p = try c.startForeman() else { return }
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         #expect(try c.client(timeout: 60).ask(textOnly.0, files: []).ids.count > 0)
         let family = descendants(of: p.processIdentifier)
-        #expect(family.count >= foremanRoles.count, "foreman's children: \(family)")
-        stopForeman(p)
+        #expect(family.count >= Cluster.foremanRoles.count, "foreman's children: \(family)")
+        c.stopForeman(p)
     }
 
     /// kill -9 of each role under foreman (coordinator and router included): its supervisor (scripts/run-role) starts it again, foreman
@@ -272,7 +228,7 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"))
         defer { c.stop() }
         let log = c.dir + "/foreman.log"
-        guard let p = try startForeman(c, log: log) else { return }
+        guard let p = try c.startForeman(log: log) else { return }
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let want = try c.client(timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids
         for role in ["unimoe-expert", "unimoe-decode", "unimoe-encode", "unimoe-connect", "unimoe-router", "unimoe-coordinator"] {
@@ -280,16 +236,16 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
             guard let victim = rolePIDs(under: p.processIdentifier, role).first else {
                 Issue.record("no \(role) process under foreman"); continue
             }
-            let answer = Outcome(), frontend = c.frontend
+            let answer = ResultBox(count: 1), frontend = c.frontend
             let asker = Thread {
-                answer.set(Result { try AskClient(endpoint: frontend, timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids })
+                answer.set(0, Result { try AskClient(endpoint: frontend, timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids })
             }
             asker.start()
             usleep(20_000)
             kill(victim, SIGKILL)
             let t0 = monotonicSeconds()
-            while answer.get() == nil && monotonicSeconds() - t0 < 90 { usleep(20_000) }
-            switch answer.get() {
+            while answer.get(0) == nil && monotonicSeconds() - t0 < 90 { usleep(20_000) }
+            switch answer.get(0) {
             case .success(let ids)?: #expect(ids == want, "after kill -9 of \(role)")
             case .failure(let e)?: Issue.record("the request failed after kill -9 of \(role): \(e)")
             case nil: Issue.record("the request did not complete within 90 s after kill -9 of \(role)")
@@ -304,7 +260,7 @@ func awaitKind(_ s: Socket, _ kinds: Set<MessageKind>, timeout: Double = 10) thr
         #expect(try c.client(timeout: 60).ask(videoAudioText.0, files: videoAudioText.1).ids == want)
         let said = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(said.contains("killed by signal 9"), "\(said.suffix(2000))")
-        stopForeman(p)
+        c.stopForeman(p)
     }
 }
 
@@ -313,13 +269,6 @@ func residentKiB(_ pid: Int32) -> Int {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-}
-
-/// A result one thread sets and another polls.
-final class Outcome: Sendable {
-    private let value = Mutex<Result<[Int], Error>?>(nil)
-    func set(_ r: Result<[Int], Error>) { value.withLock { $0 = r } }
-    func get() -> Result<[Int], Error>? { value.withLock { $0 } }
 }
 
 /// Chaos under the real Procfile: waves of 20 concurrent seeded requests (text, image, audio,
@@ -342,7 +291,7 @@ final class Outcome: Sendable {
         let c = try Cluster(gateway: GatewaySettings(listen: "127.0.0.1:0"), model: model)
         defer { c.stop() }
         let log = c.dir + "/foreman.log"
-        guard let p = try RobustnessTests().startForeman(c, log: log) else { return }
+        guard let p = try c.startForeman(log: log) else { return }
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         #expect(try c.client(timeout: 60).ask(textOnly.0, files: []).ids.count > 0)
 
@@ -401,7 +350,49 @@ final class Outcome: Sendable {
               "a wave took \(String(format: "%.1f", calmSeconds)) s undisturbed, \(String(format: "%.1f", chaosSeconds / Double(waves))) s on average under kills")
         // And the pipeline keeps serving.
         #expect(try c.client(timeout: 60).ask(requests[1].0, files: requests[1].1).ids == want[1])
-        RobustnessTests().stopForeman(p)
+        c.stopForeman(p)
+    }
+}
+
+extension Cluster {
+    /// The pipeline as the Procfile starts it (each role under scripts/run-role), from foreman;
+    /// nil (and a recorded issue) when foreman is missing.
+    func startForeman(log: String? = nil) throws -> Process? {
+        let foreman = ["/usr/bin/foreman", "/usr/local/bin/foreman"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let foreman else {
+            Issue.record("foreman is not installed (scripts/setup installs ruby-foreman)")
+            return nil
+        }
+        let procfile = Cluster.foremanRoles.sorted { $0.key < $1.key }.map { "\($0.key): scripts/run-role \($0.value) --pipeline \(pipeline)" }.joined(separator: "\n")
+        try (procfile + "\n").write(toFile: dir + "/Procfile", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: foreman)
+        p.arguments = ["start", "-f", dir + "/Procfile", "-d", repoRoot]
+        var env = ProcessInfo.processInfo.environment
+        env["UNIMOE_BIN"] = Binaries.directory
+        p.environment = env
+        if let log { FileManager.default.createFile(atPath: log, contents: nil) }
+        let out = log.flatMap { FileHandle(forWritingAtPath: $0) } ?? FileHandle.nullDevice
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        return p
+    }
+
+    static let foremanRoles = ["coordinator": "unimoe-coordinator", "decode": "unimoe-decode", "gateway": "unimoe-gateway",
+                        "encode": "unimoe-encode --modality image,video,audio", "connect": "unimoe-connect --modality image,video,audio",
+                        "router": "unimoe-router", "expert0": "unimoe-expert --group 0", "expert1": "unimoe-expert --group 1"]
+
+    /// SIGTERM to foreman and wait (≤ 5 s) for it and every process it started to end.
+    func stopForeman(_ p: Process) {
+        let family = descendants(of: p.processIdentifier)
+        let t0 = monotonicSeconds()
+        kill(p.processIdentifier, SIGTERM)
+        while monotonicSeconds() - t0 < 5 && (p.isRunning || family.contains(where: alive)) { usleep(50_000) }
+        #expect(!p.isRunning, "foreman still running after 5 s")
+        let orphans = family.filter(alive)
+        #expect(orphans.isEmpty, "still alive after 5 s: \(orphans)")
+        for o in orphans { kill(o, SIGKILL) }
     }
 }
 

@@ -26,17 +26,10 @@ import Wire
             socket = try Socket(.dealer)
             try socket.connect(c.frontend)
         } else {
-            socket = try Socket(.router)
-            try socket.bind(role == "expert" ? "ipc://\(c.dir)/experts" : "ipc://\(c.dir)/back")
-            let args: [String] = switch role {
-            case "encode", "connect": ["--modality", "image,video,audio"]
-            case "expert": ["--experts", "0,1"]
-            default: []
-            }
-            try c.start(role, args, name: role)
             // The router waits (up to expert_timeout) for experts on a step that parses: give it some.
             if role == "router" { for g in [0, 1] { try c.start("expert", ["--group", "\(g)"], name: "expert\(g)") } }
-            guard let (id, _) = try awaitKind(socket, [.ready], timeout: 30) else { Issue.record("\(role) never announced READY"); return }
+            guard let (fake, id) = try c.startPlayingDispatcher(role) else { return }
+            socket = fake
             peer = id
         }
         let pid = try #require(c.processes[role]).processIdentifier
