@@ -8,8 +8,11 @@ let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .
 /// The Tensor kernels want 256-bit vectors and fused multiply-add: AVX2 + FMA + F16C (x86 servers
 /// since 2013). Without it `addProduct` becomes a libm `fmaf` call per lane, so UNIMOE_FMA gates it.
 let cpu: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"]), .define("UNIMOE_FMA")]
+/// The C kernels (Sources/CKernels) are built for the same CPU level.
+let cpuC: [CSetting] = [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c"])]
 #else
 let cpu: [SwiftSetting] = [.define("UNIMOE_FMA")]  // arm64 always has FMA
+let cpuC: [CSetting] = [.unsafeFlags(["-O3"])]
 #endif
 
 let package = Package(
@@ -34,7 +37,9 @@ let package = Package(
                        providers: [.apt(["libmicrohttpd-dev"])]),
 
         // Libraries: one module per concern.
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: fast + cpu),
+        // Int8 dot products and q8_0 quantisation in C: Swift's SIMD types cannot express vpmaddubsw.
+        .target(name: "CKernels", cSettings: cpuC),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fast + cpu),
         .target(name: "JSON", swiftSettings: fast),
         .target(name: "Checkpoint", dependencies: ["Tensor", "JSON"], swiftSettings: fast),
         .target(name: "Tokenizer", dependencies: ["JSON"], swiftSettings: fast),

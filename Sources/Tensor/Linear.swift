@@ -6,7 +6,8 @@ import COpenBLAS
 public enum Linear {
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias `[out]`
     /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
-    /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`); more
+    /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`, which
+    /// quantises the activation to q8_0 first, as prefill then does too); more
     /// rows use `cblas_sgemm` (16-bit and q8_0 weights widened block by block into per-thread
     /// scratch). Allocates nothing per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
@@ -29,6 +30,13 @@ public enum Linear {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),
                         1, x, Int32(inF), weight.floats, Int32(inF), 0, y, Int32(outF))
         case .bf16, .f16, .q8_0:
+            // q8_0 products see the activation through q8_0 too (as the mat-vec does): round-trip it once.
+            var a = x
+            if weight.dtype == .q8_0 {
+                let xq = ThreadScratch.floats(.input, count: rows * inF)
+                Q8.roundTrip(x, blocks: rows * inF / Q8.block, into: xq)
+                a = UnsafePointer(xq)
+            }
             // Widen (q8_0: dequantise) blocks of weight rows (~1 MB, stays in L2) into scratch and
             // hand each to sgemm.
             let block = max(1, min(outF, (1 << 18) / inF))
@@ -38,7 +46,7 @@ public enum Linear {
                 let nb = min(block, outF - r0)
                 weight.widenRows(r0, nb, into: scratch)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(nb), Int32(inF),
-                            1, x, Int32(inF), scratch, Int32(inF), 0, y + r0, Int32(outF))
+                            1, a, Int32(inF), scratch, Int32(inF), 0, y + r0, Int32(outF))
                 r0 += nb
             }
         }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// The decode-time matrix product: `y[r, o] = Σ_i x[r, i] · W[o, i]` for a few rows r (1…8).
 ///
 /// Why it exists: with one or a few activation rows the product is bound by memory bandwidth, not
@@ -13,6 +15,8 @@
 enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
+    /// How far ahead of its loads a weight row is prefetched (Sources/CKernels' q8_0 kernel uses the same).
+    static let prefetchBytes = 1024
 
     /// Computes `y[r·ldy + o] = x[r·ldx + ·] · W[o, ·] (+ bias[o])` for `rows` ≤ `maxRows`.
     static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,
@@ -144,6 +148,13 @@ enum MatVec {
         var c0 = (z, z), c1 = (z, z), c2 = (z, z), c3 = (z, z)
         var i = 0
         while i < kMain {
+            // One prefetch per 64-byte line of each weight row: the same line of the next tile's rows.
+            if (i * L.bytes) & 63 == 0 {
+                let ahead = w + o * wStride + i * L.bytes
+                unimoe_prefetch(ahead)
+                if o > 1 { unimoe_prefetch(ahead + wStride) }
+                if o > 2 { unimoe_prefetch(ahead + 2 * wStride); unimoe_prefetch(ahead + 3 * wStride) }
+            }
             let x0 = load8x2(x + i)
             if o == 4 {
                 let w0 = L.load16(w, i), w1 = L.load16(w + wStride, i)

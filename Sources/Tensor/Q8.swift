@@ -1,9 +1,15 @@
+import CKernels
+
 /// GGUF's q8_0 block quantisation (ggml `quantize_row_q8_0_ref` / `dequantize_row_q8_0`), the
 /// element-wise reference every q8_0 kernel must agree with.
 ///
 /// A block is 32 consecutive elements: `d = max|x| / 127` (stored as f16), `q = roundf(x · (1/d))`
 /// with `1/d` taken from the f32 `d` before it is rounded to f16, exactly as ggml does (0 when the
 /// block is all zeros); the value read back is `Float(q) · Float(d_f16)`.
+///
+/// Weights are quantised once (`unimoe quantize`); activations are quantised the same way before
+/// every product with a q8_0 weight (as llama.cpp does), so the product is an exact int8 dot per
+/// block (`MatVecQ8`) and prefill (`Linear`) computes the same thing with sgemm.
 public enum Q8 {
     /// Elements per block.
     public static let block = 32
@@ -11,15 +17,8 @@ public enum Q8 {
     /// Quantises `blocks` blocks of `x` into `quants` (32 per block) and `scales` (one per block).
     public static func quantize(_ x: UnsafePointer<Float>, blocks: Int,
                                 quants: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float16>) {
-        for b in 0..<blocks {
-            let xb = x + b * block, qb = quants + b * block
-            var amax: Float = 0
-            for j in 0..<block { amax = max(amax, abs(xb[j])) }
-            let d = amax / 127
-            let id: Float = d != 0 ? 1 / d : 0
-            scales[b] = Float16(d)
-            // `rounded()` is round-half-away-from-zero, C's roundf; |x·id| ≤ 127 (+1 ulp) by construction.
-            for j in 0..<block { qb[j] = Int8(max(-127, min(127, (xb[j] * id).rounded()))) }
+        scales.withMemoryRebound(to: UInt16.self, capacity: blocks) { d in
+            unimoe_q8_quantize(x, blocks, quants, d)
         }
     }
 
@@ -29,6 +28,18 @@ public enum Q8 {
         for b in 0..<blocks {
             let d = Float(scales[b]), qb = quants + b * block, ob = out + b * block
             for j in 0..<block { ob[j] = Float(qb[j]) * d }
+        }
+    }
+
+    /// `out = dequantize(quantize(x))` for `blocks` blocks: what a q8_0 product sees of its
+    /// activation. `out` may be `x`.
+    public static func roundTrip(_ x: UnsafePointer<Float>, blocks: Int, into out: UnsafeMutablePointer<Float>) {
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: block) { q in
+            var d = Float16(0)
+            for b in 0..<blocks {
+                quantize(x + b * block, blocks: 1, quants: q.baseAddress!, scales: &d)
+                dequantize(quants: q.baseAddress!, scales: &d, blocks: 1, into: out + b * block)
+            }
         }
     }
 }

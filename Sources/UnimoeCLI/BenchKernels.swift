@@ -3,7 +3,7 @@ import Foundation
 import Options
 import Tensor
 
-/// `unimoe bench kernels`: matmul throughput against raw `cblas_sgemm`, bf16/f16 weights against
+/// `unimoe bench kernels`: matmul throughput against raw `cblas_sgemm`, bf16/f16/q8_0 weights against
 /// f32, and the machine's memory bandwidth (the roofline every decode figure is compared with).
 enum BenchKernels {
     static func run(_ args: [String]) throws {
@@ -102,13 +102,14 @@ enum BenchKernels {
             printLine(BenchReport.line("matmul f32 \(name) rows=128", ours: 128 * flops1 / tOurs128 / 1e9,
                                        reference: 128 * flops1 / tBlas128 / 1e9, unit: "GFLOP/s", refLabel: "cblas_sgemm"))
 
-            for dtype in [DType.bf16, .f16] {
+            for dtype in [DType.bf16, .f16, .q8_0] {
                 let half = f32.map { $0.converted(to: dtype) }
-                let tag = dtype == .bf16 ? "bf16" : "f16"
+                let tag = dtype == .bf16 ? "bf16" : dtype == .f16 ? "f16" : "q8_0"
+                let bytes = dtype == .q8_0 ? Double(outF * inF) * 34 / 32 : Double(outF * inF * 2)
                 let tHalf1 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 1, weight: half[k % copies], into: y); k += 1 }
                 printLine(BenchReport.line("matmul \(tag) \(name) rows=1 time", ours: tHalf1 * 1e3, reference: tOurs1 * 1e3,
                                            unit: "ms", refLabel: "ours, f32 weights"))
-                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 bandwidth", ours: Double(outF * inF * 2) / tHalf1 / 1e9,
+                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 bandwidth", ours: bytes / tHalf1 / 1e9,
                                            reference: bwN / 1e9, unit: "GB/s", refLabel: "read bandwidth threads=\(threads)"))
                 if dtype == .bf16 {
                     let tHalf128 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 128, weight: half[0], into: y) }

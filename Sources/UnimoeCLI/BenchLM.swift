@@ -26,6 +26,7 @@ enum BenchLM {
 
         // Warm-up: one full prefill + a few steps touch every mapped weight page.
         var best = (prefill: Double.infinity, decode: Double.infinity)
+        var bandwidthAfterRounds = 0.0
         for r in 0...repeats {
             let cache = model.makeCache(capacity: promptTokens + decodeTokens)
             let p0 = DispatchTime.now().uptimeNanoseconds
@@ -38,9 +39,14 @@ enum BenchLM {
                 logits = try model.forward([SequenceStep(cache: cache, embeddings: step)], allPositions: false)[0]
             }
             let decode = seconds(since: d0)
-            if r > 0 { best = (min(best.prefill, prefill), min(best.decode, decode)) }
+            if r > 0 {
+                best = (min(best.prefill, prefill), min(best.decode, decode))
+                bandwidthAfterRounds = max(bandwidthAfterRounds, MemoryBandwidth.read(threads: threads, repeats: 3))
+            }
         }
-        let bandwidth = MemoryBandwidth.read(threads: threads)
+        // The ceiling: the best read bandwidth of passes taken after each timed round (a shared VM's
+        // neighbours only ever lower a measurement, so the highest is the machine's).
+        let bandwidth = max(bandwidthAfterRounds, MemoryBandwidth.read(threads: threads))
         let bytes = model.weightBytesPerToken
         let out: [String: Any] = [
             "prefill_tokens_per_s": Double(promptTokens) / best.prefill,

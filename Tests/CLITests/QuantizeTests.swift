@@ -8,9 +8,10 @@ import UnimoeCLI
 import XCTest
 
 /// `unimoe quantize --type q8_0` on the lm fixture models, against transformers running the
-/// llama.cpp-style dequantised weights (scripts/fixtures/quant.py): our kernels only widen the
-/// weights (activations stay f32), so logits must agree as tightly as the f32 models do (1e-4
-/// relative) and the greedy tokens exactly. Also through remote experts (the router/worker split).
+/// llama.cpp-style dequantised weights with every q8_0 product's activation quantised and read
+/// back (scripts/fixtures/quant.py): the int8 dot is exact per block, so logits must agree as
+/// tightly as the f32 models do (1e-4 relative) and the greedy tokens exactly. Also through remote
+/// experts (the router/worker split).
 final class QuantizeTests: XCTestCase {
     static let models = ["llama-gqa", "tied", "mixtral", "qwen2-moe"]
 

@@ -5,8 +5,9 @@ import TestSupport
 import XCTest
 
 /// q8_0: the quantiser against ggml's reference (numpy, checked against gguf.quants by
-/// scripts/fixtures/quant.py), and the q8_0 kernels (mat-vec, sgemm prefill, gather, views)
-/// against the same products over the dequantised weights.
+/// scripts/fixtures/quant.py, and the element-wise statement below), and the q8_0 kernels (int8
+/// mat-vec, sgemm prefill, gather, views) against f32 products of the dequantised weights and
+/// q8_0-read activations.
 final class Q8Tests: XCTestCase {
     func fixture() throws -> SafeTensorsFile { try Fixtures.tensors("quant/q8_0.safetensors") }
 
@@ -36,7 +37,47 @@ final class Q8Tests: XCTestCase {
         return (q, q.converted(to: .f32))
     }
 
-    /// Mat-vec (1…8 rows) and sgemm (more) on q8_0 equal the f32 product over the dequantised weights.
+    /// ggml's `quantize_row_q8_0_ref`, one element at a time: the statement the vector quantiser
+    /// (Sources/CKernels) must equal bit for bit.
+    func referenceQuantize(_ x: [Float]) -> ([Int8], [UInt16]) {
+        var q = [Int8](), d = [UInt16]()
+        for b in stride(from: 0, to: x.count, by: 32) {
+            let xb = x[b..<b + 32]
+            let amax = xb.reduce(Float(0)) { max($0, abs($1)) }
+            let scale = amax / 127, inv: Float = scale != 0 ? 1 / scale : 0
+            d.append(Float16(scale).bitPattern)
+            q += xb.map { Int8(max(-127, min(127, ($0 * inv).rounded()))) }
+        }
+        return (q, d)
+    }
+
+    /// The vector quantiser on random blocks of every magnitude, exact .5 ties and all-zero blocks.
+    func testVectorQuantiserEqualsReference() {
+        var rng = SplitMix(11)
+        var x = [Float]()
+        for b in 0..<400 {
+            let scale = Float(b % 7 == 0 ? 1e-3 : b % 5 == 0 ? 1e4 : 1)
+            x += (0..<32).map { _ in rng.next() * scale }
+        }
+        for j in 0..<32 { x[j] = 0 }                                  // all zero
+        for j in 32..<64 { x[j] = Float(j - 48) + 0.5 }                // amax 15.5: d = 15.5/127, many near-ties
+        x[64] = 127; for j in 65..<96 { x[j] = j % 2 == 0 ? 2.5 : -0.5 }   // d = 1: exact ties
+        var q = [Int8](repeating: 0, count: x.count), d = [Float16](repeating: 0, count: x.count / 32)
+        x.withUnsafeBufferPointer { xp in
+            q.withUnsafeMutableBufferPointer { qp in
+                d.withUnsafeMutableBufferPointer { Q8.quantize(xp.baseAddress!, blocks: x.count / 32, quants: qp.baseAddress!, scales: $0.baseAddress!) }
+            }
+        }
+        let (wq, wd) = referenceQuantize(x)
+        XCTAssertEqual(q, wq)
+        XCTAssertEqual(d.map(\.bitPattern), wd)
+        XCTAssertEqual(q[65], -1, "-0.5 rounds away from zero")
+        XCTAssertEqual(q[66], 3, "2.5 rounds away from zero")
+    }
+
+    /// Mat-vec (1…8 rows) and sgemm (more) on q8_0 equal the f32 product of the dequantised weights
+    /// and the activation read back through q8_0 (`Q8.roundTrip`): the int8 dot is exact per block,
+    /// so only the f32 summation order differs.
     func testLinearOnQ8EqualsDequantisedProduct() throws {
         let (outF, inF) = (37, 160)
         let (q, f) = try weights(outF, inF, seed: 1)
@@ -46,8 +87,12 @@ final class Q8Tests: XCTestCase {
             for rows in [1, 2, 3, 4, 5, 8, 9, 20] {
                 let x = (0..<rows * inF).map { _ in rng.next() }
                 var got = [Float](repeating: .nan, count: rows * outF), want = got
+                var xr = x
+                xr.withUnsafeMutableBufferPointer { Q8.roundTrip($0.baseAddress!, blocks: rows * inF / 32, into: $0.baseAddress!) }
                 x.withUnsafeBufferPointer { xp in
                     got.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: q, bias: bias, into: $0.baseAddress!) }
+                }
+                xr.withUnsafeBufferPointer { xp in
                     want.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: f, bias: bias, into: $0.baseAddress!) }
                 }
                 let err = relativeError(got, want)
@@ -75,8 +120,10 @@ final class Q8Tests: XCTestCase {
         var rng = SplitMix(4)
         let x = (0..<256).map { _ in rng.next() }
         try withThreadCounts([1, 2, 4]) { threads in
+            var xr = x
+            xr.withUnsafeMutableBufferPointer { Q8.roundTrip($0.baseAddress!, blocks: 8, into: $0.baseAddress!) }
             let got = try Linear.forward(try Tensor(shape: [1, 256], values: x), weight: q).toArray()
-            let want = try Linear.forward(try Tensor(shape: [1, 256], values: x), weight: f).toArray()
+            let want = try Linear.forward(try Tensor(shape: [1, 256], values: xr), weight: f).toArray()
             XCTAssertLessThanOrEqual(relativeError(got, want), 1e-5, "threads \(threads)")
         }
     }

@@ -1,0 +1,160 @@
+// q8_0 kernels (see include/CKernels.h). The AVX2 path is the one this project is measured on; the
+// portable path serves other CPUs and is the readable statement of what both compute.
+#include "CKernels.h"
+#include <math.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+static inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t float_to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+
+void unimoe_q8_quantize(const float *x, long blocks, int8_t *quants, uint16_t *scales) {
+    const __m256 signBit = _mm256_set1_ps(-0.0f);
+    // roundf(v) == trunc(v + copysign(0.5 - 2^-25, v)) for every float (ties go away from zero).
+    const __m256 almostHalf = _mm256_set1_ps(0.49999997f);
+    const __m256 lim = _mm256_set1_ps(127.0f);
+    for (long b = 0; b < blocks; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(signBit, v0), _mm256_andnot_ps(signBit, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(signBit, v2), _mm256_andnot_ps(signBit, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float d = _mm_cvtss_f32(m4) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        scales[b] = float_to_half(d);
+        const __m256 mul = _mm256_set1_ps(id);
+        __m256 r[4] = {v0, v1, v2, v3};
+        __m256i i[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_mul_ps(r[k], mul);
+            v = _mm256_add_ps(v, _mm256_or_ps(_mm256_and_ps(v, signBit), almostHalf));
+            v = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            v = _mm256_max_ps(_mm256_min_ps(v, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim));
+            i[k] = _mm256_cvttps_epi32(v);
+        }
+        // int32 → int16 → int8 packs work per 128-bit lane; the permute restores element order.
+        __m256i s01 = _mm256_packs_epi32(i[0], i[1]), s23 = _mm256_packs_epi32(i[2], i[3]);
+        __m256i s = _mm256_packs_epi16(s01, s23);
+        s = _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(quants + 32 * b), s);
+    }
+}
+
+/// Eight lanes of int32 pair sums of x·y over 32 int8 lanes, as floats. `vpmaddubsw` multiplies
+/// unsigned by signed bytes, so |x| meets y carrying x's sign; |x| ≤ 128 and |y| ≤ 127 keep each
+/// pair sum inside int16.
+static inline __m256 dot32(__m256i x, __m256i absX, __m256i y) {
+    const __m256i pairs = _mm256_maddubs_epi16(absX, _mm256_sign_epi8(y, x));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// One weight row against G activation rows. Scales are formed 8 blocks at a time (two
+/// `vcvtph2ps` and a multiply for 8 blocks), so the per-block work is the int8 dot, its conversion
+/// and one FMA with a broadcast scale. Two accumulators per row (even and odd blocks) hide the FMA
+/// latency.
+#ifndef PREFETCH
+#define PREFETCH 1024
+#endif
+
+static inline __attribute__((always_inline))
+void dotRow(const int G, const int8_t *w, const uint16_t *dw, long blocks, const int8_t *x,
+            const uint16_t *dx, long k, float *y, long ldy) {
+    __m256 acc[4][2];
+    for (int r = 0; r < G; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    long b8 = 0;
+    for (; b8 + 8 <= blocks; b8 += 8) {
+        const __m256 dwv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dw + b8)));
+        float s[4][8] __attribute__((aligned(32)));
+        for (int r = 0; r < G; r++)
+            _mm256_store_ps(s[r], _mm256_mul_ps(dwv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dx + r * blocks + b8)))));
+        for (int j = 0; j < 8; j++) {
+            const long b = b8 + j;
+            if ((j & 1) == 0) _mm_prefetch((const char *)(w + 32 * b + PREFETCH), _MM_HINT_T0);
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+            const __m256i absW = _mm256_sign_epi8(wv, wv);
+            for (int r = 0; r < G; r++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * k + 32 * b));
+                acc[r][j & 1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&s[r][j]), dot32(wv, absW, xv), acc[r][j & 1]);
+            }
+        }
+    }
+    for (long b = b8; b < blocks; b++) {
+        const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+        const __m256i absW = _mm256_sign_epi8(wv, wv);
+        const float dwb = half_to_float(dw[b]);
+        for (int r = 0; r < G; r++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * k + 32 * b));
+            const __m256 sv = _mm256_set1_ps(dwb * half_to_float(dx[r * blocks + b]));
+            acc[r][0] = _mm256_fmadd_ps(sv, dot32(wv, absW, xv), acc[r][0]);
+        }
+    }
+    for (int r = 0; r < G; r++) y[r * ldy] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
+                   const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy) {
+    const long k = 32 * blocks;
+    for (long r0 = 0; r0 < rows; r0 += 4) {
+        const long g = rows - r0 < 4 ? rows - r0 : 4;
+        const int8_t *x = xq + r0 * k;
+        const uint16_t *dx = xd + r0 * blocks;
+        float *yr = y + r0 * ldy;
+        for (long o = o0; o < o1; o++) {
+            const int8_t *w = wq + o * k;
+            const uint16_t *dw = wd + o * blocks;
+            switch (g) {
+            case 1: dotRow(1, w, dw, blocks, x, dx, k, yr + o, ldy); break;
+            case 2: dotRow(2, w, dw, blocks, x, dx, k, yr + o, ldy); break;
+            case 3: dotRow(3, w, dw, blocks, x, dx, k, yr + o, ldy); break;
+            default: dotRow(4, w, dw, blocks, x, dx, k, yr + o, ldy); break;
+            }
+        }
+    }
+}
+
+#else  // Portable path: the same arithmetic, one element at a time.
+
+static inline float half_to_float(uint16_t h) { _Float16 f; __builtin_memcpy(&f, &h, 2); return (float)f; }
+static inline uint16_t float_to_half(float x) { _Float16 f = (_Float16)x; uint16_t h; __builtin_memcpy(&h, &f, 2); return h; }
+
+void unimoe_q8_quantize(const float *x, long blocks, int8_t *quants, uint16_t *scales) {
+    for (long b = 0; b < blocks; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        scales[b] = float_to_half(d);
+        for (int j = 0; j < 32; j++) {
+            const float v = fminf(127.0f, fmaxf(-127.0f, roundf(xb[j] * id)));
+            quants[32 * b + j] = (int8_t)v;
+        }
+    }
+}
+
+void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
+                   const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy) {
+    const long k = 32 * blocks;
+    for (long r = 0; r < rows; r++) {
+        for (long o = o0; o < o1; o++) {
+            float acc = 0;
+            for (long b = 0; b < blocks; b++) {
+                int32_t s = 0;
+                for (int j = 0; j < 32; j++) s += (int32_t)wq[o * k + 32 * b + j] * (int32_t)xq[r * k + 32 * b + j];
+                acc += half_to_float(wd[o * blocks + b]) * half_to_float(xd[r * blocks + b]) * (float)s;
+            }
+            y[r * ldy + o] = acc;
+        }
+    }
+}
+#endif

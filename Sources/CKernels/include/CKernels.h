@@ -1,0 +1,26 @@
+// Hot loops that need instructions Swift's SIMD types cannot express (the int8 multiply-add
+// `vpmaddubsw`), written once in C with intrinsics and a portable fallback. Tensor wraps each one
+// (Q8.quantize, MatVecQ8); nothing else calls them.
+#ifndef UNIMOE_CKERNELS_H
+#define UNIMOE_CKERNELS_H
+
+#include <stdint.h>
+
+/// q8_0 quantisation of `blocks` blocks of 32 floats, bit-exact with ggml's
+/// `quantize_row_q8_0_ref`: d = max|x| / 127 (stored as f16 bits, round to nearest even),
+/// q = roundf(x · (1/d)) with 1/d from the f32 d (0 for an all-zero block).
+void unimoe_q8_quantize(const float *x, long blocks, int8_t *quants, uint16_t *scales);
+
+/// y[r·ldy + o] = Σ_b d_w[o, b] · d_x[r, b] · Σ_j q_w[o, 32b + j] · q_x[r, 32b + j]
+/// for output rows o in [o0, o1) and activation rows r < rows (any count), where the weight has
+/// `blocks` blocks per row (row o at wq + 32·blocks·o) and so does each quantised activation row.
+/// The inner sums are exact int32; the block products accumulate in f32 (as ggml's
+/// `ggml_vec_dot_q8_0_q8_0`).
+void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
+                   const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy);
+
+/// A software prefetch into L1 (Swift has no prefetch of its own; this inlines into its callers).
+/// Streaming mat-vec kernels reach DRAM speed only with a few lines in flight ahead of the loads.
+static inline void unimoe_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
+
+#endif
