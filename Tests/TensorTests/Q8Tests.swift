@@ -83,7 +83,7 @@ final class Q8Tests: XCTestCase {
         let (q, f) = try weights(outF, inF, seed: 1)
         let bias = try Tensor(shape: [outF], values: (0..<outF).map { Float($0) * 0.01 })
         var rng = SplitMix(9)
-        try withThreadCounts { threads in
+        withThreadCounts { threads in
             for rows in [1, 2, 3, 4, 5, 8, 9, 20] {
                 let x = (0..<rows * inF).map { _ in rng.next() }
                 var got = [Float](repeating: .nan, count: rows * outF), want = got
