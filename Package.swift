@@ -20,6 +20,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "unimoe", targets: ["unimoe"]),
+        // Preloaded by AllocationTests to count a process's heap allocations; linked by nothing.
+        .library(name: "MallocCount", type: .dynamic, targets: ["MallocCount"]),
     ],
     targets: [
         // C libraries from Debian, each behind a shim header (see Sources/C*/shim.h).
@@ -39,6 +41,7 @@ let package = Package(
         // Libraries: one module per concern.
         // Int8 dot products and q8_0 quantisation in C: Swift's SIMD types cannot express vpmaddubsw.
         .target(name: "CKernels", cSettings: cpuC),
+        .target(name: "MallocCount"),
         .target(name: "Tensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fast + cpu),
         .target(name: "JSON", swiftSettings: fast),
         .target(name: "Checkpoint", dependencies: ["Tensor", "JSON"], swiftSettings: fast),

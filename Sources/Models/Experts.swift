@@ -21,6 +21,30 @@ public struct ExpertBatch: Sendable {
 public protocol ExpertRunner: AnyObject, Sendable {
     /// `outputs[i]` is expert `batches[i].expert`'s output for `batches[i].rows`, `[n, hidden]` f32.
     func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor]
+
+    /// The same outputs written into caller-owned memory, batch after batch: batch i's `n_i` rows
+    /// go to rows `n_0 + … + n_(i-1)` onwards of `out` (`[Σ n_i, hidden]` f32). The trunk calls
+    /// this one, so a runner in this process (`LocalExperts`) allocates nothing per decode step.
+    func run(layer: Int, batches: [ExpertBatch], into out: UnsafeMutablePointer<Float>) throws
+}
+
+extension ExpertRunner {
+    /// For runners whose outputs arrive as tensors anyway (remote workers): checks and copies them.
+    public func run(layer: Int, batches: [ExpertBatch], into out: UnsafeMutablePointer<Float>) throws {
+        let outputs = try run(layer: layer, batches: batches)
+        guard outputs.count == batches.count else {
+            throw ModelError.expertOutput("layer \(layer): \(batches.count) batches sent, \(outputs.count) outputs returned")
+        }
+        var row = 0
+        for (b, o) in zip(batches, outputs) {
+            let n = b.rows.shape[0], hidden = b.rows.shape[1]
+            guard o.shape == [n, hidden] else {
+                throw ModelError.expertOutput("layer \(layer) expert \(b.expert): output shape \(o.shape), expected [\(n), \(hidden)]")
+            }
+            (out + row * hidden).update(from: o.converted(to: .f32).floats, count: n * hidden)
+            row += n
+        }
+    }
 }
 
 /// Experts computed in this process from checkpoint weights. Loads only the (layer, expert) pairs it
@@ -86,21 +110,30 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
     public func expert(layer: Int, expert: Int) -> FeedForward? { weights[layer]?[expert] }
 
     public func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
-        var ffns: [FeedForward] = []
-        ffns.reserveCapacity(batches.count)
+        let out = Tensor(zeros: [batches.reduce(0) { $0 + $1.rows.shape[0] }, hidden])
+        try run(layer: layer, batches: batches, into: out.floats)
+        var row = 0
+        return batches.map { b in
+            defer { row += b.rows.shape[0] }
+            return out.rows(row..<row + b.rows.shape[0])
+        }
+    }
+
+    public func run(layer: Int, batches: [ExpertBatch], into out: UnsafeMutablePointer<Float>) throws {
         for b in batches {
-            guard let f = weights[layer]?[b.expert] else { throw ModelError.expertUnavailable(layer: layer, expert: b.expert) }
+            guard weights[layer]?[b.expert] != nil else { throw ModelError.expertUnavailable(layer: layer, expert: b.expert) }
             guard b.rows.rank == 2, b.rows.shape[1] == hidden else {
                 throw ModelError.invalidInput("expert rows have shape \(b.rows.shape), expected [n, \(hidden)]")
             }
-            ffns.append(f)
         }
         lock.lock(); defer { lock.unlock() }
-        let outputs = batches.map { Tensor(zeros: [$0.rows.shape[0], hidden]) }
         let threads = Parallel.threads
         if threads > 1 && batches.count > 1 && batches.contains(where: { $0.rows.shape[0] > Self.matVecRows }) {
             // Prefill: one expert per thread, largest first, each GEMM single-threaded. Skinny
             // products (~32 rows) do not speed up with OpenBLAS's own threads; whole experts do.
+            let ffns = batches.map { weights[layer]![$0.expert]! }
+            var starts: [Int] = [], row = 0
+            for b in batches { starts.append(row); row += b.rows.shape[0] }
             let order = batches.indices.sorted { batches[$0].rows.shape[0] > batches[$1].rows.shape[0] }
             while workerBuffers.count < threads { workerBuffers.append((ScratchBuffer(), ScratchBuffer())) }
             let buffers = workerBuffers
@@ -110,7 +143,7 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
                 Parallel.forEach(tasks: order.count) { task, worker in
                     let i = order[task]
                     do {
-                        try self.compute(ffns[i], batches[i].rows, buffers[worker], into: outputs[i])
+                        try self.compute(ffns[i], batches[i].rows, buffers[worker], into: out + starts[i] * self.hidden)
                     } catch {
                         failureLock.lock(); failure = failure ?? error; failureLock.unlock()
                     }
@@ -119,17 +152,21 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
             if let failure { throw failure }
         } else {
             // Decode (or one batch): experts in turn, each kernel split over the pool.
-            for i in batches.indices { try compute(ffns[i], batches[i].rows, (gateBuf, upBuf), into: outputs[i]) }
+            var row = 0
+            for b in batches {
+                try compute(weights[layer]![b.expert]!, b.rows, (gateBuf, upBuf), into: out + row * hidden)
+                row += b.rows.shape[0]
+            }
         }
-        return outputs
     }
 
     /// Row counts up to this go to the mat-vec kernel (bandwidth-bound, split over the pool itself).
     static let matVecRows = 8
 
-    private func compute(_ f: FeedForward, _ rows: Tensor, _ bufs: (ScratchBuffer, ScratchBuffer), into out: Tensor) throws {
+    private func compute(_ f: FeedForward, _ rows: Tensor, _ bufs: (ScratchBuffer, ScratchBuffer),
+                         into out: UnsafeMutablePointer<Float>) throws {
         let n = rows.shape[0]
         let x = rows.converted(to: .f32)
-        try f.forward(x.floats, rows: n, gateBuf: bufs.0.ensure(n * inner), upBuf: bufs.1.ensure(n * inner), into: out.floats)
+        try f.forward(x.floats, rows: n, gateBuf: bufs.0.ensure(n * inner), upBuf: bufs.1.ensure(n * inner), into: out)
     }
 }

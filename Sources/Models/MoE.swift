@@ -36,8 +36,7 @@ public enum Router {
                              noise: UnsafeMutablePointer<Xoshiro256>?,
                              indices: UnsafeMutablePointer<Int>, weights: UnsafeMutablePointer<Float>) {
         if case .softmaxOverAll(let renormalize) = rule, noise == nil {
-            var probs = [Float](repeating: 0, count: experts)
-            probs.withUnsafeMutableBufferPointer { pB in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: experts) { pB in
                 let p = pB.baseAddress!
                 for r in 0..<rows {
                     let l = logits + r * experts, idx = indices + r * k, w = weights + r * k
@@ -46,10 +45,10 @@ public enum Router {
                     var s: Float = 0
                     for e in 0..<experts { let v = expf(l[e] - m); p[e] = v; s += v }
                     for e in 0..<experts { p[e] /= s }
-                    let chosen = Gather.topK(p, count: experts, k: k)
+                    let chosen = Gather.topK(p, count: experts, k: k, into: idx)
                     var t: Float = 0
-                    for (j, e) in chosen.enumerated() { idx[j] = e; w[j] = p[e]; t += p[e] }
-                    if renormalize { for j in 0..<chosen.count { w[j] /= t } }
+                    for j in 0..<chosen { w[j] = p[idx[j]]; t += w[j] }
+                    if renormalize { for j in 0..<chosen { w[j] /= t } }
                 }
             }
             return
@@ -77,12 +76,12 @@ public enum Router {
                 w[0] = p1 / denom; w[1] = p2 / denom
                 continue
             }
-            let chosen = Gather.topK(l, count: experts, k: k)
+            let chosen = Gather.topK(l, count: experts, k: k, into: idx)
             var m = -Float.infinity
-            for e in chosen { m = max(m, l[e]) }
+            for j in 0..<chosen { m = max(m, l[idx[j]]) }
             var s: Float = 0
-            for (j, e) in chosen.enumerated() { let v = expf(l[e] - m); w[j] = v; s += v }
-            for j in 0..<chosen.count { idx[j] = chosen[j]; w[j] /= s }
+            for j in 0..<chosen { let v = expf(l[idx[j]] - m); w[j] = v; s += v }
+            for j in 0..<chosen { w[j] /= s }
         }
     }
 }
@@ -114,7 +113,7 @@ struct SparseLayer {
                 if let (s, kinds) = stats, kinds.count == rows { s.record(layer: layer, experts: experts, k: k, kinds: kinds, indices: idx) }
                 // Group rows by expert (ascending), each group in row order: slot s ↔ (row, weight).
                 let gathered = ws.gathered.ensure(rows * k * hidden)
-                var batches: [ExpertBatch] = []
+                ws.batches.removeAll(keepingCapacity: true)
                 var slots = 0
                 ws.slotRow.removeAll(keepingCapacity: true)
                 ws.slotWeight.removeAll(keepingCapacity: true)
@@ -128,25 +127,15 @@ struct SparseLayer {
                             slots += 1
                         }
                     }
-                    if slots > start { batches.append(ExpertBatch(expert: e, rows: ws.gathered.rows(start..<slots, cols: hidden))) }
+                    if slots > start { ws.batches.append(ExpertBatch(expert: e, rows: ws.gathered.rows(start..<slots, cols: hidden))) }
                 }
-                let outputs = try runner.run(layer: layer, batches: batches)
-                guard outputs.count == batches.count else {
-                    throw ModelError.expertOutput("layer \(layer): \(batches.count) batches sent, \(outputs.count) outputs returned")
-                }
+                // Outputs land in slot order (batch after batch), in the workspace.
+                let expertOut = ws.expertOut.ensure(slots * hidden)
+                try runner.run(layer: layer, batches: ws.batches, into: expertOut)
                 for i in 0..<(rows * hidden) { out[i] = 0 }
-                var s = 0
-                for (b, o) in zip(batches, outputs) {
-                    let n = b.rows.shape[0]
-                    guard o.shape == [n, hidden] else {
-                        throw ModelError.expertOutput("layer \(layer) expert \(b.expert): output shape \(o.shape), expected [\(n), \(hidden)]")
-                    }
-                    let of = o.converted(to: .f32)
-                    for j in 0..<n {
-                        let dst = out + ws.slotRow[s] * hidden, src = of.floats + j * hidden, wj = ws.slotWeight[s]
-                        for c in 0..<hidden { dst[c] += src[c] * wj }
-                        s += 1
-                    }
+                for s in 0..<slots {
+                    let dst = out + ws.slotRow[s] * hidden, src = expertOut + s * hidden, wj = ws.slotWeight[s]
+                    for c in 0..<hidden { dst[c] += src[c] * wj }
                 }
             }
         }

@@ -39,6 +39,8 @@ final class Workspace {
     let gate = ScratchBuffer(), up = ScratchBuffer()   // dense MLP [rows, inner]
     let router = ScratchBuffer()     // router logits [rows, experts]
     let gathered = ScratchBuffer()   // rows grouped by expert [rows · k, hidden]
+    let expertOut = ScratchBuffer()  // the experts' outputs, same layout as `gathered`
+    var batches: [ExpertBatch] = []  // one MoE layer's batches, storage reused step to step
     let shared = ScratchBuffer()     // shared expert output [rows, hidden] (qwen2_moe)
     let sharedGate = ScratchBuffer() // shared expert gate logits [rows]
     var positions: [Int] = []

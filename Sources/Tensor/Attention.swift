@@ -102,7 +102,19 @@ public enum Attention {
         let qStride = heads * headDim, kvStride = kvHeads * headDim
         let work = heads * queries * keyCount * headDim
         let tasks = work >= 1 << 15 ? heads : 1
-        Parallel.forEach(tasks: tasks) { task, _ in
+        Parallel.forEach(tasks: tasks, job: Heads(q: q, queries: queries, heads: heads, group: group, headDim: headDim,
+                                                  keys: keys, values: values, keyCount: keyCount, causalOffset: causalOffset,
+                                                  scale: scale, out: out, qStride: qStride, kvStride: kvStride, tasks: tasks))
+    }
+
+    /// One task of `vectorPath`: one head (all heads when there is one task). A value so that
+    /// handing it to the pool allocates nothing.
+    private struct Heads: ParallelJob {
+        let q: UnsafePointer<Float>, queries: Int, heads: Int, group: Int, headDim: Int
+        let keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int, causalOffset: Int?
+        let scale: Float, out: UnsafeMutablePointer<Float>, qStride: Int, kvStride: Int, tasks: Int
+
+        func run(task: Int, worker: Int) {
             let hs = tasks == 1 ? 0..<heads : task..<(task + 1)
             let scores = ThreadScratch.floats(.work, count: keyCount)
             for h in hs {

@@ -15,9 +15,17 @@ public enum Gather {
     /// small k (routers: k = 2 of 8; samplers: k ≈ 50 of a vocabulary).
     public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
         let k = min(max(k, 0), count)
-        if k == 0 { return [] }
-        var best: [Int] = []
-        best.reserveCapacity(k + 1)
+        return [Int](unsafeUninitializedCapacity: k) { buf, n in
+            n = topK(x, count: count, k: k, into: buf.baseAddress!)
+        }
+    }
+
+    /// The same indices written to `out` (room for `k`), best first; returns how many (min(k, count)).
+    /// Allocates nothing: the router calls it for every row of every decode step.
+    @discardableResult
+    public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int, into out: UnsafeMutablePointer<Int>) -> Int {
+        let k = min(max(k, 0), count)
+        if k == 0 { return 0 }
         // `better(i, j)`: i ranks before j.
         @inline(__always) func better(_ i: Int, _ j: Int) -> Bool {
             let a = x[i], b = x[j]
@@ -25,15 +33,17 @@ public enum Gather {
             if b.isNaN { return true }
             return a > b || (a == b && i < j)
         }
+        var n = 0
         for i in 0..<count {
-            if best.count == k {
-                guard let last = best.last, better(i, last) else { continue }
-                best.removeLast()
+            if n == k {
+                guard better(i, out[n - 1]) else { continue }
+                n -= 1
             }
-            var pos = best.count
-            while pos > 0 && better(i, best[pos - 1]) { pos -= 1 }
-            best.insert(i, at: pos)
+            var pos = n
+            while pos > 0 && better(i, out[pos - 1]) { out[pos] = out[pos - 1]; pos -= 1 }
+            out[pos] = i
+            n += 1
         }
-        return best
+        return n
     }
 }

@@ -52,7 +52,18 @@ enum MatVec {
         let taskCount = (outF + chunk - 1) / chunk
         let wStride = inF * L.bytes
         let a = Operands(x: xp, ldx: ldxp, xTail: x, ldxTail: ldx, rows: rows, kMain: kMain, k: inF, ldy: ldy)
-        Parallel.forEach(tasks: taskCount) { task, _ in
+        Parallel.forEach(tasks: taskCount, job: Sweep<L>(w: w, wStride: wStride, outF: outF, inF: inF, chunk: chunk,
+                                                        a: a, y: y, bias: b))
+    }
+
+    /// One task of `run`: a chunk of output rows against every activation row, plus the bias.
+    /// A value (not a closure) so that handing it to the pool allocates nothing.
+    private struct Sweep<L: WeightLanes>: ParallelJob {
+        let w: UnsafeRawPointer, wStride: Int, outF: Int, inF: Int, chunk: Int
+        let a: Operands, y: UnsafeMutablePointer<Float>
+        let bias: (UnsafeRawPointer, DType)?
+
+        func run(task: Int, worker: Int) {
             let o0 = task * chunk, o1 = min(outF, o0 + chunk)
             if L.widensRows {
                 // f16: widen 4 rows at a time into L1/L2 scratch (vcvtph2ps), then the f32 tiles.
@@ -67,9 +78,9 @@ enum MatVec {
             } else {
                 sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
-            if let (bp, bt) = b {
-                for r in 0..<rows {
-                    let yr = y + r * ldy
+            if let (bp, bt) = bias {
+                for r in 0..<a.rows {
+                    let yr = y + r * a.ldy
                     for o in o0..<o1 { yr[o] += loadScalar(bp, bt, o) }
                 }
             }

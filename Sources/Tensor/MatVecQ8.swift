@@ -28,17 +28,30 @@ enum MatVecQ8 {
                         // Chunks of output rows, a few per thread for balance.
                         let tasks = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
                         let chunk = (outF + tasks - 1) / tasks
-                        Parallel.forEach(tasks: (outF + chunk - 1) / chunk) { task, _ in
-                            let o0 = task * chunk, o1 = min(outF, o0 + chunk)
-                            unimoe_q8_dot(q, d, blocks, o0, o1, xq, xd, rows, y, ldy)
-                            if let (bp, bt) = b {
-                                for r in 0..<rows {
-                                    let yr = y + r * ldy
-                                    for o in o0..<o1 { yr[o] += MatVec.loadScalar(bp, bt, o) }
-                                }
-                            }
-                        }
+                        Parallel.forEach(tasks: (outF + chunk - 1) / chunk,
+                                         job: Dot(q: q, d: d, blocks: blocks, outF: outF, chunk: chunk, xq: UnsafePointer(xq),
+                                                  xd: UnsafePointer(xd), rows: rows, y: y, ldy: ldy, bias: b))
                     }
+                }
+            }
+        }
+    }
+
+    /// One task: a chunk of output rows (`unimoe_q8_dot`), plus the bias. A value so that handing
+    /// it to the pool allocates nothing.
+    private struct Dot: ParallelJob {
+        let q: UnsafePointer<Int8>, d: UnsafePointer<UInt16>, blocks: Int, outF: Int, chunk: Int
+        let xq: UnsafePointer<Int8>, xd: UnsafePointer<UInt16>, rows: Int
+        let y: UnsafeMutablePointer<Float>, ldy: Int
+        let bias: (UnsafeRawPointer, DType)?
+
+        func run(task: Int, worker: Int) {
+            let o0 = task * chunk, o1 = min(outF, o0 + chunk)
+            unimoe_q8_dot(q, d, blocks, o0, o1, xq, xd, rows, y, ldy)
+            if let (bp, bt) = bias {
+                for r in 0..<rows {
+                    let yr = y + r * ldy
+                    for o in o0..<o1 { yr[o] += MatVec.loadScalar(bp, bt, o) }
                 }
             }
         }

@@ -32,11 +32,36 @@ public enum Parallel {
     public static func forEach(tasks: Int, _ body: (_ task: Int, _ worker: Int) -> Void) {
         if tasks <= 0 { return }
         if tasks > 1, #available(macOS 15.0, *), let pool = WorkerPool.acquire() {
-            pool.run(tasks: tasks, body)
+            // Sharing a closure with the pool's threads takes `withoutActuallyEscaping`, which
+            // boxes it (one small allocation per call); the decode kernels use the job form below.
+            withoutActuallyEscaping(body) { escaping in
+                withUnsafePointer(to: escaping) { p in
+                    pool.run(tasks: tasks, context: UnsafeRawPointer(p)) { ctx, t, w in
+                        ctx.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(t, w)
+                    }
+                }
+            }
             WorkerPool.release()
             return
         }
         for t in 0..<tasks { body(t, 0) }
+    }
+
+    /// `forEach` for a job held in a value: runs `job.run(task:worker:)` for every task in
+    /// `0..<tasks` without allocating (the pool reads the job through a pointer to the caller's
+    /// copy). The kernels a decode step calls ~150 times use this form.
+    public static func forEach<J: ParallelJob>(tasks: Int, job: J) {
+        if tasks <= 0 { return }
+        if tasks > 1, #available(macOS 15.0, *), let pool = WorkerPool.acquire() {
+            withUnsafePointer(to: job) { p in
+                pool.run(tasks: tasks, context: UnsafeRawPointer(p)) { ctx, t, w in
+                    ctx.assumingMemoryBound(to: J.self).pointee.run(task: t, worker: w)
+                }
+            }
+            WorkerPool.release()
+            return
+        }
+        for t in 0..<tasks { job.run(task: t, worker: 0) }
     }
 
     /// Tells the pool's spinning workers to sleep now instead of spinning out their ~1 ms: call it
@@ -49,8 +74,15 @@ public enum Parallel {
 
 }
 
+/// A unit of parallel work as a value (its operands as stored properties), for
+/// `Parallel.forEach(tasks:job:)`: `run` is called once per task, possibly on several threads at
+/// once, with `worker` unique among the concurrent calls.
+public protocol ParallelJob {
+    func run(task: Int, worker: Int)
+}
+
 /// The persistent worker threads behind `Parallel`.
-/// `@unchecked Sendable`: `job`/`jobTasks` are written only by the single caller holding `busy`,
+/// `@unchecked Sendable`: `job`/`jobContext`/`jobTasks` are written only by the single caller holding `busy`,
 /// while `open` is false and no worker is `active`; workers read them only after incrementing
 /// `active` and then seeing `open` true (sequentially consistent), so reads never race writes.
 @available(macOS 15.0, *)
@@ -67,7 +99,10 @@ final class WorkerPool: @unchecked Sendable {
     /// Set by `park()`: spinning workers go to sleep at once. Cleared when the next job is posted.
     private let parked = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
-    private var job: ((Int, Int) -> Void)?
+    /// The posted job: a function of no captures, called with `jobContext` (a pointer into the
+    /// caller's frame, valid until `run` returns).
+    private var job: ((UnsafeRawPointer, Int, Int) -> Void)?
+    private var jobContext: UnsafeRawPointer?
     private var jobTasks = 0
     /// Spin this long (ns) waiting for the next job before sleeping. While spinning the worker
     /// yields now and then so that OpenBLAS's own threads (prefill GEMMs) get the core.
@@ -129,9 +164,10 @@ final class WorkerPool: @unchecked Sendable {
         for _ in 0..<threads { wake.signal() }
     }
 
-    func run(tasks: Int, _ body: (Int, Int) -> Void) {
-        withoutActuallyEscaping(body) { escaping in
-            job = escaping
+    func run(tasks: Int, context: UnsafeRawPointer, _ invoke: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
+        do {
+            job = invoke
+            jobContext = context
             jobTasks = tasks
             nextTask.store(0, ordering: .relaxed)
             finished.store(0, ordering: .relaxed)
@@ -140,22 +176,23 @@ final class WorkerPool: @unchecked Sendable {
             generation.add(1, ordering: .sequentiallyConsistent)
             let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
             for _ in 0..<sleepers { wake.signal() }
-            work(escaping, tasks: tasks, worker: 0)
+            work(invoke, context, tasks: tasks, worker: 0)
             // Tasks claimed by workers may still run; then close the job and wait only for the
             // workers that joined (a worker arriving after `open` turned false never reads `job`).
             while finished.load(ordering: .acquiring) < tasks {}
             open.store(false, ordering: .sequentiallyConsistent)
             while active.load(ordering: .sequentiallyConsistent) > 0 {}
             job = nil
+            jobContext = nil
         }
     }
 
     @inline(__always)
-    private func work(_ body: (Int, Int) -> Void, tasks: Int, worker: Int) {
+    private func work(_ invoke: (UnsafeRawPointer, Int, Int) -> Void, _ context: UnsafeRawPointer, tasks: Int, worker: Int) {
         while true {
             let t = nextTask.add(1, ordering: .relaxed).oldValue
             if t >= tasks { return }
-            body(t, worker)
+            invoke(context, t, worker)
             finished.add(1, ordering: .releasing)
         }
     }
@@ -185,7 +222,9 @@ final class WorkerPool: @unchecked Sendable {
             if stop.load(ordering: .acquiring) { return }
             // Join only while the job is open (Dekker pair with the caller's close + active check).
             active.add(1, ordering: .sequentiallyConsistent)
-            if open.load(ordering: .sequentiallyConsistent), let body = job { work(body, tasks: jobTasks, worker: w) }
+            if open.load(ordering: .sequentiallyConsistent), let invoke = job, let context = jobContext {
+                work(invoke, context, tasks: jobTasks, worker: w)
+            }
             active.subtract(1, ordering: .releasing)
         }
     }
