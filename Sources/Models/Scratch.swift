@@ -5,11 +5,19 @@ import Tensor
 /// `Tensor` so row ranges can be handed out as tensor views (the rows routed to one expert).
 final class ScratchBuffer {
     private(set) var tensor = Tensor(zeros: [16])
+    /// Views handed out by `rows`, kept while the storage lasts: a view's shape is a heap array,
+    /// and decode asks for the same few ranges (the rows of each expert) every step.
+    private var views: [ViewKey: Tensor] = [:]
+
+    private struct ViewKey: Hashable { let start: Int, count: Int, cols: Int }
 
     /// At least `count` floats; contents are not preserved across growth.
     @discardableResult
     func ensure(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if count > tensor.count { tensor = Tensor(zeros: [max(count, tensor.count + tensor.count / 2)]) }
+        if count > tensor.count {
+            tensor = Tensor(zeros: [max(count, tensor.count + tensor.count / 2)])
+            views.removeAll()
+        }
         return tensor.floats
     }
 
@@ -17,8 +25,13 @@ final class ScratchBuffer {
 
     /// Rows `range` of the buffer seen as `[*, cols]`, as a tensor view sharing the storage.
     func rows(_ range: Range<Int>, cols: Int) -> Tensor {
-        Tensor(storage: tensor.storage, shape: [range.count, cols], dtype: .f32,
-               byteOffset: tensor.byteOffset + range.lowerBound * cols * 4)
+        let key = ViewKey(start: range.lowerBound, count: range.count, cols: cols)
+        if let v = views[key] { return v }
+        let v = Tensor(storage: tensor.storage, shape: [range.count, cols], dtype: .f32,
+                       byteOffset: tensor.byteOffset + range.lowerBound * cols * 4)
+        if views.count >= 256 { views.removeAll(keepingCapacity: true) }  // many batch shapes: start over
+        views[key] = v
+        return v
     }
 }
 
