@@ -179,9 +179,13 @@ final class WorkerPool: @unchecked Sendable {
             work(invoke, context, tasks: tasks, worker: 0)
             // Tasks claimed by workers may still run; then close the job and wait only for the
             // workers that joined (a worker arriving after `open` turned false never reads `job`).
-            while finished.load(ordering: .acquiring) < tasks {}
+            // Waiting yields now and then: when other processes share the cores, the thread still
+            // holding a task may be waiting for this core, and a bare spin would hold it a whole
+            // scheduler slice.
+            var spins = 0
+            while finished.load(ordering: .acquiring) < tasks { spins += 1; if spins & 63 == 0 { sched_yield() } }
             open.store(false, ordering: .sequentiallyConsistent)
-            while active.load(ordering: .sequentiallyConsistent) > 0 {}
+            while active.load(ordering: .sequentiallyConsistent) > 0 { spins += 1; if spins & 63 == 0 { sched_yield() } }
             job = nil
             jobContext = nil
         }
