@@ -31,7 +31,10 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
             let m = Message(.expertForward, layer: Int32(layer), expert: Int32(b.expert), tensors: [b.rows])
             ids.append(try dispatcher.submit(m, service: WorkerAnnouncement.expertService(layer: layer, expert: b.expert)))
         }
-        Parallel.park()  // the experts need the cores while this thread waits
+        // The pool is not parked while the experts compute: its spinners yield every 64 spins and
+        // sleep after ~1 ms on their own, and the layer's next kernels then find them awake
+        // instead of paying a wake-up. Measured on the 1B pipeline (2 cores, 4 workers):
+        // 0.80–0.85 of in-process decode against 0.59–0.82 when parked (7 paired runs).
         let replies = try dispatcher.collect(ids, timeout: timeout)
         var slowest: UInt32 = 0
         var outputs: [Tensor] = []
