@@ -46,13 +46,14 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
         var outputs: [Tensor] = []
         outputs.reserveCapacity(batches.count)
         for (id, b) in zip(ids, batches) {
-            guard let r = replies[id]?.message else { throw WireError.unavailable("expert \(b.expert) of layer \(layer): no reply") }
+            guard let reply = replies[id] else { throw WireError.unavailable("expert \(b.expert) of layer \(layer): no reply") }
+            let r = reply.message
             if r.kind == .error { throw WireError.remote("expert \(b.expert) of layer \(layer): \(r.payloadText)") }
             guard r.kind == .expertResult, r.tensors.count == 1, r.tensors[0].shape == b.rows.shape else {
                 throw WireError.malformed("expert \(b.expert) of layer \(layer) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(b.rows.shape)")
             }
             outputs.append(r.tensors[0])
-            busy[replies[id]?.worker ?? [], default: 0] += UInt64(r.sequence)
+            busy[reply.worker ?? [], default: 0] += UInt64(r.sequence)
         }
         let rt = monotonicSeconds() - t0
         // Workers compute in parallel: what the wire and the scheduling cost is the round trip

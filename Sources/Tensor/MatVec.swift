@@ -15,8 +15,6 @@ import CKernels
 enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
-    /// How far ahead of its loads a weight row is prefetched (Sources/CKernels' q8_0 kernel uses the same).
-    static let prefetchBytes = 1024
 
     /// Computes `y[r·ldy + o] = x[r·ldx + ·] · W[o, ·] (+ bias[o])` for `rows` ≤ `maxRows`.
     static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,

@@ -65,8 +65,9 @@ public enum Parallel {
     }
 
     /// Tells the pool's spinning workers to sleep now instead of spinning out their ~1 ms: call it
-    /// before this thread blocks on I/O (a pipeline stage waiting for its expert workers or its next
-    /// job), so the spinners do not take the cores the other processes need meanwhile. The next
+    /// before this thread blocks on I/O for long (a worker waiting for its next job), so the
+    /// spinners do not take the cores the other processes need meanwhile. (The router waiting a
+    /// millisecond or two for its experts does not: its next kernels want the spinners awake.) The next
     /// `forEach` wakes them again (one wake-up, ~60 µs, instead of a hot start).
     public static func park() {
         if #available(macOS 15.0, *) { WorkerPool.park() }
@@ -165,30 +166,28 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     func run(tasks: Int, context: UnsafeRawPointer, _ invoke: @escaping (UnsafeRawPointer, Int, Int) -> Void) {
-        do {
-            job = invoke
-            jobContext = context
-            jobTasks = tasks
-            nextTask.store(0, ordering: .relaxed)
-            finished.store(0, ordering: .relaxed)
-            parked.store(false, ordering: .relaxed)
-            open.store(true, ordering: .sequentiallyConsistent)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
-            for _ in 0..<sleepers { wake.signal() }
-            work(invoke, context, tasks: tasks, worker: 0)
-            // Tasks claimed by workers may still run; then close the job and wait only for the
-            // workers that joined (a worker arriving after `open` turned false never reads `job`).
-            // Waiting yields now and then: when other processes share the cores, the thread still
-            // holding a task may be waiting for this core, and a bare spin would hold it a whole
-            // scheduler slice.
-            var spins = 0
-            while finished.load(ordering: .acquiring) < tasks { spins += 1; if spins & 63 == 0 { sched_yield() } }
-            open.store(false, ordering: .sequentiallyConsistent)
-            while active.load(ordering: .sequentiallyConsistent) > 0 { spins += 1; if spins & 63 == 0 { sched_yield() } }
-            job = nil
-            jobContext = nil
-        }
+        job = invoke
+        jobContext = context
+        jobTasks = tasks
+        nextTask.store(0, ordering: .relaxed)
+        finished.store(0, ordering: .relaxed)
+        parked.store(false, ordering: .relaxed)
+        open.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        let sleepers = sleeping.exchange(0, ordering: .sequentiallyConsistent)
+        for _ in 0..<sleepers { wake.signal() }
+        work(invoke, context, tasks: tasks, worker: 0)
+        // Tasks claimed by workers may still run; then close the job and wait only for the
+        // workers that joined (a worker arriving after `open` turned false never reads `job`).
+        // Waiting yields now and then: when other processes share the cores, the thread still
+        // holding a task may be waiting for this core, and a bare spin would hold it a whole
+        // scheduler slice.
+        var spins = 0
+        while finished.load(ordering: .acquiring) < tasks { spins += 1; if spins & 63 == 0 { sched_yield() } }
+        open.store(false, ordering: .sequentiallyConsistent)
+        while active.load(ordering: .sequentiallyConsistent) > 0 { spins += 1; if spins & 63 == 0 { sched_yield() } }
+        job = nil
+        jobContext = nil
     }
 
     @inline(__always)

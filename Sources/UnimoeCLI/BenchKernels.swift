@@ -103,17 +103,17 @@ enum BenchKernels {
                                        reference: 128 * flops1 / tBlas128 / 1e9, unit: "GFLOP/s", refLabel: "cblas_sgemm"))
 
             for dtype in [DType.bf16, .f16, .q8_0] {
-                let half = f32.map { $0.converted(to: dtype) }
+                let narrow = f32.map { $0.converted(to: dtype) }
                 let tag = dtype == .bf16 ? "bf16" : dtype == .f16 ? "f16" : "q8_0"
                 let bytes = dtype == .q8_0 ? Double(outF * inF) * 34 / 32 : Double(outF * inF * 2)
-                let tHalf1 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 1, weight: half[k % copies], into: y); k += 1 }
-                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 time", ours: tHalf1 * 1e3, reference: tOurs1 * 1e3,
+                let tNarrow1 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 1, weight: narrow[k % copies], into: y); k += 1 }
+                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 time", ours: tNarrow1 * 1e3, reference: tOurs1 * 1e3,
                                            unit: "ms", refLabel: "ours, f32 weights"))
-                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 bandwidth", ours: bytes / tHalf1 / 1e9,
+                printLine(BenchReport.line("matmul \(tag) \(name) rows=1 bandwidth", ours: bytes / tNarrow1 / 1e9,
                                            reference: bwN / 1e9, unit: "GB/s", refLabel: "read bandwidth threads=\(threads)"))
                 if dtype == .bf16 {
-                    let tHalf128 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 128, weight: half[0], into: y) }
-                    printLine(BenchReport.line("matmul \(tag) \(name) rows=128", ours: 128 * flops1 / tHalf128 / 1e9,
+                    let tNarrow128 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 128, weight: narrow[0], into: y) }
+                    printLine(BenchReport.line("matmul \(tag) \(name) rows=128", ours: 128 * flops1 / tNarrow128 / 1e9,
                                                reference: 128 * flops1 / tOurs128 / 1e9, unit: "GFLOP/s", refLabel: "ours, f32 weights"))
                 }
             }

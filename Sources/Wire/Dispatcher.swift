@@ -86,8 +86,8 @@ public final class Dispatcher {
     /// between polls, then blocks: a reply due within milliseconds is seen at once instead of after
     /// a thread wake-up (~60 µs in a VM), while a thread that needs this core still gets it.
     public func collect(_ ids: [UInt64], timeout: Double, spin: Double = 0) throws -> [UInt64: Reply] {
-        let deadline = monotonicSeconds() + timeout
-        let spinUntil = monotonicSeconds() + spin
+        let start = monotonicSeconds()
+        let deadline = start + timeout, spinUntil = start + spin
         while true {
             try housekeeping()
             if ids.allSatisfy({ completed[$0] != nil }) { break }

@@ -19,7 +19,8 @@ void unimoe_q8_quantize(const float *x, long blocks, int8_t *quants, uint16_t *s
 void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
                    const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy);
 
-/// A software prefetch into L1 (Swift has no prefetch of its own; this inlines into its callers).
+/// A software prefetch, kept in the outer caches (Swift has no prefetch of its own; this inlines
+/// into its callers).
 /// Streaming mat-vec kernels reach DRAM speed only with a few lines in flight ahead of the loads.
 static inline void unimoe_prefetch(const void *p) { __builtin_prefetch(p, 0, 2); }
 
