@@ -150,8 +150,18 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
                 }
             }
             if let failure { throw failure }
+        } else if batches.allSatisfy({ $0.rows.shape[0] <= Self.matVecRows && $0.rows.dtype == .f32 }) {
+            // Decode: every expert's gate and up in one pool job, then every down in another.
+            let total = batches.reduce(0) { $0 + $1.rows.shape[0] }
+            let perLayer = weights[layer]!
+            try FeedForward.forwardAll(count: batches.count, inner: inner, { i in
+                var row = 0
+                for j in 0..<i { row += batches[j].rows.shape[0] }
+                let b = batches[i]
+                return (perLayer[b.expert]!, UnsafePointer(b.rows.floats), b.rows.shape[0], out + row * hidden)
+            }, gateBuf: gateBuf.ensure(total * inner), upBuf: upBuf.ensure(total * inner))
         } else {
-            // Decode (or one batch): experts in turn, each kernel split over the pool.
+            // One large batch: its kernels split over the pool (sgemm).
             var row = 0
             for b in batches {
                 try compute(weights[layer]![b.expert]!, b.rows, (gateBuf, upBuf), into: out + row * hidden)

@@ -42,9 +42,13 @@ struct SelfAttention {
         let qd = heads * headDim, kd = kvHeads * headDim
         let qb = ws.q.ensure(rows * qd), kb = ws.k.ensure(rows * kd), vb = ws.v.ensure(rows * kd)
         let ab = ws.attn.ensure(rows * qd)
-        Linear.forward(h, rows: rows, weight: q, bias: qBias, into: qb)
-        Linear.forward(h, rows: rows, weight: k, bias: kBias, into: kb)
-        Linear.forward(h, rows: rows, weight: v, bias: vBias, into: vb)
+        Linear.forwardAll(count: 3) { i in
+            switch i {
+            case 0: Linear.Product(h, rows: rows, weight: q, bias: qBias, into: qb)
+            case 1: Linear.Product(h, rows: rows, weight: k, bias: kBias, into: kb)
+            default: Linear.Product(h, rows: rows, weight: v, bias: vBias, into: vb)
+            }
+        }
         let scale = 1 / Float(headDim).squareRoot()
         ws.positions.withUnsafeBufferPointer { posB in
             let pos = posB.baseAddress!

@@ -53,6 +53,43 @@ public enum Linear {
         if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
     }
 
+    /// One product of `forwardAll`: `y[rows, out] = x[rows, in] · weightᵀ (+ bias)`, rows contiguous.
+    public struct Product {
+        public let x: UnsafePointer<Float>
+        public let rows: Int
+        public let weight: Tensor
+        public let bias: Tensor?
+        public let y: UnsafeMutablePointer<Float>
+
+        public init(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil, into y: UnsafeMutablePointer<Float>) {
+            self.x = x; self.rows = rows; self.weight = weight; self.bias = bias; self.y = y
+        }
+    }
+
+    /// `count` independent products, `product(i)` each, as `forward` computes them. When every one
+    /// is a decode-sized mat-vec they run as one parallel job (`MatVec.forwardAll`: one pool
+    /// synchronisation instead of `count`), otherwise one after another. Allocates nothing.
+    public static func forwardAll(count: Int, _ product: (Int) -> Product) {
+        var matVec = true
+        for i in 0..<count {
+            let p = product(i)
+            precondition(p.weight.rank == 2, "linear weight must be 2-D, got \(p.weight.shape)")
+            if p.rows == 0 || p.rows > MatVec.maxRows || p.weight.shape[0] == 0 || p.weight.shape[1] == 0 { matVec = false }
+        }
+        if matVec {
+            MatVec.forwardAll(count: count) { i in
+                let p = product(i)
+                return MatVec.Product(x: p.x, rows: p.rows, ldx: p.weight.shape[1], weight: p.weight, bias: p.bias,
+                                      y: p.y, ldy: p.weight.shape[0])
+            }
+        } else {
+            for i in 0..<count {
+                let p = product(i)
+                forward(p.x, rows: p.rows, weight: p.weight, bias: p.bias, into: p.y)
+            }
+        }
+    }
+
     /// Adds a bias `[out]` of any dtype to every row, reading it in place.
     static func addBias(_ bias: Tensor, rows: Int, outF: Int, into y: UnsafeMutablePointer<Float>) {
         if bias.dtype == .f32 {

@@ -19,50 +19,111 @@ enum MatVec {
     /// Computes `y[r·ldy + o] = x[r·ldx + ·] · W[o, ·] (+ bias[o])` for `rows` ≤ `maxRows`.
     static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,
                         into y: UnsafeMutablePointer<Float>, ldy: Int) {
-        let outF = weight.shape[0], inF = weight.shape[1]
-        switch weight.dtype {
-        case .f32: run(F32Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
-        case .bf16: run(BF16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
-        case .f16: run(F16Weights.self, x, rows, ldx, UnsafeRawPointer(weight.raw), outF, inF, bias, y, ldy)
-        case .q8_0: MatVecQ8.forward(x, rows: rows, ldx: ldx, weight: weight, bias: bias, into: y, ldy: ldy)
+        forwardAll(count: 1) { _ in Product(x: x, rows: rows, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy) }
+    }
+
+    /// One product of a `forwardAll` call.
+    struct Product {
+        let x: UnsafePointer<Float>, rows: Int, ldx: Int
+        let weight: Tensor, bias: Tensor?
+        let y: UnsafeMutablePointer<Float>, ldy: Int
+    }
+
+    /// Runs `count` independent products (`product(i)`, each with ≤ `maxRows` rows) in one
+    /// parallel region: their output-row chunks are the tasks of a single job, so the pool
+    /// synchronises once instead of once per product, and a thread that finishes its share of one
+    /// weight goes straight on to the next instead of idling at a barrier (an expert's gate and
+    /// up, all experts of a layer, q/k/v). Products of one 16-bit or f32 dtype share the job;
+    /// q8_0 or mixed dtypes run one after another.
+    static func forwardAll(count: Int, _ product: (Int) -> Product) {
+        if count == 0 { return }
+        let dtype = product(0).weight.dtype
+        var same = true
+        for i in 1..<count where product(i).weight.dtype != dtype { same = false }
+        if !same || dtype == .q8_0 {
+            for i in 0..<count {
+                let p = product(i)
+                if p.weight.dtype == .q8_0 {
+                    MatVecQ8.forward(p.x, rows: p.rows, ldx: p.ldx, weight: p.weight, bias: p.bias, into: p.y, ldy: p.ldy)
+                } else {
+                    forwardAll(count: 1) { _ in p }
+                }
+            }
+            return
+        }
+        switch dtype {
+        case .f32: run(F32Weights.self, count, product)
+        case .bf16: run(BF16Weights.self, count, product)
+        case .f16: run(F16Weights.self, count, product)
+        case .q8_0: preconditionFailure("q8_0 products run by MatVecQ8")
         }
     }
 
-    private static func run<L: WeightLanes>(_ l: L.Type, _ x: UnsafePointer<Float>, _ rows: Int, _ ldx: Int,
-                                            _ w: UnsafeRawPointer, _ outF: Int, _ inF: Int, _ bias: Tensor?,
-                                            _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
-        let kMain = inF & ~15
-        // Activation in the weight's lane order (bf16 only; f32 and widened f16 keep the natural order).
-        var xp = x, ldxp = ldx
-        if L.splitsPairs && kMain > 0 {
-            let buf = ThreadScratch.floats(.input, count: rows * kMain)
-            for r in 0..<rows { splitPairs(x + r * ldx, count: kMain, into: buf + r * kMain) }
-            xp = UnsafePointer(buf)
-            ldxp = kMain
-        }
-        // Bias as raw bytes + dtype, read in place (no conversion, no allocation).
-        let b = bias.map { (UnsafeRawPointer($0.raw), $0.dtype) }
-        let work = outF * inF * rows
-        let threads = work >= 1 << 16 ? Parallel.threads : 1
-        // Chunks of output rows, multiples of 4 so the 4-row tile applies; a few per thread for balance.
-        let tasks = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
-        let chunk = ((outF + tasks - 1) / tasks + 3) & ~3
-        let taskCount = (outF + chunk - 1) / chunk
-        let wStride = inF * L.bytes
-        let a = Operands(x: xp, ldx: ldxp, xTail: x, ldxTail: ldx, rows: rows, kMain: kMain, k: inF, ldy: ldy)
-        Parallel.forEach(tasks: taskCount, job: Sweep<L>(w: w, wStride: wStride, outF: outF, inF: inF, chunk: chunk,
-                                                        a: a, y: y, bias: b))
-    }
-
-    /// One task of `run`: a chunk of output rows against every activation row, plus the bias.
-    /// A value (not a closure) so that handing it to the pool allocates nothing.
-    private struct Sweep<L: WeightLanes>: ParallelJob {
-        let w: UnsafeRawPointer, wStride: Int, outF: Int, inF: Int, chunk: Int
+    /// A product laid out for the job: its weight, chunking and first task.
+    struct Plan {
+        let w: UnsafeRawPointer, wStride: Int, outF: Int, inF: Int
+        let chunk: Int, firstTask: Int, tasks: Int
         let a: Operands, y: UnsafeMutablePointer<Float>
         let bias: (UnsafeRawPointer, DType)?
+    }
+
+    private static func run<L: WeightLanes>(_ l: L.Type, _ count: Int, _ product: (Int) -> Product) {
+        var work = 0, relaid = 0
+        for i in 0..<count {
+            let p = product(i)
+            work += p.weight.shape[0] * p.weight.shape[1] * p.rows
+            if L.splitsPairs { relaid += p.rows * (p.weight.shape[1] & ~15) }
+        }
+        let threads = work >= 1 << 16 ? Parallel.threads : 1
+        // Activations in the weight's lane order (bf16 only; f32 and widened f16 keep the natural
+        // order), each distinct activation once.
+        let buf = relaid > 0 ? ThreadScratch.floats(.input, count: relaid) : nil
+        withUnsafeTemporaryAllocation(of: Plan.self, capacity: count) { plans in
+            var used = 0, tasks = 0
+            var last: (x: UnsafePointer<Float>, rows: Int, ldx: Int, kMain: Int, at: UnsafePointer<Float>)?
+            for i in 0..<count {
+                let p = product(i)
+                let outF = p.weight.shape[0], inF = p.weight.shape[1], kMain = inF & ~15
+                var xp = p.x, ldxp = p.ldx
+                if let buf, kMain > 0 {
+                    if let l = last, l.x == p.x, l.rows == p.rows, l.ldx == p.ldx, l.kMain == kMain {
+                        xp = l.at
+                    } else {
+                        let at = buf + used
+                        for r in 0..<p.rows { splitPairs(p.x + r * p.ldx, count: kMain, into: at + r * kMain) }
+                        used += p.rows * kMain
+                        xp = UnsafePointer(at)
+                        last = (p.x, p.rows, p.ldx, kMain, xp)
+                    }
+                    ldxp = kMain
+                }
+                // Chunks of output rows, multiples of 4 so the 4-row tile applies; a few per thread for balance.
+                let parts = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
+                let chunk = ((outF + parts - 1) / parts + 3) & ~3
+                let n = (outF + chunk - 1) / chunk
+                let a = Operands(x: xp, ldx: ldxp, xTail: p.x, ldxTail: p.ldx, rows: p.rows, kMain: kMain, k: inF, ldy: p.ldy)
+                (plans.baseAddress! + i).initialize(to: Plan(
+                    w: UnsafeRawPointer(p.weight.raw), wStride: inF * L.bytes, outF: outF, inF: inF,
+                    chunk: chunk, firstTask: tasks, tasks: n, a: a, y: p.y,
+                    bias: p.bias.map { (UnsafeRawPointer($0.raw), $0.dtype) }))
+                tasks += n
+            }
+            Parallel.forEach(tasks: tasks, job: Sweep<L>(plans: UnsafePointer(plans.baseAddress!), count: count))
+            plans.baseAddress!.deinitialize(count: count)
+        }
+    }
+
+    /// One task of `run`: a chunk of one product's output rows against its activation rows, plus
+    /// the bias. A value (not a closure) so that handing it to the pool allocates nothing.
+    private struct Sweep<L: WeightLanes>: ParallelJob {
+        let plans: UnsafePointer<Plan>, count: Int
 
         func run(task: Int, worker: Int) {
-            let o0 = task * chunk, o1 = min(outF, o0 + chunk)
+            var i = 0
+            while i + 1 < count && task >= plans[i + 1].firstTask { i += 1 }
+            let p = plans[i]
+            let o0 = (task - p.firstTask) * p.chunk, o1 = min(p.outF, o0 + p.chunk)
+            let (w, wStride, inF, a, y) = (p.w, p.wStride, p.inF, p.a, p.y)
             if L.widensRows {
                 // f16: widen 4 rows at a time into L1/L2 scratch (vcvtph2ps), then the f32 tiles.
                 let buf = ThreadScratch.floats(.work, count: 4 * inF)
@@ -76,7 +137,7 @@ enum MatVec {
             } else {
                 sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
-            if let (bp, bt) = bias {
+            if let (bp, bt) = p.bias {
                 for r in 0..<a.rows {
                     let yr = y + r * a.ldy
                     for o in o0..<o1 { yr[o] += loadScalar(bp, bt, o) }

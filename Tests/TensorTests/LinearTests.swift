@@ -35,6 +35,57 @@ final class LinearTests: XCTestCase {
         XCTAssertThrowsError(try Linear.forward(x, weight: try fx.tensor("f32_1x33x7/w")))
     }
 
+    /// `forwardAll` (one pool job for several products) gives each product exactly what
+    /// `forward` gives it alone: every dtype, biases, 1…8 rows, a shared activation (the bf16
+    /// re-layout done once), a mixed-dtype group and q8_0 (run one by one), and a group with an
+    /// sgemm-sized product (all one by one).
+    func testForwardAllEqualsOneProductAtATime() throws {
+        var rng = SplitMix(7)
+        func random(_ shape: [Int], _ dtype: DType) throws -> Tensor {
+            try Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in rng.next() }).converted(to: dtype)
+        }
+        // (out, in, rows, dtype, bias, shares the previous product's activation)
+        let groups: [[(Int, Int, Int, DType, Bool, Bool)]] = [
+            [(520, 96, 1, .bf16, false, false), (520, 96, 1, .bf16, false, true), (37, 96, 1, .bf16, true, true)],
+            [(300, 130, 3, .f32, true, false), (64, 130, 3, .f32, false, true), (130, 64, 2, .f32, false, false)],
+            [(100, 64, 8, .f16, true, false), (100, 64, 5, .f16, false, false)],
+            [(96, 64, 2, .bf16, false, false), (96, 64, 2, .f32, true, true), (96, 64, 2, .q8_0, false, true)],
+            [(128, 64, 1, .q8_0, true, false), (64, 128, 4, .q8_0, false, false)],
+            [(96, 64, 4, .bf16, false, false), (96, 64, 20, .bf16, true, false)],
+        ]
+        try withThreadCounts { threads in
+            for (g, group) in groups.enumerated() {
+                var xs: [[Float]] = [], ws: [Tensor] = [], bs: [Tensor?] = []
+                for (outF, inF, rows, dtype, bias, shared) in group {
+                    xs.append(shared ? xs.last! : (0..<rows * inF).map { _ in rng.next() })
+                    ws.append(try random([outF, inF], dtype))
+                    bs.append(bias ? try random([outF], dtype == .q8_0 ? .f32 : dtype) : nil)
+                }
+                var alone = group.indices.map { [Float](repeating: .nan, count: group[$0].2 * group[$0].0) }
+                var together = alone
+                for i in group.indices {
+                    xs[i].withUnsafeBufferPointer { xp in
+                        alone[i].withUnsafeMutableBufferPointer {
+                            Linear.forward(xp.baseAddress!, rows: group[i].2, weight: ws[i], bias: bs[i], into: $0.baseAddress!)
+                        }
+                    }
+                }
+                let xps = xs.map { x in let p = UnsafeMutablePointer<Float>.allocate(capacity: x.count); p.initialize(from: x, count: x.count); return p }
+                let yps = together.map { y in UnsafeMutablePointer<Float>.allocate(capacity: y.count) }
+                defer { for p in xps + yps { p.deallocate() } }
+                // Products sharing an activation get the same pointer, as the trunk passes them.
+                let xAt = group.indices.map { i in group[i].5 ? (0...i).last { !group[$0].5 }! : i }
+                Linear.forwardAll(count: group.count) { i in
+                    Linear.Product(UnsafePointer(xps[xAt[i]]), rows: group[i].2, weight: ws[i], bias: bs[i], into: yps[i])
+                }
+                for i in group.indices {
+                    together[i] = Array(UnsafeBufferPointer(start: yps[i], count: together[i].count))
+                    XCTAssertEqual(together[i], alone[i], "group \(g) product \(i), \(threads) threads")
+                }
+            }
+        }
+    }
+
     /// A long run of mat-vec calls from several threads at once: the pool must serialise or share
     /// safely and every result must still be exact.
     func testConcurrentCallersGetCorrectResults() throws {
