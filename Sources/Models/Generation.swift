@@ -30,7 +30,12 @@ public final class TokenGenerator {
     private let runner: ExpertRunner?
     private let eos: Set<Int>
     private var prompt: Tensor?
+    /// Kept from step to step, so a step allocates nothing: its input row, the one-item step
+    /// array, the last id as an array, the logits.
     private let stepInput: Tensor
+    private var step: [SequenceStep]
+    private var lastId = [0]
+    private let logits: Tensor
 
     /// - prompt: input embeddings `[n ≥ 1, hidden]` (token embeddings, possibly with multimodal
     ///   embeddings stitched in).
@@ -52,6 +57,8 @@ public final class TokenGenerator {
         cache = model.makeCache(capacity: prompt.shape[0] + parameters.maxNewTokens)
         sampler = Sampler(parameters.sampling)
         stepInput = Tensor(zeros: [1, model.hidden])
+        step = [SequenceStep(cache: cache, embeddings: prompt)]
+        logits = Tensor(zeros: [1, model.vocab])
         generated.reserveCapacity(parameters.maxNewTokens)
     }
 
@@ -65,15 +72,14 @@ public final class TokenGenerator {
     /// The next generated id, or nil once the sequence has ended.
     public func next() throws -> Int? {
         if finished || generated.count >= parameters.maxNewTokens { finished = true; return nil }
-        let input: Tensor
-        if let p = prompt {
-            input = p
-            prompt = nil
+        if prompt != nil {
+            prompt = nil   // `step` holds it for the prefill
         } else {
-            try model.embed(ids: [generated[generated.count - 1]], into: stepInput.floats)
-            input = stepInput
+            lastId[0] = generated[generated.count - 1]
+            try model.embed(ids: lastId, into: stepInput.floats)
+            step[0] = SequenceStep(cache: cache, embeddings: stepInput)
         }
-        let logits = try model.forward([SequenceStep(cache: cache, embeddings: input)], experts: runner, allPositions: false)[0]
+        try model.forward(step, experts: runner, allPositions: false, into: logits)
         let id = sampler.sample(logits)
         generated.append(id)
         if eos.contains(id) || generated.count >= parameters.maxNewTokens { finished = true }

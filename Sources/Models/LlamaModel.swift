@@ -208,11 +208,29 @@ public final class LanguageModel: @unchecked Sendable {
     /// - Returns: per item, logits `[n, vocab]` of every new position (`allPositions`) or `[1, vocab]`
     ///   of its last one. Fresh tensors, owned by the caller.
     public func forward(_ items: [SequenceStep], experts: ExpertRunner? = nil, allPositions: Bool) throws -> [Tensor] {
+        guard !items.isEmpty else { return [] }
+        var counts: [Int] = []
+        for it in items { counts.append(it.embeddings.rank == 2 ? it.embeddings.shape[0] : 0) }
+        let logits = Tensor(zeros: [allPositions ? counts.reduce(0, +) : items.count, vocab])
+        try forward(items, experts: experts, allPositions: allPositions, into: logits)
+        var start = 0
+        return allPositions ? counts.map { n in defer { start += n }; return logits.rows(start..<(start + n)) }
+                            : (0..<items.count).map { logits.rows($0..<($0 + 1)) }
+    }
+
+    /// `forward` writing the logits into `logits` (f32 `[r, vocab]`, r ≥ the rows `forward` would
+    /// return, in the same order: every new position of every item, or each item's last), so a
+    /// decode loop that keeps its step array, input and logits tensors allocates nothing per step.
+    public func forward(_ items: [SequenceStep], experts: ExpertRunner? = nil, allPositions: Bool, into logits: Tensor) throws {
         guard let runner: ExpertRunner = experts ?? localExperts ?? (config.hasMoE ? nil : NoExperts.shared) else {
             throw ModelError.invalidInput("this model was loaded with remote experts; pass an ExpertRunner to forward")
         }
-        guard !items.isEmpty else { return [] }
-        var spans: [SelfAttention.Span] = []
+        guard !items.isEmpty else { return }
+        lock.lock(); defer { lock.unlock() }
+        // The spans array lives in the workspace between steps (its storage reused).
+        var spans = ws.spans
+        ws.spans = []
+        defer { spans.removeAll(keepingCapacity: true); ws.spans = spans }
         var rows = 0
         for (i, it) in items.enumerated() {
             let e = it.embeddings
@@ -231,7 +249,10 @@ public final class LanguageModel: @unchecked Sendable {
             spans.append(.init(start: rows, count: e.shape[0], cache: it.cache))
             rows += e.shape[0]
         }
-        lock.lock(); defer { lock.unlock() }
+        let selected = allPositions ? rows : spans.count
+        guard logits.dtype == .f32, logits.rank == 2, logits.shape[0] >= selected, logits.shape[1] == vocab else {
+            throw ModelError.invalidInput("logits tensor is \(logits.dtype.rawValue) \(logits.shape), expected f32 [≥ \(selected), \(vocab)]")
+        }
         // Row kinds for routing telemetry (only when someone listens).
         let rowKinds: [String] = routingStats == nil ? [] : items.flatMap { it in
             it.rowKinds ?? [String](repeating: "text", count: it.embeddings.shape[0])
@@ -264,21 +285,15 @@ public final class LanguageModel: @unchecked Sendable {
         }
         for s in spans { s.cache.advance(by: s.count) }
         // Final norm and LM head over the rows whose logits are wanted.
-        let selected: Int
         if allPositions {
             Norm.rms(x, rows: rows, dim: hidden, weight: finalNorm, eps: eps, into: hb)
-            selected = rows
         } else {
             for (i, s) in spans.enumerated() {
                 Norm.rms(x + (s.start + s.count - 1) * hidden, rows: 1, dim: hidden, weight: finalNorm, eps: eps,
                          into: hb + i * hidden)
             }
-            selected = spans.count
         }
-        let logits = Tensor(zeros: [selected, vocab])
         Linear.forward(hb, rows: selected, weight: lmHead, into: logits.floats)
-        return allPositions ? spans.map { logits.rows($0.start..<($0.start + $0.count)) }
-                            : (0..<spans.count).map { logits.rows($0..<($0 + 1)) }
     }
 
     /// Bytes of weights one decode step reads (attention, routers, `k` experts or the dense MLP per

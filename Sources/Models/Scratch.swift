@@ -57,6 +57,7 @@ final class Workspace {
     let shared = ScratchBuffer()     // shared expert output [rows, hidden] (qwen2_moe)
     let sharedGate = ScratchBuffer() // shared expert gate logits [rows]
     var positions: [Int] = []
+    var spans: [SelfAttention.Span] = []   // one step's sequences, storage reused step to step
     var choice: [Int] = []
     var weight: [Float] = []
     var slotRow: [Int] = []

@@ -22,7 +22,10 @@ enum BenchLM {
         var rng = Xoshiro256(seed: 1)
         let ids = (0..<promptTokens).map { _ in 3 + Int(rng.next() % UInt64(max(model.vocab - 3, 1))) }
         let prompt = try model.embed(ids: ids)
+        // The decode loop keeps its input row, step array, id array and logits (no allocation a step).
         let step = Tensor(zeros: [1, model.hidden])
+        let logits = Tensor(zeros: [1, model.vocab])
+        var nextId = [0]
 
         // Warm-up: one full prefill + a few steps touch every mapped weight page.
         var best = (prefill: Double.infinity, decode: Double.infinity)
@@ -30,13 +33,14 @@ enum BenchLM {
         for r in 0...repeats {
             let cache = model.makeCache(capacity: promptTokens + decodeTokens)
             let p0 = DispatchTime.now().uptimeNanoseconds
-            var logits = try model.forward([SequenceStep(cache: cache, embeddings: prompt)], allPositions: false)[0]
+            try model.forward([SequenceStep(cache: cache, embeddings: prompt)], allPositions: false, into: logits)
             let prefill = seconds(since: p0)
+            let items = [SequenceStep(cache: cache, embeddings: step)]
             let d0 = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<(r == 0 ? 4 : decodeTokens) {
-                let next = Sampler.argmax(logits.floats, count: model.vocab)
-                try model.embed(ids: [next], into: step.floats)
-                logits = try model.forward([SequenceStep(cache: cache, embeddings: step)], allPositions: false)[0]
+                nextId[0] = Sampler.argmax(logits.floats, count: model.vocab)
+                try model.embed(ids: nextId, into: step.floats)
+                try model.forward(items, allPositions: false, into: logits)
             }
             let decode = seconds(since: d0)
             if r > 0 {

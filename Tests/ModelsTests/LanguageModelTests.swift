@@ -107,4 +107,30 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertThrowsError(try model.forward([SequenceStep(cache: shared, embeddings: e), SequenceStep(cache: shared, embeddings: e)],
                                                allPositions: true))
     }
+
+    /// `forward(…, into:)` writes what `forward` returns into the caller's tensor (more rows than
+    /// needed are left alone), and a logits tensor of the wrong dtype, width or too few rows is a
+    /// typed error that leaves the caches untouched.
+    func testForwardIntoCallerLogits() throws {
+        let f = LMFixture.all[2]
+        let model = try f.load()
+        let ids = try f.ids
+        let a = Array(ids[0..<5]), b = Array(ids[5..<8])
+        let want = try model.forward([SequenceStep(cache: model.makeCache(), embeddings: model.embed(ids: a)),
+                                      SequenceStep(cache: model.makeCache(), embeddings: model.embed(ids: b))], allPositions: true)
+        let logits = try Tensor(shape: [9, model.vocab], values: [Float](repeating: -7, count: 9 * model.vocab))
+        let ca = model.makeCache(), cb = model.makeCache()
+        let items = [SequenceStep(cache: ca, embeddings: try model.embed(ids: a)), SequenceStep(cache: cb, embeddings: try model.embed(ids: b))]
+        for bad in [Tensor(zeros: [7, model.vocab]), Tensor(zeros: [8, model.vocab + 1]), Tensor(zeros: [8, model.vocab], dtype: .bf16)] {
+            XCTAssertThrowsError(try model.forward(items, allPositions: true, into: bad)) { error in
+                guard case ModelError.invalidInput(let m) = error else { return XCTFail("\(error)") }
+                XCTAssertTrue(m.contains("logits"), m)
+            }
+        }
+        XCTAssertEqual([ca.count, cb.count], [0, 0])
+        try model.forward(items, allPositions: true, into: logits)
+        XCTAssertEqual(Array(logits.toArray()[..<(8 * model.vocab)]), want.flatMap { $0.toArray() })
+        XCTAssertEqual(Array(logits.toArray()[(8 * model.vocab)...]), [Float](repeating: -7, count: model.vocab))
+        XCTAssertEqual([ca.count, cb.count], [5, 3])
+    }
 }
