@@ -154,12 +154,9 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
             // Decode: every expert's gate and up in one pool job, then every down in another.
             let total = batches.reduce(0) { $0 + $1.rows.shape[0] }
             let perLayer = weights[layer]!
-            try FeedForward.forwardAll(count: batches.count, inner: inner, { i in
-                var row = 0
-                for j in 0..<i { row += batches[j].rows.shape[0] }
-                let b = batches[i]
-                return (perLayer[b.expert]!, UnsafePointer(b.rows.floats), b.rows.shape[0], out + row * hidden)
-            }, gateBuf: gateBuf.ensure(total * inner), upBuf: upBuf.ensure(total * inner))
+            try FeedForward.forwardAll(count: batches.count, { i in
+                (perLayer[batches[i].expert]!, UnsafePointer(batches[i].rows.floats), batches[i].rows.shape[0])
+            }, gateBuf: gateBuf.ensure(total * inner), upBuf: upBuf.ensure(total * inner), into: out)
         } else {
             // One large batch: its kernels split over the pool (sgemm).
             var row = 0

@@ -29,17 +29,11 @@ public struct FeedForward: Sendable {
     /// `out[rows, hidden] = FFN(x[rows, hidden])`; `gateBuf`/`upBuf` hold at least rows · inner floats.
     func forward(_ x: UnsafePointer<Float>, rows: Int, gateBuf: UnsafeMutablePointer<Float>,
                  upBuf: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) throws {
-        if rows == 0 { return }
-        let n = rows * inner
-        Linear.forwardAll(count: 2) { i in
-            i == 0 ? Linear.Product(x, rows: rows, weight: gate, into: gateBuf) : Linear.Product(x, rows: rows, weight: up, into: upBuf)
-        }
-        try gated(gateBuf, upBuf, count: n)
-        Linear.forward(gateBuf, rows: rows, weight: down, into: out)
+        try Self.forwardAll(count: 1, { _ in (self, x, rows) }, gateBuf: gateBuf, upBuf: upBuf, into: out)
     }
 
     /// `gate = act(gate) · up`, element-wise over `count` values.
-    func gated(_ gateBuf: UnsafeMutablePointer<Float>, _ upBuf: UnsafeMutablePointer<Float>, count n: Int) throws {
+    private func gated(_ gateBuf: UnsafeMutablePointer<Float>, _ upBuf: UnsafeMutablePointer<Float>, count n: Int) throws {
         if activation == "silu" || activation == "swish" {
             Activations.siluMul(gateBuf, upBuf, count: n)
         } else {
@@ -48,26 +42,30 @@ public struct FeedForward: Sendable {
         }
     }
 
-    /// Several feed-forward blocks on their own rows at decode sizes (≤ `MatVec.maxRows` rows
-    /// each), as one job for all gate and up products and one for all down products: the experts
-    /// of one MoE layer in a step. `ffn(i)` gives block i, its input, row count and output;
-    /// `gateBuf`/`upBuf` hold at least (Σ rows) · inner floats.
-    static func forwardAll(count: Int, inner: Int, _ ffn: (Int) -> (FeedForward, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>),
-                           gateBuf: UnsafeMutablePointer<Float>, upBuf: UnsafeMutablePointer<Float>) throws {
-        // Row offset of block i into the gate/up buffers.
-        func offset(_ i: Int) -> Int { var o = 0; for j in 0..<i { o += ffn(j).2 }; return o * inner }
+    /// Several feed-forward blocks (of one inner width), each on its own rows — the experts of one
+    /// MoE layer in a step: `block(i)` gives block i, its input and row count; its output rows
+    /// follow block i − 1's in `out`, as its gate/up rows do in `gateBuf`/`upBuf` (each at least
+    /// Σ rows · inner floats). At decode sizes every gate and up product runs as one pool job and
+    /// every down product as another (`Linear.forwardAll`); larger products one after another.
+    static func forwardAll(count: Int, _ block: (Int) -> (FeedForward, UnsafePointer<Float>, Int),
+                           gateBuf: UnsafeMutablePointer<Float>, upBuf: UnsafeMutablePointer<Float>,
+                           into out: UnsafeMutablePointer<Float>) throws {
+        if count == 0 { return }
+        let inner = block(0).0.inner, hidden = block(0).0.hidden
+        // First row of block i in the gate/up buffers and in `out`.
+        func firstRow(_ i: Int) -> Int { var r = 0; for j in 0..<i { r += block(j).2 }; return r }
         Linear.forwardAll(count: 2 * count) { k in
-            let (f, x, rows, _) = ffn(k / 2), at = offset(k / 2)
+            let (f, x, rows) = block(k / 2), at = firstRow(k / 2) * inner
             return k % 2 == 0 ? Linear.Product(x, rows: rows, weight: f.gate, into: gateBuf + at)
                               : Linear.Product(x, rows: rows, weight: f.up, into: upBuf + at)
         }
         for i in 0..<count {
-            let (f, _, rows, _) = ffn(i), at = offset(i)
+            let (f, _, rows) = block(i), at = firstRow(i) * inner
             try f.gated(gateBuf + at, upBuf + at, count: rows * inner)
         }
         Linear.forwardAll(count: count) { i in
-            let (f, _, rows, out) = ffn(i)
-            return Linear.Product(gateBuf + offset(i), rows: rows, weight: f.down, into: out)
+            let (f, _, rows) = block(i), r = firstRow(i)
+            return Linear.Product(gateBuf + r * inner, rows: rows, weight: f.down, into: out + r * hidden)
         }
     }
 }

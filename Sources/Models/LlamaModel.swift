@@ -333,9 +333,3 @@ final class NoExperts: ExpertRunner, @unchecked Sendable {
         throw ModelError.invalidInput("layer \(layer) routed rows to experts, but the model has none")
     }
 }
-
-extension Tensor {
-    /// Bytes the tensor occupies where it is stored (q8_0: quants plus f16 block scales), what a
-    /// kernel streaming it reads.
-    var storedBytes: Int { byteCount + blockCount * 2 }
-}

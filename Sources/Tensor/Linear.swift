@@ -21,7 +21,7 @@ public enum Linear {
             return
         }
         if rows <= MatVec.maxRows {
-            MatVec.forward(x, rows: rows, ldx: inF, weight: weight, bias: bias, into: y, ldy: outF)
+            MatVec.forwardAll(count: 1) { _ in Product(x, rows: rows, weight: weight, bias: bias, into: y) }
             return
         }
         OpenBLASCore.ensureSelected()
@@ -77,11 +77,7 @@ public enum Linear {
             if p.rows == 0 || p.rows > MatVec.maxRows || p.weight.shape[0] == 0 || p.weight.shape[1] == 0 { matVec = false }
         }
         if matVec {
-            MatVec.forwardAll(count: count) { i in
-                let p = product(i)
-                return MatVec.Product(x: p.x, rows: p.rows, ldx: p.weight.shape[1], weight: p.weight, bias: p.bias,
-                                      y: p.y, ldy: p.weight.shape[0])
-            }
+            MatVec.forwardAll(count: count, product)
         } else {
             for i in 0..<count {
                 let p = product(i)

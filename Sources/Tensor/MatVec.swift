@@ -16,26 +16,13 @@ enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
 
-    /// Computes `y[r·ldy + o] = x[r·ldx + ·] · W[o, ·] (+ bias[o])` for `rows` ≤ `maxRows`.
-    static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,
-                        into y: UnsafeMutablePointer<Float>, ldy: Int) {
-        forwardAll(count: 1) { _ in Product(x: x, rows: rows, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy) }
-    }
-
-    /// One product of a `forwardAll` call.
-    struct Product {
-        let x: UnsafePointer<Float>, rows: Int, ldx: Int
-        let weight: Tensor, bias: Tensor?
-        let y: UnsafeMutablePointer<Float>, ldy: Int
-    }
-
-    /// Runs `count` independent products (`product(i)`, each with ≤ `maxRows` rows) in one
-    /// parallel region: their output-row chunks are the tasks of a single job, so the pool
-    /// synchronises once instead of once per product, and a thread that finishes its share of one
-    /// weight goes straight on to the next instead of idling at a barrier (an expert's gate and
-    /// up, all experts of a layer, q/k/v). Products of one 16-bit or f32 dtype share the job;
+    /// Computes `count` independent products `y = x · Wᵀ (+ bias)` (`product(i)`, each with
+    /// 1…`maxRows` rows, contiguous on both sides) in one parallel region: their output-row chunks
+    /// are the tasks of a single job, so the pool synchronises once instead of once per product,
+    /// and a thread that finishes its share of one weight goes straight on to the next instead of
+    /// idling at a barrier (an expert's gate and up, all experts of a layer, q/k/v). Products of one 16-bit or f32 dtype share the job;
     /// q8_0 or mixed dtypes run one after another.
-    static func forwardAll(count: Int, _ product: (Int) -> Product) {
+    static func forwardAll(count: Int, _ product: (Int) -> Linear.Product) {
         if count == 0 { return }
         let dtype = product(0).weight.dtype
         var same = true
@@ -44,7 +31,7 @@ enum MatVec {
             for i in 0..<count {
                 let p = product(i)
                 if p.weight.dtype == .q8_0 {
-                    MatVecQ8.forward(p.x, rows: p.rows, ldx: p.ldx, weight: p.weight, bias: p.bias, into: p.y, ldy: p.ldy)
+                    MatVecQ8.forward(p.x, rows: p.rows, weight: p.weight, bias: p.bias, into: p.y)
                 } else {
                     forwardAll(count: 1) { _ in p }
                 }
@@ -67,7 +54,7 @@ enum MatVec {
         let bias: (UnsafeRawPointer, DType)?
     }
 
-    private static func run<L: WeightLanes>(_ l: L.Type, _ count: Int, _ product: (Int) -> Product) {
+    private static func run<L: WeightLanes>(_ l: L.Type, _ count: Int, _ product: (Int) -> Linear.Product) {
         var work = 0, relaid = 0
         for i in 0..<count {
             let p = product(i)
@@ -80,20 +67,20 @@ enum MatVec {
         let buf = relaid > 0 ? ThreadScratch.floats(.input, count: relaid) : nil
         withUnsafeTemporaryAllocation(of: Plan.self, capacity: count) { plans in
             var used = 0, tasks = 0
-            var last: (x: UnsafePointer<Float>, rows: Int, ldx: Int, kMain: Int, at: UnsafePointer<Float>)?
+            var last: (x: UnsafePointer<Float>, rows: Int, k: Int, at: UnsafePointer<Float>)?
             for i in 0..<count {
                 let p = product(i)
                 let outF = p.weight.shape[0], inF = p.weight.shape[1], kMain = inF & ~15
-                var xp = p.x, ldxp = p.ldx
+                var xp = p.x, ldxp = inF
                 if let buf, kMain > 0 {
-                    if let l = last, l.x == p.x, l.rows == p.rows, l.ldx == p.ldx, l.kMain == kMain {
+                    if let l = last, l.x == p.x, l.rows == p.rows, l.k == inF {
                         xp = l.at
                     } else {
                         let at = buf + used
-                        for r in 0..<p.rows { splitPairs(p.x + r * p.ldx, count: kMain, into: at + r * kMain) }
+                        for r in 0..<p.rows { splitPairs(p.x + r * inF, count: kMain, into: at + r * kMain) }
                         used += p.rows * kMain
                         xp = UnsafePointer(at)
-                        last = (p.x, p.rows, p.ldx, kMain, xp)
+                        last = (p.x, p.rows, inF, xp)
                     }
                     ldxp = kMain
                 }
@@ -101,7 +88,7 @@ enum MatVec {
                 let parts = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
                 let chunk = ((outF + parts - 1) / parts + 3) & ~3
                 let n = (outF + chunk - 1) / chunk
-                let a = Operands(x: xp, ldx: ldxp, xTail: p.x, ldxTail: p.ldx, rows: p.rows, kMain: kMain, k: inF, ldy: p.ldy)
+                let a = Operands(x: xp, ldx: ldxp, xTail: p.x, ldxTail: inF, rows: p.rows, kMain: kMain, k: inF, ldy: outF)
                 (plans.baseAddress! + i).initialize(to: Plan(
                     w: UnsafeRawPointer(p.weight.raw), wStride: inF * L.bytes, outF: outF, inF: inF,
                     chunk: chunk, firstTask: tasks, tasks: n, a: a, y: p.y,

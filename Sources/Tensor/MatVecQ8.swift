@@ -10,10 +10,11 @@ import CKernels
 /// two cores can retire at memory speed; the int8 multiply-add (`vpmaddubsw` + `vpmaddwd`) handles
 /// 32 weights in four instructions, and no dequantised copy of a weight is ever written.
 enum MatVecQ8 {
-    /// Computes `y[r·ldy + o] = q8(x[r·ldx + ·]) · W[o, ·] (+ bias[o])` for W `[out, in]` q8_0 (in % 32 == 0).
-    static func forward(_ x: UnsafePointer<Float>, rows: Int, ldx: Int, weight: Tensor, bias: Tensor?,
-                        into y: UnsafeMutablePointer<Float>, ldy: Int) {
-        let outF = weight.shape[0], inF = weight.shape[1], blocks = inF / Q8.block
+    /// Computes `y[r, o] = q8(x[r, ·]) · W[o, ·] (+ bias[o])` for W `[out, in]` q8_0 (in % 32 == 0),
+    /// rows of x and y contiguous.
+    static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor?,
+                        into y: UnsafeMutablePointer<Float>) {
+        let outF = weight.shape[0], inF = weight.shape[1], blocks = inF / Q8.block, ldy = outF
         let b = bias.map { (UnsafeRawPointer($0.raw), $0.dtype) }
         // The quantised activation rows, prepared on this thread before the parallel job: int8
         // quants (rows × in), then f16 scales (rows × blocks).
@@ -21,7 +22,7 @@ enum MatVecQ8 {
         let buffer = UnsafeMutableRawPointer(ThreadScratch.floats(.input, count: (bytes + 3) / 4))
         buffer.withMemoryRebound(to: Int8.self, capacity: rows * inF) { xq in
             (buffer + rows * inF).withMemoryRebound(to: UInt16.self, capacity: rows * blocks) { xd in
-                for r in 0..<rows { unimoe_q8_quantize(x + r * ldx, blocks, xq + r * inF, xd + r * blocks) }
+                unimoe_q8_quantize(x, rows * blocks, xq, xd)
                 weight.withQ8 { q, d in
                     d.withMemoryRebound(to: UInt16.self, capacity: outF * blocks) { d in
                         let threads = outF * inF * rows >= 1 << 16 ? Parallel.threads : 1

@@ -96,6 +96,9 @@ public struct Tensor: @unchecked Sendable {
 
     /// Number of q8_0 blocks (count / 32; 0 for other dtypes).
     public var blockCount: Int { dtype == .q8_0 ? count / Q8.block : 0 }
+    /// Bytes the tensor occupies where it is stored (q8_0: quants plus f16 block scales), what a
+    /// kernel streaming it reads.
+    public var storedBytes: Int { byteCount + blockCount * 2 }
 
     /// Runs `body` with the int8 quants and f16 scales of a q8_0 tensor (precondition: q8_0).
     public func withQ8<R>(_ body: (UnsafePointer<Int8>, UnsafePointer<Float16>) throws -> R) rethrows -> R {

@@ -30,21 +30,16 @@ public enum Parallel {
     /// all are done. `worker` is in `0..<threads` and unique among concurrently running bodies, so
     /// it can index per-thread scratch. Nested or concurrent calls run serially on the caller.
     public static func forEach(tasks: Int, _ body: (_ task: Int, _ worker: Int) -> Void) {
-        if tasks <= 0 { return }
-        if tasks > 1, #available(macOS 15.0, *), let pool = WorkerPool.acquire() {
-            // Sharing a closure with the pool's threads takes `withoutActuallyEscaping`, which
-            // boxes it (one small allocation per call); the decode kernels use the job form below.
-            withoutActuallyEscaping(body) { escaping in
-                withUnsafePointer(to: escaping) { p in
-                    pool.run(tasks: tasks, context: UnsafeRawPointer(p)) { ctx, t, w in
-                        ctx.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(t, w)
-                    }
-                }
-            }
-            WorkerPool.release()
-            return
-        }
-        for t in 0..<tasks { body(t, 0) }
+        if tasks <= 1 { if tasks == 1 { body(0, 0) }; return }
+        // Sharing a closure with the pool's threads takes `withoutActuallyEscaping`, which boxes
+        // it (one small allocation per call); the decode kernels use the job form below.
+        withoutActuallyEscaping(body) { forEach(tasks: tasks, job: ClosureJob(body: $0)) }
+    }
+
+    /// The closure form's job.
+    private struct ClosureJob: ParallelJob {
+        let body: (Int, Int) -> Void
+        func run(task: Int, worker: Int) { body(task, worker) }
     }
 
     /// `forEach` for a job held in a value: runs `job.run(task:worker:)` for every task in

@@ -104,8 +104,7 @@ enum BenchKernels {
 
             for dtype in [DType.bf16, .f16, .q8_0] {
                 let narrow = f32.map { $0.converted(to: dtype) }
-                let tag = dtype == .bf16 ? "bf16" : dtype == .f16 ? "f16" : "q8_0"
-                let bytes = dtype == .q8_0 ? Double(outF * inF) * 34 / 32 : Double(outF * inF * 2)
+                let tag = dtype.rawValue.lowercased(), bytes = Double(narrow[0].storedBytes)
                 let tNarrow1 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 1, weight: narrow[k % copies], into: y); k += 1 }
                 printLine(BenchReport.line("matmul \(tag) \(name) rows=1 time", ours: tNarrow1 * 1e3, reference: tOurs1 * 1e3,
                                            unit: "ms", refLabel: "ours, f32 weights"))
