@@ -73,8 +73,12 @@ let samplesDir = (tinyModel as NSString).deletingLastPathComponent.replacingOccu
                 seq += 1
             }
             #expect(replies[0].kind == .decoded, "\(replies[0].payloadText)")
-            #expect(replies[0].tensors.first?.shape == want.shape)
-            #expect(replies[0].tensors.first?.toArray() == want.toArray())
+            #expect(replies[0].tensors.first?.shape == want.shape, "\(modality)")
+            // Compared as one Bool so that a failure names the modality and the first difference
+            // instead of printing both tensors.
+            let got = replies[0].tensors.first?.toArray() ?? [], ref = want.toArray()
+            let firstDifference = zip(got, ref).enumerated().first { $0.element.0 != $0.element.1 }
+            #expect(got == ref, "\(modality): \(got.count) vs \(ref.count) values, first difference \(String(describing: firstDifference))")
         }
         let bad = service.handle([Message(.mediaChunk, stream: 77, payload: Data([1]))])
         #expect(bad[0].kind == .error && bad[0].payloadText.contains("unknown upload"))
