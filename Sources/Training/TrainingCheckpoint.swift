@@ -64,6 +64,9 @@ extension TrainingRun {
         guard saved.data == state.data else {
             throw TrainingError.badCheckpoint(path: dir, reason: "was written for other training data (\(saved.data ?? "?") samples:hash, this run has \(state.data ?? "?")); resume with the same data file")
         }
+        guard saved.mediaWords == state.mediaWords else {
+            throw TrainingError.badCheckpoint(path: dir, reason: "was written with --media-words \(saved.mediaWords ?? 0), this run asks for \(state.mediaWords ?? 0); resume with the same weight")
+        }
         guard saved.learningRate == state.learningRate else {
             throw TrainingError.badCheckpoint(path: dir, reason: "was written with learning rate \(saved.learningRate ?? 0), this run asks for \(state.learningRate ?? 0); resume with the same --lr")
         }
@@ -127,8 +130,10 @@ extension TrainingRun {
         let isLoRA = { (n: String) in n.contains(".lora_A.") || n.contains(".lora_B.") }
         let lora = params.filter { isLoRA($0.name) }.map { ($0.name, $0.value) } + remote.filter { isLoRA($0.0) }
         var base: [(String, Tensor)] = remote.filter { !isLoRA($0.0) }
-        let towerNames = Set((model.visionTower?.params.ordered ?? []).map(\.name) + (model.audioTower?.params.ordered ?? []).map(\.name))
-        for p in params where !p.name.contains(".lora_") && !towerNames.contains(p.name) {
+        // Tower tensors go to the towers' directories; the media-words head is training scaffolding.
+        let notExported = Set((model.visionTower?.params.ordered ?? []).map(\.name) + (model.audioTower?.params.ordered ?? []).map(\.name)
+                             + [MediaWordsOp.weightName, MediaWordsOp.biasName])
+        for p in params where !p.name.contains(".lora_") && !notExported.contains(p.name) {
             let stem = String(p.name.dropLast(".weight".count))
             if !options.saveAdapters, p.name.hasSuffix(".weight"), let a = model.params[stem + ".lora_A.weight"],
                let b = model.params[stem + ".lora_B.weight"] {

@@ -40,6 +40,12 @@ public struct TrainingOptions: Sendable {
     /// Stage 0 only: train the vision tower and the Whisper encoder too (their inputs are cached,
     /// not their outputs), and write them to the output's tower directories.
     public var trainTowers = false
+    /// Weight of the media-words objective (`MediaWordsOp`; 0: off): each medium, as the trunk
+    /// receives it, predicts the words of its sample's answers. Needs trainable connectors (stages 0, 1).
+    public var mediaWords: Double = 0
+    /// Train on the media-words objective alone: only the connectors, the towers (with
+    /// `trainTowers`) and the head learn, the trunk is neither run nor changed, text samples are skipped.
+    public var mediaWordsOnly = false
     /// Modality data parallelism: this replica's rank among `world` trunk replicas. Each step takes
     /// `world × accumulation` batches; a replica runs the batches of the modality groups it owns
     /// (groups sorted by name, group i → replica i mod world) and the gradients are summed.
@@ -64,6 +70,8 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var loss: Double
     public var crossEntropy: Double
     public var auxLoss: Double
+    /// The media-words objective per medium (nil without it).
+    public var mediaWords: Double? = nil
     public var learningRate: Double
     public var gradNorm: Double
     public var tokens: Int
@@ -79,7 +87,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, loss, tokens, seconds
-        case crossEntropy = "ce", auxLoss = "aux", learningRate = "lr", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s"
+        case crossEntropy = "ce", auxLoss = "aux", mediaWords = "words", learningRate = "lr", gradNorm = "grad_norm", tokensPerSecond = "tokens_per_s"
     }
 }
 
@@ -101,6 +109,8 @@ struct RunState: Codable, Equatable {
     var data: String?
     var learningRate: Double?
     var world: Int?
+    /// The media-words weight (nil when off).
+    var mediaWords: Double?
 }
 
 /// A training run: loads the model and data, sets up the stage, and runs optimizer steps with
@@ -179,6 +189,21 @@ public final class TrainingRun {
             model.attachTowers(vision: try dir(mm.visionTower).map { try TrainableVisionTower(directory: $0, selectLayer: mm.visionSelectLayer) },
                                audio: try dir(mm.audioTower).map { try TrainableWhisperEncoder(directory: $0) })
         }
+        guard o.mediaWords >= 0, o.mediaWords.isFinite else { throw TrainingError.invalidSetting("--media-words must be a weight ≥ 0, got \(o.mediaWords)") }
+        let wordIndex = o.mediaWords > 0 ? Self.mediaVocabulary(samples) : [:]
+        if o.mediaWords > 0 {
+            guard model.connectorsTrainable else {
+                throw TrainingError.invalidSetting("--media-words trains the connectors (and towers) through each medium's rows: use it with stage 0 or 1")
+            }
+            guard !wordIndex.isEmpty else { throw TrainingError.noData("--media-words: no sample of \(o.data) has media and an answer with words") }
+            model.attachMediaWords(vocabulary: wordIndex.count, seed: o.seed)
+        }
+        if o.mediaWordsOnly {
+            guard o.mediaWords > 0 else { throw TrainingError.invalidSetting("--media-words-only needs --media-words W > 0") }
+            let learners = Set(([model.visionTower?.params, model.audioTower?.params].compactMap { $0 }).flatMap { $0.ordered.map(\.name) }
+                               + [MediaWordsOp.weightName, MediaWordsOp.biasName])
+            model.params.setTrainable { TrainableModel.isConnector($0) || learners.contains($0) }
+        }
         // Tokenise every sample and encode its media once (frozen encoders).
         let tokenizer = try Tokenizer(directory: o.model)
         let encoder = SampleEncoder(tokenizer: tokenizer, maxTokens: o.maxTokens)
@@ -187,7 +212,13 @@ public final class TrainingRun {
         var exs: [TrainingExample?] = []
         let start = Date()
         for (i, s) in samples.enumerated() {
-            do { exs.append(try features.example(s, encoder: encoder)) } catch let e as TrainingError {
+            do {
+                var ex = try features.example(s, encoder: encoder)
+                if !wordIndex.isEmpty && ex.mediaCount > 0 {
+                    ex.answerWords = Array(Set(s.turns.filter { !$0.fromHuman }.flatMap { MediaWordsOp.words($0.value) }.compactMap { wordIndex[$0] })).sorted()
+                }
+                exs.append(ex)
+            } catch let e as TrainingError {
                 guard o.skipBad else { throw e }
                 log("warning: skipping \(e)")
                 exs.append(nil)
@@ -223,7 +254,11 @@ public final class TrainingRun {
         let sortedGroups = Set(samples.map(\.modalityGroup)).sorted()
         ownerOfGroup = Dictionary(uniqueKeysWithValues: sortedGroups.enumerated().map { ($1, $0 % o.world) })
         let perStep = o.gradientAccumulation * o.world
-        let perEpoch = (batcher.batches(epoch: 0).count + perStep - 1) / perStep
+        // With the media-words objective alone, text batches are skipped: an epoch is the media batches.
+        let loaded = samples
+        let epochBatches = batcher.batches(epoch: 0).filter { !o.mediaWordsOnly || loaded[$0[0]].modalityGroup != "text" }
+        guard !epochBatches.isEmpty else { throw TrainingError.noData("\(o.data) holds no sample with media for --media-words-only") }
+        let perEpoch = (epochBatches.count + perStep - 1) / perStep
         let total = o.steps ?? perEpoch * o.epochs
         schedule = LearningRateSchedule(peak: o.effectiveLearningRate, warmupRatio: o.warmupRatio, totalSteps: total)
         optimizer = AdamW(settings: .init(weightDecay: o.weightDecay))
@@ -234,7 +269,8 @@ public final class TrainingRun {
         }
         state = RunState(step: 0, epoch: 0, cursor: 0, stage: o.stage.rawValue, seed: o.seed, totalSteps: total,
                          batchSize: o.batchSize, accumulation: o.gradientAccumulation, loraScale: loraScale, config: configJSON,
-                         data: "\(samples.count):" + String(h, radix: 16), learningRate: o.effectiveLearningRate, world: o.world)
+                         data: "\(samples.count):" + String(h, radix: 16), learningRate: o.effectiveLearningRate, world: o.world,
+                         mediaWords: o.mediaWords > 0 ? o.mediaWords : nil)
         if let dir = resumeDir { try restore(from: dir) }
     }
 
@@ -275,8 +311,9 @@ public final class TrainingRun {
             let elapsed = Date().timeIntervalSince(runStart)
             let done = state.step - firstStep
             let eta = elapsed / Double(max(done, 1)) * Double(state.totalSteps - state.step)
-            log(String(format: "step %d/%d  loss %.4f  ce %.4f  aux %.4f  lr %.2e  |g| %.3f  %.0f tok/s  %.2f s/step  ETA %@",
-                       record.step, state.totalSteps, record.loss, record.crossEntropy, record.auxLoss, record.learningRate,
+            log(String(format: "step %d/%d  loss %.4f  ce %.4f  aux %.4f%@  lr %.2e  |g| %.3f  %.0f tok/s  %.2f s/step  ETA %@",
+                       record.step, state.totalSteps, record.loss, record.crossEntropy, record.auxLoss,
+                       record.mediaWords.map { String(format: "  words %.4f", $0) } ?? "", record.learningRate,
                        record.gradNorm, record.tokensPerSecond, Date().timeIntervalSince(t0), Self.duration(eta)))
             onStep?(record)
             if leader && options.saveEvery > 0 && state.step % options.saveEvery == 0 && state.step < state.totalSteps {
@@ -300,21 +337,27 @@ public final class TrainingRun {
             if state.cursor >= epochBatches.count { state.epoch += 1; state.cursor = 0; continue }
             let idx = epochBatches[state.cursor]
             state.cursor += 1
-            let exs = idx.compactMap { examples[$0] }
+            let exs = idx.compactMap { examples[$0] }.filter { !options.mediaWordsOnly || $0.mediaCount > 0 }
             if exs.isEmpty { continue }
             micro.append(exs)
             groups.append(samples[idx[0]].modalityGroup)
         }
         let tokens = micro.reduce(0) { $0 + $1.reduce(0) { $0 + $1.targetCount } }
-        guard tokens > 0 else { throw TrainingError.noData("a batch has no answer tokens to learn") }
+        guard tokens > 0 || options.mediaWordsOnly else { throw TrainingError.noData("a batch has no answer tokens to learn") }
         model.params.zeroGrads()
         try remoteExperts?.zeroGrads()
         let t0 = Date()
         var ce = 0.0, aux = 0.0
         let auxScale = model.trunk.auxLossCoefficient / Float(micro.count)
+        // The media-words loss is a mean over the step's media.
+        let media = micro.reduce(0) { $0 + $1.reduce(0) { $0 + $1.mediaCount } }
+        let wordsScale = Float(options.mediaWords) / Float(max(media, 1))
+        var words = 0.0
         for (exs, group) in zip(micro, groups) where (ownerOfGroup[group] ?? 0) == options.rank {
             model.trunk.forceExpert(options.stage == .experts ? expertOfGroup[group] : nil)
-            let s = try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale)
+            let s = options.mediaWordsOnly ? try model.accumulateMediaWords(exs, wordsScale: wordsScale)
+                : try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale, wordsScale: wordsScale)
+            words += s.mediaWordsLoss
             for (layer, counts) in s.routing {
                 var c = routing[group, default: [:]][layer] ?? [Int](repeating: 0, count: counts.count)
                 for (e, n) in counts.enumerated() where e < c.count { c[e] += n }
@@ -326,9 +369,9 @@ public final class TrainingRun {
         model.trunk.forceExpert(nil)
         let trainable = model.params.trainable
         if let reducer, reducer.world > 1 {
-            let (sum, stats) = try reducer.allReduce(ParameterSet.flatGradients(trainable), stats: [ce, aux])
+            let (sum, stats) = try reducer.allReduce(ParameterSet.flatGradients(trainable), stats: [ce, aux, words])
             try ParameterSet.setGradients(trainable, from: sum)
-            ce = stats[0]; aux = stats[1]
+            ce = stats[0]; aux = stats[1]; words = stats[2]
         }
         let norm = (AdamW.gradientSquares(trainable) + (try remoteExperts?.gradientSquares() ?? 0)).squareRoot()
         let clip = AdamW.clipCoefficient(norm: norm, maxNorm: options.maxGradNorm)
@@ -338,10 +381,19 @@ public final class TrainingRun {
         try remoteExperts?.step(lr: lr, clip: clip)
         state.step += 1
         let secs = Date().timeIntervalSince(t0)
-        let ceMean = ce / Double(tokens)
-        return StepRecord(step: state.step, epoch: state.epoch, loss: ceMean + Double(model.trunk.auxLossCoefficient) * aux,
-                          crossEntropy: ceMean, auxLoss: aux, learningRate: lr, gradNorm: norm, tokens: tokens,
+        let ceMean = ce / Double(max(tokens, 1))
+        let wordsMean: Double? = model.mediaWords == nil ? nil : words / Double(max(media, 1))
+        return StepRecord(step: state.step, epoch: state.epoch,
+                          loss: ceMean + Double(model.trunk.auxLossCoefficient) * aux + options.mediaWords * (wordsMean ?? 0),
+                          crossEntropy: ceMean, auxLoss: aux, mediaWords: wordsMean, learningRate: lr, gradNorm: norm, tokens: tokens,
                           tokensPerSecond: Double(tokens) / max(secs, 1e-9), seconds: secs)
+    }
+
+    /// The media-words vocabulary: every word of the answers of samples with media, sorted, → index.
+    static func mediaVocabulary(_ samples: [RawSample]) -> [String: Int] {
+        let words = Set(samples.filter { $0.modalityGroup != "text" }
+            .flatMap { $0.turns.filter { !$0.fromHuman }.flatMap { MediaWordsOp.words($0.value) } })
+        return Dictionary(uniqueKeysWithValues: words.sorted().enumerated().map { ($1, $0) })
     }
 
     /// `{"group": {"layer": [slots per expert]}}` of the steps this process ran (since a resume).

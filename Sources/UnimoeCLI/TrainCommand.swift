@@ -14,15 +14,15 @@ public enum TrainCommand: Command {
     public static let usage = "train --stage 0|1|2|3 --model DIR --data FILE --media-dir DIR --out DIR [--steps N] [--epochs N] "
         + "[--batch B] [--accumulate N] [--lr X] [--warmup-ratio R] [--weight-decay W] [--max-grad-norm G] [--lora-r R] "
         + "[--lora-alpha A] [--aux-coef C] [--experts N] [--moe-layers 0,2,…] [--expert-modalities text,image,audio,video] "
-        + "[--save-every N] [--save-adapters] [--train-towers] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] "
+        + "[--save-every N] [--save-adapters] [--train-towers] [--media-words W [--media-words-only]] [--resume] [--skip-bad] [--seed S] [--threads N] [--pipeline FILE] "
         + "[--rank R --world W (--allreduce ENDPOINT | --pipeline FILE)] [--json]"
 
     public static func run(_ args: [String]) throws {
         let a = try Arguments(args, valued: ["stage", "model", "data", "media-dir", "out", "steps", "epochs", "batch", "accumulate",
                                              "lr", "warmup-ratio", "weight-decay", "max-grad-norm", "lora-r", "lora-alpha", "aux-coef",
                                              "experts", "moe-layers", "expert-modalities", "save-every", "seed", "threads", "max-tokens",
-                                             "pipeline", "join-timeout", "rank", "world", "allreduce"],
-                              flags: ["save-adapters", "resume", "skip-bad", "json", "train-towers"])
+                                             "pipeline", "join-timeout", "rank", "world", "allreduce", "media-words"],
+                              flags: ["save-adapters", "resume", "skip-bad", "json", "train-towers", "media-words-only"])
         guard a.positional.isEmpty else { throw UsageError("unexpected argument '\(a.positional[0])'") }
         guard let stageNumber = try a.int("stage", range: 0...3), let stage = TrainingStage(rawValue: stageNumber) else {
             throw UsageError("missing required option --stage (0, 1, 2 or 3)")
@@ -60,6 +60,10 @@ public enum TrainCommand: Command {
         o.saveAdapters = a.has("save-adapters")
         o.trainTowers = a.has("train-towers")
         if o.trainTowers && stage != .pretrain { throw UsageError("--train-towers goes with --stage 0") }
+        o.mediaWords = try a.double("media-words", default: 0, range: 0...1000) ?? 0
+        if o.mediaWords > 0 && stage != .pretrain && stage != .alignment { throw UsageError("--media-words goes with --stage 0 or 1 (it trains the connectors)") }
+        o.mediaWordsOnly = a.has("media-words-only")
+        if o.mediaWordsOnly && o.mediaWords == 0 { throw UsageError("--media-words-only needs --media-words W (a weight > 0)") }
         o.resume = a.has("resume")
         o.skipBad = a.has("skip-bad")
         if o.saveAdapters && stage != .mixed { throw UsageError("--save-adapters applies to stage 3 (LoRA) only") }

@@ -328,6 +328,10 @@ final class DataErrorTests: XCTestCase {
             (with("--lr", "fast"), "--lr"),
             (base + ["--seed", "-1"], "--seed"),
             (base + ["--expert-modalities", "text,smell"], "smell"),
+            (with("--stage", "2") + ["--media-words", "1"], "--media-words"),
+            (base + ["--media-words", "-1"], "--media-words"),
+            (base + ["--media-words", "much"], "--media-words"),
+            (base + ["--media-words-only"], "--media-words-only"),
             (base + ["extra"], "extra"),
         ]
         for (args, mention) in cases {

@@ -16,10 +16,14 @@ public struct TrainingExample: Sendable {
     public var images: [Tensor]
     public var videos: [Tensor]
     public var audios: [Tensor]
+    /// Vocabulary indices of the words of its answers (the media-words objective; empty otherwise).
+    public var answerWords: [Int] = []
 
     public init(ids: [Int], labels: [Int], images: [Tensor] = [], videos: [Tensor] = [], audios: [Tensor] = []) {
         self.ids = ids; self.labels = labels; self.images = images; self.videos = videos; self.audios = audios
     }
+
+    public var mediaCount: Int { images.count + videos.count + audios.count }
 
     /// Tokens whose label is learned (after the shift: a label at position 0 can never be predicted).
     public var targetCount: Int { labels.dropFirst().filter { $0 != TrunkBatch.ignoreIndex }.count }
@@ -30,6 +34,8 @@ public struct MicroBatchStats: Sendable {
     public var crossEntropySum: Double
     public var targetTokens: Int
     public var auxLoss: Double
+    /// The media-words objective's summed loss (0 without it).
+    public var mediaWordsLoss: Double = 0
     public var rows: Int
     public var routing: [Int: [Int]]
 }
@@ -121,18 +127,49 @@ public final class TrainableModel {
     /// Runs one micro-batch forward and backward, accumulating gradients into the trainable
     /// parameters. `ceScale` = 1 / target tokens of the whole optimizer step; `auxScale` = the aux
     /// coefficient / micro-batches per step.
-    public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float) throws -> MicroBatchStats {
+    /// `wordsScale` weighs the media-words objective (with `mediaWords` set; the weight / media of the step).
+    public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float, wordsScale: Float = 0) throws -> MicroBatchStats {
         GemmProfile.phase = "forward"
         let (batch, media) = try prepare(examples)
         try trunk.forward(batch)
         let wantMedia = connectorsTrainable && batch.media != nil
         GemmProfile.phase = "backward"
         let r = try trunk.backward(ceScale: ceScale, auxScale: auxScale, wantMediaGrad: wantMedia)
+        var words = 0.0
+        if let head = mediaWords, let rows = batch.media {
+            words = head.accumulate(media: rows, segments: media.segments, scale: wordsScale, mediaGrad: r.mediaGrad)
+        }
         if let g = r.mediaGrad { media.backward(g) }
         GemmProfile.phase = "forward"
         media.release()
         return MicroBatchStats(crossEntropySum: r.crossEntropySum, targetTokens: r.targetTokens, auxLoss: r.auxLoss,
-                               rows: batch.rows, routing: r.routing)
+                               mediaWordsLoss: words, rows: batch.rows, routing: r.routing)
+    }
+
+    /// The media-words objective alone (`--media-words-only`): the connectors (and towers) and the
+    /// head learn from each medium's rows; the trunk does not run. Examples without media add nothing.
+    public func accumulateMediaWords(_ examples: [TrainingExample], wordsScale: Float) throws -> MicroBatchStats {
+        let (batch, media) = try prepare(examples)
+        defer { media.release() }
+        guard let head = mediaWords, let rows = batch.media else {
+            return MicroBatchStats(crossEntropySum: 0, targetTokens: 0, auxLoss: 0, rows: 0, routing: [:])
+        }
+        let g = Tensor(zeros: rows.shape)
+        let words = head.accumulate(media: rows, segments: media.segments, scale: wordsScale, mediaGrad: g)
+        media.backward(g)
+        return MicroBatchStats(crossEntropySum: 0, targetTokens: 0, auxLoss: 0, mediaWordsLoss: words, rows: rows.rowCount, routing: [:])
+    }
+
+    /// The media-words objective (stage 0's `--media-words`); its head's tensors are in `params`
+    /// (for the optimizer and checkpoints) but never exported.
+    private(set) var mediaWords: MediaWordsOp?
+
+    /// Adds the media-words head over a vocabulary of `vocabulary` words (initialised from `seed`).
+    func attachMediaWords(vocabulary: Int, seed: UInt64) {
+        let head = MediaWordsOp(vocabulary: vocabulary, width: config.hiddenSize, seed: seed)
+        params.add(head.weight)
+        params.add(head.bias)
+        mediaWords = head
     }
 
     /// Logits of every row of one example's expanded sequence (tests, evaluation of the loss).
@@ -226,6 +263,8 @@ public final class TrainableModel {
         }
         /// One entry per media row, in trunk order.
         var rowSource: [RowSource] = []
+        /// Each medium's rows in trunk order, with its example's answer words.
+        var segments: [MediaWordsOp.Segment] = []
         var videoFrames: [Int] = []       // frames of each video
         var videoOffset: [Int] = []       // first projector row of each video
         var tokens = 0
@@ -340,6 +379,7 @@ public final class TrainableModel {
                 case Placeholder.image.rawValue:
                     guard ni < ex.images.count, let pr = projected else { throw TrainingError.invalidSetting("sample \(e): more <image> placeholders than images") }
                     let off = imageOffsets[e][ni], n = ex.images[ni].rowCount
+                    plan.segments.append(.init(start: mediaRows.count, count: n, words: ex.answerWords))
                     for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((pr, off + j)); plan.rowSource.append(.image(row: off + j)) }
                     ni += 1
                 case Placeholder.video.rawValue:
@@ -349,11 +389,13 @@ public final class TrainableModel {
                     for f in 0..<frames {
                         for j in 0..<p { Vec.addRow(mean, j, pr, plan.videoOffset[vi] + f * p + j, width: h, scale: inv) }
                     }
+                    plan.segments.append(.init(start: mediaRows.count, count: p, words: ex.answerWords))
                     for j in 0..<p { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((mean, j)); plan.rowSource.append(.video(video: vi, token: j)) }
                     nv += 1
                 case Placeholder.audio.rawValue:
                     guard na < ex.audios.count, let sp = spoken, let q = speech?.queryCount else { throw TrainingError.invalidSetting("sample \(e): more <audio> placeholders than audio inputs") }
                     let off = audioOffsets[e][na], n = ex.audios[na].shape[0] * q
+                    plan.segments.append(.init(start: mediaRows.count, count: n, words: ex.answerWords))
                     for j in 0..<n { tokens.append(TrunkBatch.mediaRow); labels.append(TrunkBatch.ignoreIndex); mediaRows.append((sp, off + j)); plan.rowSource.append(.speech(row: off + j)) }
                     na += 1
                 default:
