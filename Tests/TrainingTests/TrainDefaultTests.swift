@@ -3,7 +3,7 @@ import XCTest
 import TestSupport
 
 /// `scripts/train-default --quick`: the whole recipe (synthetic data from scripts/make-dataset,
-/// stages 0–3, stages 2–3 through real expert worker processes, evaluation) in reduced form. Checks
+/// stage 0a's tower on the captions' words, stages 0–3, stages 2–3 through real expert worker processes, evaluation) in reduced form. Checks
 /// that every stage writes a model, stage 0's loss falls, the evaluation covers every modality (the
 /// outside split's too), and that a second run with the same seed writes the same bytes (the
 /// committed models/tiny-unimoe is the output of the full recipe).
@@ -32,7 +32,7 @@ final class TrainDefaultTests: XCTestCase {
         env["UNIMOE_BIN"] = Binaries.directory
         let r = try runProcess("/bin/bash", [root + "/scripts/train-default", "--quick", "--out", out], environment: env, timeout: 600)
         XCTAssertEqual(r.status, 0, String(r.stderr.suffix(3000)))
-        for stage in ["stage0", "stage1", "stage2", "stage3"] {
+        for stage in ["stage0a", "stage0", "stage1", "stage2", "stage3"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(out)/\(stage)/model.safetensors"), stage)
         }
         let losses = try String(contentsOfFile: out + "/stage0/loss.jsonl", encoding: .utf8).split(separator: "\n").map {
@@ -49,7 +49,7 @@ final class TrainDefaultTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/stage3-routing.json"))
 
         // Same seed, same bytes: train every stage again (the data set is kept) and compare.
-        let files = ["stage0/vision_tower/model.safetensors", "stage0/audio_tower/model.safetensors"]
+        let files = ["stage0a/vision_tower/model.safetensors", "stage0/vision_tower/model.safetensors", "stage0/audio_tower/model.safetensors"]
             + ["stage0", "stage1", "stage2", "stage3"].map { "\($0)/model.safetensors" }
         let first = try files.map { try Data(contentsOf: URL(fileURLWithPath: "\(out)/\($0)")) }
         let again = try runProcess("/bin/bash", [root + "/scripts/train-default", "--quick", "--out", out], environment: env, timeout: 600)
