@@ -383,10 +383,11 @@ public final class TrainingRun {
         let secs = Date().timeIntervalSince(t0)
         let ceMean = ce / Double(max(tokens, 1))
         let wordsMean: Double? = model.mediaWords == nil ? nil : words / Double(max(media, 1))
+        let trained = options.mediaWordsOnly ? 0 : tokens   // words alone train no answer token
         return StepRecord(step: state.step, epoch: state.epoch,
                           loss: ceMean + Double(model.trunk.auxLossCoefficient) * aux + options.mediaWords * (wordsMean ?? 0),
-                          crossEntropy: ceMean, auxLoss: aux, mediaWords: wordsMean, learningRate: lr, gradNorm: norm, tokens: tokens,
-                          tokensPerSecond: Double(tokens) / max(secs, 1e-9), seconds: secs)
+                          crossEntropy: ceMean, auxLoss: aux, mediaWords: wordsMean, learningRate: lr, gradNorm: norm, tokens: trained,
+                          tokensPerSecond: Double(trained) / max(secs, 1e-9), seconds: secs)
     }
 
     /// The media-words vocabulary: every word of the answers of samples with media, sorted, → index.

@@ -97,6 +97,7 @@ final class MediaWordsTests: XCTestCase {
         XCTAssertTrue(run.model.params["model.mm_projector.0.weight"]?.trainable ?? false)
         try run.run()
         XCTAssertEqual(run.records.map(\.crossEntropy), [Double](repeating: 0, count: 12))
+        XCTAssertEqual(run.records.map(\.tokens), [Int](repeating: 0, count: 12), "no answer token is trained")
         let words = run.records.compactMap(\.mediaWords)
         XCTAssertLessThan(words.suffix(4).reduce(0, +), words.prefix(4).reduce(0, +) * 0.8, "\(words)")
         let before = try SafeTensorsFile(path: TrainFixture.model + "/model.safetensors")

@@ -23,6 +23,7 @@ public struct TrainingExample: Sendable {
         self.ids = ids; self.labels = labels; self.images = images; self.videos = videos; self.audios = audios
     }
 
+    /// Media inputs it holds (images, videos, audio clips).
     public var mediaCount: Int { images.count + videos.count + audios.count }
 
     /// Tokens whose label is learned (after the shift: a label at position 0 can never be predicted).
