@@ -215,7 +215,7 @@ public final class TrainingRun {
             do {
                 var ex = try features.example(s, encoder: encoder)
                 if !wordIndex.isEmpty && ex.mediaCount > 0 {
-                    ex.answerWords = Array(Set(s.turns.filter { !$0.fromHuman }.flatMap { MediaWordsOp.words($0.value) }.compactMap { wordIndex[$0] })).sorted()
+                    ex.answerWords = Array(Set(Self.answerWords(s).compactMap { wordIndex[$0] })).sorted()
                 }
                 exs.append(ex)
             } catch let e as TrainingError {
@@ -355,8 +355,8 @@ public final class TrainingRun {
         var words = 0.0
         for (exs, group) in zip(micro, groups) where (ownerOfGroup[group] ?? 0) == options.rank {
             model.trunk.forceExpert(options.stage == .experts ? expertOfGroup[group] : nil)
-            let s = options.mediaWordsOnly ? try model.accumulateMediaWords(exs, wordsScale: wordsScale)
-                : try model.accumulate(exs, ceScale: 1 / Float(tokens), auxScale: auxScale, wordsScale: wordsScale)
+            let s = try model.accumulate(exs, ceScale: 1 / Float(max(tokens, 1)), auxScale: auxScale, wordsScale: wordsScale,
+                                         trunkLoss: !options.mediaWordsOnly)
             words += s.mediaWordsLoss
             for (layer, counts) in s.routing {
                 var c = routing[group, default: [:]][layer] ?? [Int](repeating: 0, count: counts.count)
@@ -392,9 +392,13 @@ public final class TrainingRun {
 
     /// The media-words vocabulary: every word of the answers of samples with media, sorted, → index.
     static func mediaVocabulary(_ samples: [RawSample]) -> [String: Int] {
-        let words = Set(samples.filter { $0.modalityGroup != "text" }
-            .flatMap { $0.turns.filter { !$0.fromHuman }.flatMap { MediaWordsOp.words($0.value) } })
+        let words = Set(samples.filter { $0.modalityGroup != "text" }.flatMap(answerWords))
         return Dictionary(uniqueKeysWithValues: words.sorted().enumerated().map { ($1, $0) })
+    }
+
+    /// The words of a sample's answers (its gpt turns).
+    static func answerWords(_ s: RawSample) -> [String] {
+        s.turns.filter { !$0.fromHuman }.flatMap { MediaWordsOp.words($0.value) }
     }
 
     /// `{"group": {"layer": [slots per expert]}}` of the steps this process ran (since a resume).

@@ -128,37 +128,29 @@ public final class TrainableModel {
     /// Runs one micro-batch forward and backward, accumulating gradients into the trainable
     /// parameters. `ceScale` = 1 / target tokens of the whole optimizer step; `auxScale` = the aux
     /// coefficient / micro-batches per step.
-    /// `wordsScale` weighs the media-words objective (with `mediaWords` set; the weight / media of the step).
-    public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float, wordsScale: Float = 0) throws -> MicroBatchStats {
+    /// `wordsScale` weighs the media-words objective (with `mediaWords` set; the weight / media of
+    /// the step). `trunkLoss: false` is `--media-words-only`: the trunk does not run, and only the
+    /// media-words gradient reaches the connectors (and towers).
+    public func accumulate(_ examples: [TrainingExample], ceScale: Float, auxScale: Float, wordsScale: Float = 0,
+                           trunkLoss: Bool = true) throws -> MicroBatchStats {
         GemmProfile.phase = "forward"
         let (batch, media) = try prepare(examples)
-        try trunk.forward(batch)
-        let wantMedia = connectorsTrainable && batch.media != nil
-        GemmProfile.phase = "backward"
-        let r = try trunk.backward(ceScale: ceScale, auxScale: auxScale, wantMediaGrad: wantMedia)
+        defer { GemmProfile.phase = "forward"; media.release() }
+        var r = TrunkResult(crossEntropySum: 0, targetTokens: 0, auxLoss: 0, mediaGrad: nil, routing: [:])
+        if trunkLoss {
+            try trunk.forward(batch)
+            GemmProfile.phase = "backward"
+            r = try trunk.backward(ceScale: ceScale, auxScale: auxScale, wantMediaGrad: connectorsTrainable && batch.media != nil)
+        } else if let rows = batch.media {
+            r.mediaGrad = Tensor(zeros: rows.shape)
+        }
         var words = 0.0
         if let head = mediaWords, let rows = batch.media {
             words = head.accumulate(media: rows, segments: media.segments, scale: wordsScale, mediaGrad: r.mediaGrad)
         }
         if let g = r.mediaGrad { media.backward(g) }
-        GemmProfile.phase = "forward"
-        media.release()
         return MicroBatchStats(crossEntropySum: r.crossEntropySum, targetTokens: r.targetTokens, auxLoss: r.auxLoss,
-                               mediaWordsLoss: words, rows: batch.rows, routing: r.routing)
-    }
-
-    /// The media-words objective alone (`--media-words-only`): the connectors (and towers) and the
-    /// head learn from each medium's rows; the trunk does not run. Examples without media add nothing.
-    public func accumulateMediaWords(_ examples: [TrainingExample], wordsScale: Float) throws -> MicroBatchStats {
-        let (batch, media) = try prepare(examples)
-        defer { media.release() }
-        guard let head = mediaWords, let rows = batch.media else {
-            return MicroBatchStats(crossEntropySum: 0, targetTokens: 0, auxLoss: 0, rows: 0, routing: [:])
-        }
-        let g = Tensor(zeros: rows.shape)
-        let words = head.accumulate(media: rows, segments: media.segments, scale: wordsScale, mediaGrad: g)
-        media.backward(g)
-        return MicroBatchStats(crossEntropySum: 0, targetTokens: 0, auxLoss: 0, mediaWordsLoss: words, rows: rows.rowCount, routing: [:])
+                               mediaWordsLoss: words, rows: trunkLoss ? batch.rows : batch.media?.rowCount ?? 0, routing: r.routing)
     }
 
     /// The media-words objective (stage 0's `--media-words`); its head's tensors are in `params`
