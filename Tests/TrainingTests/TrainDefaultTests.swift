@@ -25,6 +25,33 @@ final class TrainDefaultTests: XCTestCase {
         }
     }
 
+    /// `--families FAMILY:N` sets one family's training count; the pictures a chunk writes with one
+    /// ffmpeg call are the bytes one call per picture writes, whatever the worker count.
+    func testDatasetFamilyCountsAndBatchedPicturesAreTheSameBytes() throws {
+        let base = NSTemporaryDirectory() + "unimoe-dataset-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let args = ["--seed", "7", "--train", "1", "--val", "0", "--test", "2", "--families", "image_shape:60,video_color"]
+        var single = ProcessInfo.processInfo.environment
+        single["MAKE_DATASET_CHUNK"] = "1"
+        let a = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--out", base + "/a", "--jobs", "2"] + args, timeout: 300)
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--out", base + "/b", "--jobs", "1"] + args,
+                               environment: single, timeout: 300)
+        XCTAssertEqual(b.status, 0, b.stderr)
+        let fm = FileManager.default
+        let files = (fm.enumerator(atPath: base + "/a")?.allObjects as? [String] ?? []).sorted()   // folders compare as nil
+        XCTAssertEqual(files.filter { $0.hasPrefix("media/train/image_shape/") && $0.hasSuffix(".png") }.count, 60)
+        XCTAssertEqual(files.filter { $0.hasPrefix("media/train/video_color/") }.count, 1)
+        XCTAssertEqual(files.filter { $0.hasPrefix("media/test/image_shape/") }.count, 2, "FAMILY:N sets the training split only")
+        XCTAssertEqual(files, (fm.enumerator(atPath: base + "/b")?.allObjects as? [String] ?? []).sorted())
+        for f in files {
+            XCTAssertEqual(fm.contents(atPath: "\(base)/a/\(f)"), fm.contents(atPath: "\(base)/b/\(f)"), "\(f) depends on how pictures are batched")
+        }
+        let bad = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--out", base + "/c", "--families", "image_shape:many"], timeout: 60)
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("must be a whole number"), bad.stderr)
+    }
+
     func testQuickRecipeRunsEndToEndAndTheLossFalls() throws {
         let out = NSTemporaryDirectory() + "unimoe-train-default-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }

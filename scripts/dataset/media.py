@@ -20,11 +20,59 @@ def _run(cmd, path, data=None, stdin=None):
         raise RuntimeError("ffmpeg failed for %s: %s" % (path, p.stderr.decode(errors="replace").strip()))
 
 
+# While collect_pngs() is active, png() queues its frames here instead of running ffmpeg; the
+# block's end writes each run of consecutively numbered pictures in one directory with one ffmpeg
+# call (its image2 muxer numbers the files), the same bytes as one call per picture, ~50x faster.
+_queued = None
+
+
 def png(path, size, rgb24):
     """One RGB24 frame -> PNG."""
+    if _queued is not None:
+        _queued.append((path, size, rgb24))
+        return
     _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-i", "pipe:0",
                    "-frames:v", "1", "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2"],
          path, data=rgb24)
+
+
+class collect_pngs:
+    """`with collect_pngs():` queues the block's png() calls and writes them when it ends."""
+
+    def __enter__(self):
+        global _queued
+        _queued = []
+
+    def __exit__(self, *exc):
+        global _queued
+        queued, _queued = _queued, None
+        if exc[0] is None:
+            for run in _numbered_runs(queued):
+                _png_run(run)
+
+def _numbered_runs(queued):
+    """Splits the queue into runs of the same directory and size with consecutive 5-digit numbers."""
+    runs = []
+    for path, size, rgb in queued:
+        folder, name = os.path.split(path)
+        stem, ext = os.path.splitext(name)
+        number = int(stem) if ext == ".png" and len(stem) == 5 and stem.isdigit() else None
+        last = runs[-1] if runs else None
+        if (number is not None and last and last[0] == folder and last[1] == size
+                and last[2] is not None and last[2] + len(last[3]) == number):
+            last[3].append(rgb)
+        else:
+            runs.append([folder, size, number, [rgb], path])
+    return runs
+
+
+def _png_run(run):
+    folder, size, first, frames, path = run
+    if first is None or len(frames) == 1:
+        return png(path, size, frames[0])
+    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-i", "pipe:0",
+                   "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2", "-start_number", str(first)],
+         os.path.join(folder, "%05d.png"), data=b"".join(frames))
 
 
 def mp4(path, size, fps, frames, rotate=0):
