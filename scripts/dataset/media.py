@@ -50,6 +50,7 @@ class collect_pngs:
             for run in _numbered_runs(queued):
                 _png_run(run)
 
+
 def _numbered_runs(queued):
     """Splits the queue into runs of the same directory and size with consecutive 5-digit numbers."""
     runs = []
