@@ -239,7 +239,8 @@ public final class TrainingRun {
         } else {
             remoteExperts = nil
         }
-        batcher = ModalityBatcher(samples: samples, batchSize: o.batchSize, seed: o.seed)
+        // With the media-words objective alone, text batches are skipped: an epoch is the media batches.
+        batcher = ModalityBatcher(samples: samples, batchSize: o.batchSize, seed: o.seed, skipping: o.mediaWordsOnly ? ["text"] : [])
         var map: [String: Int] = [:]
         if o.stage == .experts {
             for g in Set(samples.map(\.modalityGroup)) {
@@ -254,9 +255,7 @@ public final class TrainingRun {
         let sortedGroups = Set(samples.map(\.modalityGroup)).sorted()
         ownerOfGroup = Dictionary(uniqueKeysWithValues: sortedGroups.enumerated().map { ($1, $0 % o.world) })
         let perStep = o.gradientAccumulation * o.world
-        // With the media-words objective alone, text batches are skipped: an epoch is the media batches.
-        let loaded = samples
-        let epochBatches = batcher.batches(epoch: 0).filter { !o.mediaWordsOnly || loaded[$0[0]].modalityGroup != "text" }
+        let epochBatches = batcher.batches(epoch: 0)
         guard !epochBatches.isEmpty else { throw TrainingError.noData("\(o.data) holds no sample with media for --media-words-only") }
         let perEpoch = (epochBatches.count + perStep - 1) / perStep
         let total = o.steps ?? perEpoch * o.epochs
@@ -337,7 +336,7 @@ public final class TrainingRun {
             if state.cursor >= epochBatches.count { state.epoch += 1; state.cursor = 0; continue }
             let idx = epochBatches[state.cursor]
             state.cursor += 1
-            let exs = idx.compactMap { examples[$0] }.filter { !options.mediaWordsOnly || $0.mediaCount > 0 }
+            let exs = idx.compactMap { examples[$0] }
             if exs.isEmpty { continue }
             micro.append(exs)
             groups.append(samples[idx[0]].modalityGroup)

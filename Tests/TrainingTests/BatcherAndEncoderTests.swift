@@ -59,6 +59,18 @@ final class BatcherAndEncoderTests: XCTestCase {
         XCTAssertNotEqual(b.batches(epoch: 0).flatMap { $0 }, b.batches(epoch: 0).flatMap { $0 }.sorted())
     }
 
+    /// `--media-words-only` skips the text group: the other groups' batches keep their order.
+    func testSkippedGroupsLeaveTheOthersInOrder() {
+        let all = ModalityBatcher(samples: mixed, batchSize: 2, seed: 42)
+        let media = ModalityBatcher(samples: mixed, batchSize: 2, seed: 42, skipping: ["text"])
+        for epoch in 0..<3 {
+            let kept = media.batches(epoch: epoch)
+            XCTAssertEqual(kept, all.batches(epoch: epoch).filter { mixed[$0[0]].modalityGroup != "text" })
+            XCTAssertFalse(kept.isEmpty)
+            XCTAssertFalse(kept.contains { mixed[$0[0]].modalityGroup == "text" })
+        }
+    }
+
     func testBatchesAreFixedForAGivenSeed() {
         // Pins the generator (Xoshiro256 + Fisher–Yates): a change of shuffling would make a run
         // resumed from an older checkpoint see other batches than the run it continues.

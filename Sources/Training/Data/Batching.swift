@@ -5,17 +5,21 @@ import Models
 /// carry, shuffled within each group, cut into batches of `batchSize` (a group's last batch may be
 /// smaller), and the batches shuffled; every batch holds one modality group. The order of an epoch
 /// depends only on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one does.
+/// Groups in `skipping` (`--media-words-only` skips "text") are shuffled as usual and then left out,
+/// so the other groups' batches come in the order they would have without the skip.
 public struct ModalityBatcher: Sendable {
     public let groups: [String: [Int]]
     public let batchSize: Int
     public let seed: UInt64
+    public let skipping: Set<String>
 
-    public init(samples: [RawSample], batchSize: Int, seed: UInt64) {
+    public init(samples: [RawSample], batchSize: Int, seed: UInt64, skipping: Set<String> = []) {
         var g: [String: [Int]] = [:]
         for (i, s) in samples.enumerated() { g[s.modalityGroup, default: []].append(i) }
         groups = g
         self.batchSize = max(1, batchSize)
         self.seed = seed
+        self.skipping = skipping
     }
 
     /// Batches (sample indices) of one epoch.
@@ -29,7 +33,9 @@ public struct ModalityBatcher: Sendable {
             while i < idx.count { out.append(Array(idx[i..<min(i + batchSize, idx.count)])); i += batchSize }
         }
         Self.shuffle(&out, &rng)
-        return out
+        guard !skipping.isEmpty else { return out }
+        let skipped = Set(skipping.flatMap { groups[$0] ?? [] })
+        return out.filter { !skipped.contains($0[0]) }
     }
 
     /// Fisher–Yates with our own generator (the standard library's shuffle may change between releases).

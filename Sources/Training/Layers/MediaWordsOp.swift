@@ -4,8 +4,9 @@ import Tensor
 
 /// An auxiliary objective for towers that start from random weights (stage 0, `--media-words W`):
 /// each medium's rows, exactly as the trunk receives them, are max-pooled over rows and a linear
-/// head predicts which words of a small vocabulary (the words of the media samples' answers) occur
-/// in the sample's answers — a multi-label logistic loss. The trunk's answer loss reaches a tower
+/// head predicts the words of the sample's answers — a softmax cross-entropy over a small
+/// vocabulary (the words of the media samples' answers), each of an answer's k words weighted 1/k
+/// (per-word logistic losses learned far slower: docs/TRAINING.md). The trunk's answer loss reaches a tower
 /// only through attention over 64 rows; this gives every medium a direct signal for what its
 /// answers name (a shape, a count, a direction), and max-pooling rewards a row that detects it
 /// wherever it is. The head is training scaffolding: it is never written to the model.
