@@ -14,6 +14,8 @@ public struct WhisperFeatureExtractor: Sendable {
     public let chunkSeconds: Int
     /// `[melBins, nFFT/2 + 1]`, row-major.
     let filters: [Float]
+    /// Per mel bin, the FFT bins where its filter is nonzero (empty when it is zero everywhere).
+    let filterSpans: [Range<Int>]
 
     public var samplesPerWindow: Int { sampleRate * chunkSeconds }
     public var framesPerWindow: Int { samplesPerWindow / hop }
@@ -25,6 +27,13 @@ public struct WhisperFeatureExtractor: Sendable {
         self.hop = hop
         self.chunkSeconds = chunkSeconds
         filters = WhisperFeatureExtractor.melFilters(bins: melBins, nFFT: nFFT, sampleRate: sampleRate)
+        let nFreq = nFFT / 2 + 1
+        filterSpans = (0..<max(melBins, 0)).map { [filters] m in
+            guard (m + 1) * nFreq <= filters.count else { return 0..<0 }
+            let row = filters[(m * nFreq)..<((m + 1) * nFreq)]
+            guard let first = row.firstIndex(where: { $0 != 0 }), let last = row.lastIndex(where: { $0 != 0 }) else { return 0..<0 }
+            return (first - m * nFreq)..<(last - m * nFreq + 1)
+        }
     }
 
     /// `samples` cut into windows of `samplesPerWindow`, the last one zero-padded; at most
@@ -82,10 +91,22 @@ public struct WhisperFeatureExtractor: Sendable {
             }
         }
         let out = Tensor(zeros: [melBins, frames])
+        // The filter bank is sparse (each mel bin spans a few FFT bins), so each output is a short
+        // dot product over its bin's nonzero span, summed in bin order by one thread. Unlike a BLAS
+        // GEMM, whose tiling follows OpenBLAS's thread count (which another thread of the process
+        // may change meanwhile), this gives the same bits on every call.
         filters.withUnsafeBufferPointer { fb in
             power.withUnsafeBufferPointer { pw in
-                Linear.gemm(m: melBins, n: frames, k: bins, a: fb.baseAddress!, lda: bins,
-                            b: pw.baseAddress!, ldb: bins, transposeB: true, c: out.floats, ldc: frames)
+                let w = fb.baseAddress!, p = pw.baseAddress!, o = out.floats
+                for m in 0..<melBins {
+                    let span = filterSpans[m], row = w + m * bins
+                    for f in 0..<frames {
+                        let spectrum = p + f * bins
+                        var sum: Float = 0
+                        for k in span { sum += row[k] * spectrum[k] }
+                        o[m * frames + f] = sum
+                    }
+                }
             }
         }
         let total = melBins * frames
