@@ -79,6 +79,26 @@ final class PreprocessTests: XCTestCase {
         }
     }
 
+    /// The same audio gives the same bits whatever the kernels' thread count: a decode stage's
+    /// answer must not depend on what another thread of the process set it to meanwhile (the
+    /// mel filter bank was a BLAS GEMM, whose tiling follows OpenBLAS's thread count).
+    func testLogMelBitsDoNotDependOnTheThreadCount() throws {
+        let ref = try Fixtures.tensors("media/reference.safetensors")
+        let fe = WhisperFeatureExtractor(melBins: 80)
+        let window = fe.windows(try ref.tensor("audio").toArray())[0]
+        let before = Linear.threads
+        defer { Linear.setThreads(before) }
+        var results: [[Float]] = []
+        for threads in [1, 2, 3] {
+            Linear.setThreads(threads)
+            results.append(try fe.logMel(window).toArray())
+        }
+        for (i, r) in results.enumerated().dropFirst() {
+            let first = zip(r, results[0]).enumerated().first { $0.element.0.bitPattern != $0.element.1.bitPattern }
+            XCTAssertNil(first, "\(i + 1) threads vs 1: first difference at \(first.map { "\($0.offset): \($0.element)" } ?? "")")
+        }
+    }
+
     func testWindowsPadAndCap() {
         let fe = WhisperFeatureExtractor()
         let samples = [Float](repeating: 0.5, count: 480000 + 1000)
