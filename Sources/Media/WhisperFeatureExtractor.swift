@@ -97,13 +97,14 @@ public struct WhisperFeatureExtractor: Sendable {
         // may change meanwhile), this gives the same bits on every call.
         filters.withUnsafeBufferPointer { fb in
             power.withUnsafeBufferPointer { pw in
+                // Frame by frame: each power spectrum is read once, while it is in cache.
                 let w = fb.baseAddress!, p = pw.baseAddress!, o = out.floats
-                for m in 0..<melBins {
-                    let span = filterSpans[m], row = w + m * bins
-                    for f in 0..<frames {
-                        let spectrum = p + f * bins
+                for f in 0..<frames {
+                    let spectrum = p + f * bins
+                    for m in 0..<melBins {
+                        let row = w + m * bins
                         var sum: Float = 0
-                        for k in span { sum += row[k] * spectrum[k] }
+                        for k in filterSpans[m] { sum += row[k] * spectrum[k] }
                         o[m * frames + f] = sum
                     }
                 }
