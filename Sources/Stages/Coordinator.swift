@@ -11,8 +11,16 @@ import Wire
 public final class Coordinator {
     /// Why a backend job was sent.
     enum Purpose {
-        case open(media: Int), chunk(media: Int), encode(media: Int), connect(media: Int)
+        case open(media: Int, stream: UInt64), chunk(media: Int, stream: UInt64), encode(media: Int), connect(media: Int)
         case step([UInt64]), release, stats(client: [UInt8], requestID: UInt64)
+
+        /// The upload (media index and decode stream) an open or chunk job belongs to.
+        var upload: (media: Int, stream: UInt64)? {
+            switch self {
+            case .open(let i, let s), .chunk(let i, let s): (i, s)
+            default: nil
+            }
+        }
     }
 
     /// One media upload of a request.
@@ -21,9 +29,14 @@ public final class Coordinator {
         var openJob: UInt64?
         var worker: Dispatcher.WorkerID?
         var queued: [Message] = []
+        /// Chunks sent to `worker` already, kept until it has decoded them: when the decoder dies
+        /// mid-upload they go again, on a fresh stream, to another (or the restarted) one.
+        var sent: [Message] = []
         var received = 0
         /// The client sent the LAST chunk.
         var complete = false
+        /// Decoders lost during this upload.
+        var restarts = 0
     }
 
     /// One client request in flight.
@@ -254,7 +267,7 @@ public final class Coordinator {
             r.mediaStarted[i] = monotonicSeconds()
             do {
                 let open = try Message.json(.mediaOpen, r.ask.media[i], stream: u.stream)
-                u.openJob = submit(open, service: "decode", pin: nil, request: r.key, purpose: .open(media: i))
+                u.openJob = submit(open, service: "decode", pin: nil, request: r.key, purpose: .open(media: i, stream: u.stream))
             } catch { fail(r, "\(error)"); return }
         }
         u.received += 1
@@ -287,9 +300,10 @@ public final class Coordinator {
                     r.uploads[i].worker = backend.worker(of: open)
                 }
                 guard let w = r.uploads[i].worker else { continue }
-                let q = r.uploads[i].queued
+                let q = r.uploads[i].queued, stream = r.uploads[i].stream
                 r.uploads[i].queued.removeAll()
-                for c in q { submit(c, service: "decode", pin: w, request: r.key, purpose: .chunk(media: i)) }
+                r.uploads[i].sent.append(contentsOf: q)
+                for c in q { submit(c, service: "decode", pin: w, request: r.key, purpose: .chunk(media: i, stream: stream)) }
             }
         }
     }
@@ -310,15 +324,23 @@ public final class Coordinator {
         }
         guard let key, let r = requests[key] else { return }
         r.jobs.remove(job)
+        if let (i, stream) = purpose.upload, stream != r.uploads[i].stream { return }  // an upload restarted since
         if m.kind == .error {
-            if case .open(let i) = purpose { fail(r, "\(r.ask.media[i].name): \(m.payloadText)") } else { fail(r, m.payloadText) }
+            if let (i, _) = purpose.upload, reply.stateLost {
+                restartUpload(r, i, why: m.payloadText)
+            } else if case .open(let i, _) = purpose {
+                fail(r, "\(r.ask.media[i].name): \(m.payloadText)")
+            } else {
+                fail(r, m.payloadText)
+            }
             return
         }
         switch purpose {
-        case .open(let i):
+        case .open(let i, _):
             if r.uploads[i].worker == nil { r.uploads[i].worker = reply.worker }
-        case .chunk(let i):
+        case .chunk(let i, _):
             guard m.kind == .decoded else { return }  // an ack
+            r.uploads[i].sent = []
             guard m.tensors.count == 1 else { fail(r, "decode returned \(m.tensors.count) tensors"); return }
             r.timings.add("decode", seconds: monotonicSeconds() - r.mediaStarted[i])
             r.mediaStarted[i] = monotonicSeconds()
@@ -339,6 +361,42 @@ public final class Coordinator {
             if r.ready { prepareInput(r) }
         default: break
         }
+    }
+
+    /// The decode worker holding upload `i`'s stream died: opens a fresh stream on another (or the
+    /// restarted) decoder and sends it every chunk again (at most `maxFailovers` times per upload).
+    private func restartUpload(_ r: Request, _ i: Int, why: String) {
+        var u = r.uploads[i]
+        u.restarts += 1
+        guard u.restarts <= Coordinator.maxFailovers else {
+            fail(r, "\(r.ask.media[i].name): \(why) (\(u.restarts - 1) decoders lost during this upload; giving up)")
+            return
+        }
+        // The old stream's jobs still out: forgotten; an open the dispatcher re-sent to a live
+        // decoder is ended there, so that decoder does not wait for its bytes.
+        let stale = r.jobs.filter { purposes[$0]?.purpose.upload?.stream == u.stream }
+        if let open = u.openJob, stale.contains(open), let w = backend.worker(of: open) { endStream(u.stream, received: 0, on: w) }
+        backend.forget(Array(stale))
+        for j in stale { purposes[j] = nil }
+        r.jobs.subtract(stale)
+        nextStream += 1
+        u.stream = nextStream
+        u.worker = nil
+        u.queued = (u.sent + u.queued).map { var c = $0; c.stream = u.stream; return c }
+        u.sent = []
+        r.uploads[i] = u
+        counters["decode_failovers", default: 0] += 1
+        wireLog(name, "request \(r.key): \(r.ask.media[i].name): decoder lost (\(why)); uploading \(u.queued.count) chunk(s) again")
+        do {
+            r.uploads[i].openJob = submit(try Message.json(.mediaOpen, r.ask.media[i], stream: u.stream), service: "decode", pin: nil,
+                                          request: r.key, purpose: .open(media: i, stream: u.stream))
+        } catch { fail(r, "\(error)") }
+    }
+
+    /// Ends a decode stream whose bytes will not all come (an empty LAST chunk; the reply is ignored).
+    private func endStream(_ stream: UInt64, received: Int, on worker: Dispatcher.WorkerID) {
+        submit(Message(.mediaChunk, stream: stream, sequence: UInt32(received), flags: .last), service: "decode", pin: worker,
+               request: nil, purpose: .release)
     }
 
     private func prepareInput(_ r: Request) {
@@ -459,8 +517,7 @@ public final class Coordinator {
         for j in r.jobs { purposes[j] = nil }
         for (u, w) in cut {
             for c in u.queued { submit(c, service: "decode", pin: w, request: nil, purpose: .release) }
-            submit(Message(.mediaChunk, stream: u.stream, sequence: UInt32(u.received), flags: .last), service: "decode", pin: w,
-                   request: nil, purpose: .release)
+            endStream(u.stream, received: u.received, on: w)
         }
         if let w = routerWorker, !r.firstToken,
            let m = try? Message.json(.release, TrunkStepHeader(sequences: [r.key])) {

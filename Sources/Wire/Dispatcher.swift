@@ -78,6 +78,9 @@ public final class Dispatcher {
     public struct Reply {
         public var message: Message
         public var worker: WorkerID?
+        /// The dispatcher failed the job because the worker it was pinned to died: the sticky state
+        /// (a KV cache, a media stream) is gone, and the caller may rebuild it on another worker.
+        public var stateLost = false
     }
 
     /// Waits until every job in `ids` has its reply (an error reply counts) or `timeout` passes;
@@ -199,7 +202,7 @@ public final class Dispatcher {
                 jobs[jobID] = nil
                 var reply = Message.errorReply(to: job.message, "worker \(w.announcement.name) serving \(job.service) died with this job's state")
                 reply.requestID = job.callerRequestID
-                completed[jobID] = Reply(message: reply, worker: nil)
+                completed[jobID] = Reply(message: reply, worker: nil, stateLost: true)
                 continue
             }
             jobs[jobID] = job
@@ -222,7 +225,7 @@ public final class Dispatcher {
                 jobs[jobID] = nil
                 var reply = Message.errorReply(to: job.message, "the \(job.service) worker holding this request's state is gone")
                 reply.requestID = job.callerRequestID
-                completed[jobID] = Reply(message: reply, worker: nil)
+                completed[jobID] = Reply(message: reply, worker: nil, stateLost: true)
                 return
             }
             candidates = [pin]
