@@ -205,13 +205,9 @@ enum MatVec {
         var c0 = (z, z), c1 = (z, z), c2 = (z, z), c3 = (z, z)
         var i = 0
         while i < kMain {
-            // One prefetch per 64-byte line of each weight row: the same line of the next tile's rows.
-            if (i * L.bytes) & 63 == 0 {
-                let ahead = w + o * wStride + i * L.bytes
-                unimoe_prefetch(ahead)
-                if o > 1 { unimoe_prefetch(ahead + wStride) }
-                if o > 2 { unimoe_prefetch(ahead + 2 * wStride); unimoe_prefetch(ahead + 3 * wStride) }
-            }
+            // One prefetch per 64-byte line of each weight row: the same line of the next tile's rows
+            // (a call on purpose: CKernels.h says why).
+            if (i * L.bytes) & 63 == 0 { unimoe_prefetch_rows(w + o * wStride + i * L.bytes, wStride, o) }
             let x0 = load8x2(x + i)
             if o == 4 {
                 let w0 = L.load16(w, i), w1 = L.load16(w + wStride, i)
