@@ -20,8 +20,16 @@ final class TrainDefaultTests: XCTestCase {
         XCTAssertEqual(made, ["clip.answer", "clip.colour", "clip.mp4", "picture.answer", "picture.png", "picture.shape",
                               "speech.answer", "speech.wav", "tone.answer", "tone.wav"])
         for f in made {
-            XCTAssertEqual(FileManager.default.contents(atPath: "\(out)/\(f)"), FileManager.default.contents(atPath: "\(root)/samples/\(f)"),
-                           "samples/\(f) is not what scripts/make-dataset --samples writes")
+            let written = FileManager.default.contents(atPath: "\(out)/\(f)"), committed = FileManager.default.contents(atPath: "\(root)/samples/\(f)")
+            guard written != committed else { continue }
+            // Say where they differ and whether a second generation agrees with the first (a
+            // generator that is not deterministic) or with the committed file (one bad run).
+            let again = NSTemporaryDirectory() + "unimoe-samples-" + UUID().uuidString
+            defer { try? FileManager.default.removeItem(atPath: again) }
+            _ = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--samples", again], timeout: 300)
+            let second = FileManager.default.contents(atPath: "\(again)/\(f)")
+            XCTFail("samples/\(f) is not what scripts/make-dataset --samples writes: \(byteDifference(written, committed)); "
+                    + "a second generation equals the first: \(second == written), equals the committed file: \(second == committed)")
         }
     }
 
@@ -85,4 +93,13 @@ final class TrainDefaultTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(f)")), bytes, "\(f) differs between two runs with one seed")
         }
     }
+}
+
+/// Where two files first differ and in how many bytes, for a failure message.
+private func byteDifference(_ a: Data?, _ b: Data?) -> String {
+    guard let a, let b else { return "one of the files is missing" }
+    let common = min(a.count, b.count)
+    let differing = zip(a, b).reduce(0) { $0 + ($1.0 != $1.1 ? 1 : 0) }
+    let first = zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? common
+    return "\(a.count) vs \(b.count) bytes, \(differing) of the first \(common) differ, the first at offset \(first)"
 }
