@@ -43,7 +43,9 @@ final class StreamDecoder {
     /// pts of the packets sent in that mode: each may have produced no frame.
     private(set) var possiblySkipped: [Int64] = []
 
-    init(input: MediaInput, stream: UnsafeMutablePointer<AVStream>) throws {
+    /// `threads`: the codec's own threads (frame threading for video); 0 lets FFmpeg choose, as the
+    /// ffmpeg program does (one per core plus one).
+    init(input: MediaInput, stream: UnsafeMutablePointer<AVStream>, threads: Int32 = 0) throws {
         self.input = input
         self.stream = stream
         let par = stream.pointee.codecpar!
@@ -62,7 +64,7 @@ final class StreamDecoder {
             ctx.pointee.max_pixels = Int64(input.limits.maxPixels)
         }
         ctx.pointee.pkt_timebase = stream.pointee.time_base
-        ctx.pointee.thread_count = 0   // one per core, as the ffmpeg program does
+        ctx.pointee.thread_count = max(0, threads)
         try input.check(avcodec_open2(ctx, codec, nil), "avcodec_open2")
     }
 

@@ -1,4 +1,6 @@
 import CFFmpeg
+import Foundation
+import Tensor
 
 /// The decode stage's entry points: a still image, N video frames sampled by time, or an audio track
 /// at 16 kHz mono — from a path or a chunked upload. Each call opens its own FFmpeg contexts and frees
@@ -26,14 +28,20 @@ public enum MediaDecoder {
             throw MediaError.invalidArgument("give both width and height, or neither")
         }
         let input = try MediaInput(source, limits: limits)
-        var sampler = try VideoSampler(input: input)
+        // A file can be opened again, so stretches of it in different GOPs can be decoded side by
+        // side by single-threaded samplers (see `sampledFrames`); this one then only finds the
+        // first frame and the length. An upload is read once, by one sampler with frame threads.
+        let threads = max(1, Parallel.threads)
+        let reopenable: Bool
+        if case .file = source { reopenable = true } else { reopenable = false }
+        var sampler = try VideoSampler(input: input, decoderThreads: reopenable ? 1 : Int32(threads))
         let converter = FrameConverter(file: input.name)
         var first = try sampler.first()
         var duration = sampler.declaredDuration
         if duration == nil {
             // No declared length (a raw stream): measure it by decoding once, then start over.
             duration = try sampler.measureDuration()
-            sampler = try VideoSampler(input: try MediaInput(source, limits: limits))
+            sampler = try VideoSampler(input: try MediaInput(source, limits: limits), decoderThreads: reopenable ? 1 : Int32(threads))
             first = try sampler.first()
         }
         let d = duration ?? (0, 1)
@@ -41,7 +49,9 @@ public enum MediaDecoder {
         if seconds > limits.maxDurationSeconds {
             throw MediaError.limitExceeded(file: input.name, reason: "\(seconds) s of video, more than the \(limits.maxDurationSeconds) s allowed")
         }
-        let chosen = try sampler.frames(at: sampler.targetTicks(count: count, duration: d), first: first)
+        let targets = sampler.targetTicks(count: count, duration: d)
+        let chosen = reopenable ? try sampledFrames(source, limits: limits, targets: targets, first: first, probe: sampler, threads: threads)
+                                : try sampler.frames(at: targets, first: first)
         var out: [VideoFrame] = []
         out.reserveCapacity(count)
         var last: (pts: Int64, image: RGBImage)?
@@ -58,6 +68,24 @@ public enum MediaDecoder {
         return out
     }
 
+    /// The frames at `targets` of a file: its independent runs (`VideoSampler.independentRuns`, at
+    /// most one per thread) each decoded by a fresh sampler, side by side, one FFmpeg thread each;
+    /// a single run gets all the threads as frame threads. The frames are bit-identical whatever the
+    /// split: every one is decoded from its keyframe with the same decoder.
+    private static func sampledFrames(_ source: MediaSource, limits: MediaLimits, targets: [Int64], first: TimedFrame,
+                                      probe: VideoSampler, threads: Int) throws -> [TimedFrame] {
+        let runs = probe.independentRuns(targets, ways: threads)
+        let results = RunResults(count: runs.count)
+        Parallel.forEach(tasks: runs.count) { r, _ in
+            results.set(r, Result {
+                let sampler = try VideoSampler(input: try MediaInput(source, limits: limits),
+                                               decoderThreads: runs.count == 1 ? Int32(threads) : 1)
+                return try sampler.frames(at: Array(targets[runs[r]]), first: sampler.first())
+            })
+        }
+        return try results.values.flatMap { try $0!.get() }
+    }
+
     /// The input's audio track (the best one; a video's soundtrack too) as 16 kHz mono float32.
     public static func audio(_ source: MediaSource, limits: MediaLimits = .default) throws -> [Float] {
         let input = try MediaInput(source, limits: limits)
@@ -65,4 +93,13 @@ public enum MediaDecoder {
         let decoder = try StreamDecoder(input: input, stream: st)
         return try AudioResampler.decodeAll(decoder, sampleRate: 16000, maxSeconds: limits.maxDurationSeconds)
     }
+}
+
+/// Each parallel run's frames or error, written from the pool's threads.
+private final class RunResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [Result<[TimedFrame], any Error>?]
+    init(count: Int) { stored = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<[TimedFrame], any Error>) { lock.lock(); stored[i] = r; lock.unlock() }
+    var values: [Result<[TimedFrame], any Error>?] { lock.lock(); defer { lock.unlock() }; return stored }
 }

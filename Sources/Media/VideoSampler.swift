@@ -20,10 +20,11 @@ final class VideoSampler {
     private var frameStep: Int64 = 1
     private var pending: TimedFrame?
 
-    init(input: MediaInput) throws {
+    /// `decoderThreads`: FFmpeg's frame threads for this stream (0: its own choice).
+    init(input: MediaInput, decoderThreads: Int32 = 0) throws {
         self.input = input
         let st = try input.bestStream(AVMEDIA_TYPE_VIDEO, kind: "video")
-        decoder = try StreamDecoder(input: input, stream: st)
+        decoder = try StreamDecoder(input: input, stream: st, threads: decoderThreads)
         orientation = Orientation(displayMatrix: CFFmpeg_stream_display_matrix(st))
         let tb = st.pointee.time_base
         timeBase = tb.den != 0 && tb.num != 0 ? av_q2d(tb) : 1.0 / Double(AV_TIME_BASE)
@@ -121,6 +122,35 @@ final class VideoSampler {
             out.append(held)
         }
         return out
+    }
+
+    /// Splits the ascending `targets` into at most `ways` consecutive runs that separate samplers can
+    /// decode side by side: a run may only start at a target whose keyframe lies after the previous
+    /// target (so no decoding is shared across the cut), and the cuts balance the frames each run
+    /// decodes (from the keyframe, or from the previous target in the same GOP). One run when the
+    /// container has no index.
+    func independentRuns(_ targets: [Int64], ways: Int) -> [Range<Int>] {
+        let st = decoder.stream
+        guard ways > 1, targets.count > 1, avformat_index_get_entries_count(st) > 0 else { return [0..<targets.count] }
+        var work: [Int64] = [], canStart: [Bool] = []
+        for (i, t) in targets.enumerated() {
+            let key = avformat_index_get_entry_from_timestamp(st, ticks(t), AVSEEK_FLAG_BACKWARD)?.pointee.timestamp ?? firstPts
+            let fresh = i == 0 || key > ticks(targets[i - 1])
+            canStart.append(fresh)
+            work.append(max(1, fresh ? ticks(t) - key : t - targets[i - 1]))
+        }
+        var prefix: [Int64] = [0]   // prefix[i]: the work of targets 0..<i
+        for w in work { prefix.append(prefix.last! + w) }
+        let total = prefix.last!
+        var runs: [Range<Int>] = [], start = 0
+        for i in 1..<targets.count where canStart[i] && runs.count < ways - 1 {
+            // Cut before i unless the next possible cut comes closer to the next equal share.
+            let share = total * Int64(runs.count + 1) / Int64(ways)
+            let next = ((i + 1)..<targets.count).first { canStart[$0] }.map { prefix[$0] } ?? total
+            if abs(next - share) >= abs(prefix[i] - share) { runs.append(start..<i); start = i }
+        }
+        runs.append(start..<targets.count)
+        return runs
     }
 
     /// Decodes forward while frames are ≤ t; returns the last such frame (the next one is kept pending).

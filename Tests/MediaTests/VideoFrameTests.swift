@@ -1,5 +1,6 @@
 import XCTest
-import Media
+@testable import Media
+import Tensor
 import TestSupport
 
 /// Sampled frames against the ffmpeg program: the contract's choice of frame (last pts ≤ t_i),
@@ -36,6 +37,33 @@ final class VideoFrameTests: XCTestCase {
     func testH264MP4() throws {
         try assertMatchesFFmpeg(try TestMedia.h264(), count: 8, width: 168, height: 112)
         try assertMatchesFFmpeg(try TestMedia.h264(), count: 3, width: nil, height: nil, nativeSize: (320, 240))
+    }
+
+    /// A file's sample times in different GOPs are decoded side by side, one sampler per run: a clip
+    /// of several GOPs is really cut into consecutive runs, and the frames are the same bytes with 1,
+    /// 2 and 3 threads.
+    func testSideBySideRunsGiveTheSameFrames() throws {
+        let file = try TestMedia.h264()   // 2 s at 25 fps, a keyframe every 12 frames
+        let sampler = try VideoSampler(input: MediaInput(.file(file), limits: .default), decoderThreads: 1)
+        _ = try sampler.first()
+        let targets = sampler.targetTicks(count: 8, duration: try XCTUnwrap(sampler.declaredDuration))
+        XCTAssertEqual(sampler.independentRuns(targets, ways: 1), [0..<8])
+        for ways in [2, 3] {
+            let runs = sampler.independentRuns(targets, ways: ways)
+            XCTAssertEqual(runs.count, ways, "\(runs)")
+            XCTAssertEqual(runs.first?.lowerBound, 0)
+            XCTAssertEqual(runs.last?.upperBound, 8)
+            XCTAssertTrue(zip(runs, runs.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound && !$0.isEmpty }, "\(runs)")
+        }
+        let saved = Parallel.threads
+        defer { Parallel.setThreads(saved) }
+        var results: [[VideoFrame]] = []
+        for n in [1, 2, 3] {
+            Parallel.setThreads(n)
+            results.append(try MediaDecoder.videoFrames(.file(file), count: 8, width: 168, height: 112))
+        }
+        XCTAssertEqual(results[1], results[0])
+        XCTAssertEqual(results[2], results[0])
     }
 
     func testVP9WebM() throws { try assertMatchesFFmpeg(try TestMedia.vp9(), count: 5, width: 224, height: 224) }
