@@ -418,7 +418,7 @@ extension Cluster {
         var env = ProcessInfo.processInfo.environment
         env["UNIMOE_BIN"] = Binaries.directory
         p.environment = env
-        if let log { FileManager.default.createFile(atPath: log, contents: nil) }
+        if let log { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let out = log.flatMap { FileHandle(forWritingAtPath: $0) } ?? FileHandle.nullDevice
         p.standardOutput = out
         p.standardError = out
