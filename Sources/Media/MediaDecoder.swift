@@ -29,8 +29,9 @@ public enum MediaDecoder {
         }
         let input = try MediaInput(source, limits: limits)
         // A file can be opened again, so stretches of it in different GOPs can be decoded side by
-        // side by single-threaded samplers (see `sampledFrames`); this one then only finds the
-        // first frame and the length. An upload is read once, by one sampler with frame threads.
+        // side by single-threaded samplers (see `sampledFrames`; this one finds the first frame
+        // and the length, then decodes the first run). An upload is read once, by one sampler
+        // with frame threads.
         let threads = max(1, Parallel.threads)
         let reopenable: Bool
         if case .file = source { reopenable = true } else { reopenable = false }
@@ -69,7 +70,8 @@ public enum MediaDecoder {
     }
 
     /// The frames at `targets` of a file: its independent runs (`VideoSampler.independentRuns`, at
-    /// most one per thread) each decoded by a fresh sampler, side by side, one FFmpeg thread each;
+    /// most one per thread) decoded side by side, one FFmpeg thread each (the first by `probe`, the
+    /// others by fresh samplers);
     /// a single run gets all the threads as frame threads. The frames are bit-identical whatever the
     /// split: every one is decoded from its keyframe with the same decoder.
     private static func sampledFrames(_ source: MediaSource, limits: MediaLimits, targets: [Int64], first: TimedFrame,
@@ -78,6 +80,8 @@ public enum MediaDecoder {
         let results = RunResults(count: runs.count)
         Parallel.forEach(tasks: runs.count) { r, _ in
             results.set(r, Result {
+                // The first run goes on with the probe (single-threaded, already at the first frame).
+                if r == 0 && runs.count > 1 { return try probe.frames(at: Array(targets[runs[0]]), first: first) }
                 let sampler = try VideoSampler(input: try MediaInput(source, limits: limits),
                                                decoderThreads: runs.count == 1 ? Int32(threads) : 1)
                 return try sampler.frames(at: Array(targets[runs[r]]), first: sampler.first())
