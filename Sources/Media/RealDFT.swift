@@ -2,13 +2,20 @@ import CFFmpeg
 import Foundation
 
 /// Power spectrum |X[k]|², k = 0…n/2, of a real frame of any length n, via av_tx. FFmpeg 5.1's av_tx
-/// only has fast paths for lengths built from 2, 3, 5, 7, 9 and 15 (400 = 16·25 falls back to an
-/// O(n²) loop, ~0.7 ms a frame), so the DFT is computed with Bluestein's chirp-z algorithm on a
-/// power-of-two complex FFT of length ≥ 2n − 1: two FFTs and two pointwise products per frame.
+/// only has fast paths for 2^a times one of 1, 3, 5, 7, 9, 15 (400 = 16·25 falls back to an O(n²)
+/// loop, ~0.7 ms a frame). So a length n = 5·m with such an m (400 = 5·80) is one radix-5
+/// Cooley–Tukey step by hand: five FFTs of length m over the decimated frame, combined by twiddles
+/// and radix-5 butterflies. Any other length goes through Bluestein's chirp-z algorithm on a
+/// power-of-two FFT of length ≥ 2n − 1 (two FFTs of 1024 for n = 400: ~4× the work).
 /// Owns the AVTXContexts (freed in deinit); one instance is used by one thread at a time.
 final class RealDFT {
     let n: Int
+    /// The FFT length: n / p (factored) or the power of two ≥ 2n − 1 (Bluestein).
     let m: Int
+    /// The hand-made Cooley–Tukey radix (5); 1 selects Bluestein.
+    let p: Int
+    /// Factored: e^{-2πi·j·r/n} for j < 5, r < m (interleaved re, im), row j at 2m·j.
+    private var twiddles: [Float] = []
     private var forward: OpaquePointer?
     private var inverse: OpaquePointer?
     private let forwardFn: av_tx_fn
@@ -26,10 +33,21 @@ final class RealDFT {
         return p.initializeMemory(as: Float.self, repeating: 0, count: count)
     }
 
+    /// 5 when n = 5·m and av_tx transforms length m fast (m = 2^a·q, q ∈ {1, 3, 5, 7, 9, 15}, and m
+    /// a multiple of 4 so every sub-buffer stays 32-byte aligned); nil otherwise (Bluestein).
+    static func factor(of n: Int) -> Int? {
+        guard n % 5 == 0, (n / 5) % 4 == 0 else { return nil }
+        var q = n / 5
+        while q % 2 == 0 { q /= 2 }
+        return [1, 3, 5, 7, 9, 15].contains(q) ? 5 : nil
+    }
+
     init(length n: Int) throws {
         self.n = n
+        let p = RealDFT.factor(of: n) ?? 1
+        self.p = p
         var m = 1
-        while m < 2 * n - 1 { m <<= 1 }
+        if p > 1 { m = n / p } else { while m < 2 * n - 1 { m <<= 1 } }
         self.m = m
         var scale: Float = 1
         var f: av_tx_fn?
@@ -43,10 +61,21 @@ final class RealDFT {
         }
         forwardFn = f
         inverseFn = i
-        work = RealDFT.aligned(2 * m)
-        spectrum = RealDFT.aligned(2 * m)
+        // Factored: p decimated frames of m complex values each; Bluestein: one of m.
+        work = RealDFT.aligned(2 * max(m * p, n))
+        spectrum = RealDFT.aligned(2 * max(m * p, n))
         chirpFFT = RealDFT.aligned(2 * m)
         chirp = [Float](repeating: 0, count: 2 * n)
+        if p > 1 {
+            twiddles = [Float](repeating: 0, count: 2 * m * p)
+            for j in 0..<p {
+                for r in 0..<m {
+                    let angle = -2 * Double.pi * Double(j * r) / Double(n)
+                    twiddles[2 * (j * m + r)] = Float(cos(angle)); twiddles[2 * (j * m + r) + 1] = Float(sin(angle))
+                }
+            }
+            return
+        }
         let b = work
         for k in 0..<n {
             // k² mod 2n keeps the angle exact for large k.
@@ -73,6 +102,53 @@ final class RealDFT {
     /// go through one complex transform as a + ib and are separated by conjugate symmetry afterwards.
     func power(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into outA: UnsafeMutablePointer<Float>,
                _ outB: UnsafeMutablePointer<Float>) {
+        if p > 1 { factoredTransform(a, b) } else { bluesteinTransform(a, b) }
+        separate(into: outA, outB)
+    }
+
+    /// Z = DFT(a + ib) into `spectrum[0..<2n]` by one Cooley–Tukey step of radix 5: F_j =
+    /// FFT_m(z[5t + j]); for each r < m, x_j = e^{-2πi·j·r/n}·F_j[r] and Z[r + q·m] = Σ_j x_j·e^{-2πi·j·q/5}
+    /// (the radix-5 butterfly below).
+    private func factoredTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) {
+        let w = work, s = spectrum, m = m
+        for t in 0..<m {
+            for j in 0..<5 {
+                w[2 * (j * m + t)] = a[5 * t + j]
+                w[2 * (j * m + t) + 1] = b[5 * t + j]
+            }
+        }
+        for j in 0..<5 { forwardFn(forward, s + 2 * j * m, w + 2 * j * m, MemoryLayout<Float>.size * 2) }
+        let c1: Float = 0.309016994374947424, c2: Float = -0.809016994374947424   // cos 2π/5, cos 4π/5
+        let s1: Float = 0.951056516295153572, s2: Float = 0.587785252292473129    // sin 2π/5, sin 4π/5
+        twiddles.withUnsafeBufferPointer { tb in
+            let tw = tb.baseAddress!
+            for r in 0..<m {
+                // x_j = F_j[r]·twiddle (x_0 needs none).
+                @inline(__always) func x(_ j: Int) -> (Float, Float) {
+                    let fr = s[2 * (j * m + r)], fi = s[2 * (j * m + r) + 1]
+                    let cr = tw[2 * (j * m + r)], ci = tw[2 * (j * m + r) + 1]
+                    return (fr * cr - fi * ci, fr * ci + fi * cr)
+                }
+                let x0 = (s[2 * r], s[2 * r + 1]), x1 = x(1), x2 = x(2), x3 = x(3), x4 = x(4)
+                let t1 = (x1.0 + x4.0, x1.1 + x4.1), t2 = (x2.0 + x3.0, x2.1 + x3.1)
+                let t3 = (x1.0 - x4.0, x1.1 - x4.1), t4 = (x2.0 - x3.0, x2.1 - x3.1)
+                let a1 = (x0.0 + c1 * t1.0 + c2 * t2.0, x0.1 + c1 * t1.1 + c2 * t2.1)
+                let a2 = (x0.0 + c2 * t1.0 + c1 * t2.0, x0.1 + c2 * t1.1 + c1 * t2.1)
+                let b1 = (s1 * t3.0 + s2 * t4.0, s1 * t3.1 + s2 * t4.1)
+                let b2 = (s2 * t3.0 - s1 * t4.0, s2 * t3.1 - s1 * t4.1)
+                // X_q for q = 0…4; −i·(br + i·bi) = bi − i·br.
+                w[2 * r] = x0.0 + t1.0 + t2.0; w[2 * r + 1] = x0.1 + t1.1 + t2.1
+                w[2 * (r + m)] = a1.0 + b1.1; w[2 * (r + m) + 1] = a1.1 - b1.0
+                w[2 * (r + 4 * m)] = a1.0 - b1.1; w[2 * (r + 4 * m) + 1] = a1.1 + b1.0
+                w[2 * (r + 2 * m)] = a2.0 + b2.1; w[2 * (r + 2 * m) + 1] = a2.1 - b2.0
+                w[2 * (r + 3 * m)] = a2.0 - b2.1; w[2 * (r + 3 * m) + 1] = a2.1 + b2.0
+            }
+        }
+        s.update(from: w, count: 2 * n)
+    }
+
+    /// Z = DFT(a + ib) into `spectrum[0..<2n]` by Bluestein's chirp-z algorithm.
+    private func bluesteinTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) {
         let w = work, s = spectrum, n = n, m = m
         let bf = chirpFFT
         chirp.withUnsafeBufferPointer { cb in
@@ -92,21 +168,27 @@ final class RealDFT {
                     s[2 * j + 1] = ar * bi + ai * br
                 }
                 inverseFn(inverse, w, s, MemoryLayout<Float>.size * 2)
-                // Z[k] = y[k]·chirp[k] for k < n; A[k] = (Z[k] + conj Z[n−k]) / 2, B[k] = (Z[k] − conj Z[n−k]) / 2i.
+                // Z[k] = y[k]·chirp[k] for k < n.
                 for k in 0..<n {
                     let yr = w[2 * k], yi = w[2 * k + 1], cr = c[2 * k], ci = c[2 * k + 1]
                     s[2 * k] = yr * cr - yi * ci
                     s[2 * k + 1] = yr * ci + yi * cr
                 }
-                for k in 0...(n / 2) {
-                    let j = k == 0 ? 0 : n - k
-                    let zr = s[2 * k], zi = s[2 * k + 1], qr = s[2 * j], qi = s[2 * j + 1]
-                    let ar = 0.5 * (zr + qr), ai = 0.5 * (zi - qi)
-                    let br = 0.5 * (zi + qi), bi = -0.5 * (zr - qr)
-                    outA[k] = ar * ar + ai * ai
-                    outB[k] = br * br + bi * bi
-                }
             }
+        }
+    }
+
+    /// |A[k]|² and |B[k]|², k ≤ n/2, from Z = DFT(a + ib) in `spectrum`.
+    private func separate(into outA: UnsafeMutablePointer<Float>, _ outB: UnsafeMutablePointer<Float>) {
+        let s = spectrum, n = n
+        // A[k] = (Z[k] + conj Z[n−k]) / 2, B[k] = (Z[k] − conj Z[n−k]) / 2i.
+        for k in 0...(n / 2) {
+            let j = k == 0 ? 0 : n - k
+            let zr = s[2 * k], zi = s[2 * k + 1], qr = s[2 * j], qi = s[2 * j + 1]
+            let ar = 0.5 * (zr + qr), ai = 0.5 * (zi - qi)
+            let br = 0.5 * (zi + qi), bi = -0.5 * (zr - qr)
+            outA[k] = ar * ar + ai * ai
+            outB[k] = br * br + bi * bi
         }
     }
 }

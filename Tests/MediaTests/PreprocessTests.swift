@@ -1,6 +1,6 @@
 import XCTest
 import Foundation
-import Media
+@testable import Media
 import Tensor
 import TestSupport
 
@@ -96,6 +96,41 @@ final class PreprocessTests: XCTestCase {
         for (i, r) in results.enumerated().dropFirst() {
             let first = zip(r, results[0]).enumerated().first { $0.element.0.bitPattern != $0.element.1.bitPattern }
             XCTAssertNil(first, "\(i + 1) threads vs 1: first difference at \(first.map { "\($0.offset): \($0.element)" } ?? "")")
+        }
+    }
+
+    /// The power spectra of two frames per transform against a float64 DFT: the factored path
+    /// (400 = 5·80, the log-mel length, and 240 = 5·48) and Bluestein's (401, 30).
+    func testRealDFTPowerMatchesADirectDFT() throws {
+        XCTAssertEqual(RealDFT.factor(of: 400), 5)
+        XCTAssertNil(RealDFT.factor(of: 401))
+        var state: UInt64 = 3
+        func uniform() -> Float {   // a fixed LCG: the same frames on every run
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(state >> 40) / Float(1 << 24) * 2 - 1
+        }
+        for n in [400, 240, 401, 30] {
+            let dft = try RealDFT(length: n)
+            XCTAssertEqual(dft.p > 1, n == 400 || n == 240, "length \(n)")
+            let a = (0..<n).map { _ in uniform() }, b = (0..<n).map { _ in uniform() }
+            var pa = [Float](repeating: 0, count: n / 2 + 1), pb = pa
+            pa.withUnsafeMutableBufferPointer { oa in pb.withUnsafeMutableBufferPointer { ob in
+                dft.power(a, b, into: oa.baseAddress!, ob.baseAddress!)
+            } }
+            for (x, got) in [(a, pa), (b, pb)] {
+                var worst = 0.0, peak = 0.0
+                for k in 0...(n / 2) {
+                    var re = 0.0, im = 0.0
+                    for t in 0..<n {
+                        let angle = -2 * Double.pi * Double((t * k) % n) / Double(n)
+                        re += Double(x[t]) * cos(angle); im += Double(x[t]) * sin(angle)
+                    }
+                    let want = re * re + im * im
+                    peak = max(peak, want)
+                    worst = max(worst, abs(Double(got[k]) - want))
+                }
+                XCTAssertLessThanOrEqual(worst / peak, 1e-5, "length \(n): max |diff| \(worst), peak \(peak)")
+            }
         }
     }
 
