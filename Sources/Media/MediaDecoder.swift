@@ -71,23 +71,27 @@ public enum MediaDecoder {
 
     /// The frames at `targets` of a file: its independent runs (`VideoSampler.independentRuns`, at
     /// most one per thread) decoded side by side, one FFmpeg thread each (the first by `probe`, the
-    /// others by fresh samplers);
-    /// a single run gets all the threads as frame threads. The frames are bit-identical whatever the
-    /// split: every one is decoded from its keyframe with the same decoder.
+    /// others by fresh samplers); a single run with several threads gets a fresh sampler with them
+    /// as frame threads. The frames are bit-identical whatever the split: every one is decoded from
+    /// its keyframe by the same decoder.
     private static func sampledFrames(_ source: MediaSource, limits: MediaLimits, targets: [Int64], first: TimedFrame,
                                       probe: VideoSampler, threads: Int) throws -> [TimedFrame] {
+        // The probe is single-threaded and already at the first frame.
+        if threads == 1 { return try probe.frames(at: targets, first: first) }
         let runs = probe.independentRuns(targets, ways: threads)
         let results = RunResults(count: runs.count)
         Parallel.forEach(tasks: runs.count) { r, _ in
             results.set(r, Result {
-                // The first run goes on with the probe (single-threaded, already at the first frame).
                 if r == 0 && runs.count > 1 { return try probe.frames(at: Array(targets[runs[0]]), first: first) }
                 let sampler = try VideoSampler(input: try MediaInput(source, limits: limits),
                                                decoderThreads: runs.count == 1 ? Int32(threads) : 1)
                 return try sampler.frames(at: Array(targets[runs[r]]), first: sampler.first())
             })
         }
-        return try results.values.flatMap { try $0!.get() }
+        return try results.values.enumerated().flatMap { r, result in
+            guard let result else { throw MediaError.invalidData(file: source.name, reason: "frame run \(r) was not decoded") }
+            return try result.get()
+        }
     }
 
     /// The input's audio track (the best one; a video's soundtrack too) as 16 kHz mono float32.
