@@ -1,5 +1,4 @@
 import CFFmpeg
-import Foundation
 import Tensor
 
 /// The decode stage's entry points: a still image, N video frames sampled by time, or an audio track
@@ -35,14 +34,15 @@ public enum MediaDecoder {
         let threads = max(1, Parallel.threads)
         let reopenable: Bool
         if case .file = source { reopenable = true } else { reopenable = false }
-        var sampler = try VideoSampler(input: input, decoderThreads: reopenable ? 1 : Int32(threads))
+        let probeThreads = Int32(reopenable ? 1 : threads)
+        var sampler = try VideoSampler(input: input, decoderThreads: probeThreads)
         let converter = FrameConverter(file: input.name)
         var first = try sampler.first()
         var duration = sampler.declaredDuration
         if duration == nil {
             // No declared length (a raw stream): measure it by decoding once, then start over.
             duration = try sampler.measureDuration()
-            sampler = try VideoSampler(input: try MediaInput(source, limits: limits), decoderThreads: reopenable ? 1 : Int32(threads))
+            sampler = try VideoSampler(input: try MediaInput(source, limits: limits), decoderThreads: probeThreads)
             first = try sampler.first()
         }
         let d = duration ?? (0, 1)
@@ -79,19 +79,12 @@ public enum MediaDecoder {
         // The probe is single-threaded and already at the first frame.
         if threads == 1 { return try probe.frames(at: targets, first: first) }
         let runs = probe.independentRuns(targets, ways: threads)
-        let results = RunResults(count: runs.count)
-        Parallel.forEach(tasks: runs.count) { r, _ in
-            results.set(r, Result {
-                if r == 0 && runs.count > 1 { return try probe.frames(at: Array(targets[runs[0]]), first: first) }
-                let sampler = try VideoSampler(input: try MediaInput(source, limits: limits),
-                                               decoderThreads: runs.count == 1 ? Int32(threads) : 1)
-                return try sampler.frames(at: Array(targets[runs[r]]), first: sampler.first())
-            })
-        }
-        return try results.values.enumerated().flatMap { r, result in
-            guard let result else { throw MediaError.invalidData(file: source.name, reason: "frame run \(r) was not decoded") }
-            return try result.get()
-        }
+        return try Parallel.map(tasks: runs.count) { r in
+            if r == 0 && runs.count > 1 { return try probe.frames(at: Array(targets[runs[0]]), first: first) }
+            let sampler = try VideoSampler(input: try MediaInput(source, limits: limits),
+                                           decoderThreads: runs.count == 1 ? Int32(threads) : 1)
+            return try sampler.frames(at: Array(targets[runs[r]]), first: sampler.first())
+        }.flatMap { $0 }
     }
 
     /// The input's audio track (the best one; a video's soundtrack too) as 16 kHz mono float32.
@@ -101,13 +94,4 @@ public enum MediaDecoder {
         let decoder = try StreamDecoder(input: input, stream: st)
         return try AudioResampler.decodeAll(decoder, sampleRate: 16000, maxSeconds: limits.maxDurationSeconds)
     }
-}
-
-/// Each parallel run's frames or error, written from the pool's threads.
-private final class RunResults: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: [Result<[TimedFrame], any Error>?]
-    init(count: Int) { stored = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ r: Result<[TimedFrame], any Error>) { lock.lock(); stored[i] = r; lock.unlock() }
-    var values: [Result<[TimedFrame], any Error>?] { lock.lock(); defer { lock.unlock() }; return stored }
 }

@@ -19,9 +19,10 @@ final class RealDFT {
     private var forward: OpaquePointer?
     private var inverse: OpaquePointer?
     private let forwardFn: av_tx_fn
-    private let inverseFn: av_tx_fn
+    /// Bluestein only (nil, empty and 0 floats for radix 5):
+    private let inverseFn: av_tx_fn?
     /// e^{-iπk²/n}, k < n (interleaved re, im).
-    private var chirp: [Float]
+    private var chirp: [Float] = []
     /// FFT of the conjugate chirp b[k] = e^{iπk²/n} wrapped over m, scaled by 1/m.
     private let chirpFFT: UnsafeMutablePointer<Float>
     /// av_tx's SIMD transforms need 32-byte aligned buffers (AV_TX_UNALIGNED makes them ~4× slower).
@@ -53,19 +54,18 @@ final class RealDFT {
         var f: av_tx_fn?
         var i: av_tx_fn?
         try check(av_tx_init(&forward, &f, AV_TX_FLOAT_FFT, 0, Int32(m), &scale, 0), "av_tx_init", file: "log-mel")
-        let r = av_tx_init(&inverse, &i, AV_TX_FLOAT_FFT, 1, Int32(m), &scale, 0)
-        guard r >= 0, let f, let i else {
+        let r = p > 1 ? 0 : av_tx_init(&inverse, &i, AV_TX_FLOAT_FFT, 1, Int32(m), &scale, 0)
+        guard r >= 0, let f, p > 1 || i != nil else {
             av_tx_uninit(&forward)
             av_tx_uninit(&inverse)
             throw MediaError.ffmpeg(file: "log-mel", function: "av_tx_init", code: r, message: ffErrorString(r))
         }
         forwardFn = f
         inverseFn = i
-        // Factored: p decimated frames of m complex values each; Bluestein: one of m.
+        // Radix 5: five decimated frames of m complex values each (m·5 = n); Bluestein: one of m ≥ n.
         work = RealDFT.aligned(2 * max(m * p, n))
         spectrum = RealDFT.aligned(2 * max(m * p, n))
-        chirpFFT = RealDFT.aligned(2 * m)
-        chirp = [Float](repeating: 0, count: 2 * n)
+        chirpFFT = RealDFT.aligned(p > 1 ? 0 : 2 * m)
         if p > 1 {
             twiddles = [Float](repeating: 0, count: 2 * m * p)
             for j in 0..<p {
@@ -76,6 +76,7 @@ final class RealDFT {
             }
             return
         }
+        chirp = [Float](repeating: 0, count: 2 * n)
         let b = work
         for k in 0..<n {
             // k² mod 2n keeps the angle exact for large k.
@@ -102,14 +103,13 @@ final class RealDFT {
     /// go through one complex transform as a + ib and are separated by conjugate symmetry afterwards.
     func power(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into outA: UnsafeMutablePointer<Float>,
                _ outB: UnsafeMutablePointer<Float>) {
-        if p > 1 { factoredTransform(a, b) } else { bluesteinTransform(a, b) }
-        separate(into: outA, outB)
+        separate(p > 1 ? factoredTransform(a, b) : bluesteinTransform(a, b), into: outA, outB)
     }
 
-    /// Z = DFT(a + ib) into `spectrum[0..<2n]` by one Cooley–Tukey step of radix 5: F_j =
+    /// Z = DFT(a + ib), returned in `work[0..<2n]`, by one Cooley–Tukey step of radix 5: F_j =
     /// FFT_m(z[5t + j]); for each r < m, x_j = e^{-2πi·j·r/n}·F_j[r] and Z[r + q·m] = Σ_j x_j·e^{-2πi·j·q/5}
     /// (the radix-5 butterfly below).
-    private func factoredTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) {
+    private func factoredTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> UnsafePointer<Float> {
         let w = work, s = spectrum, m = m
         for t in 0..<m {
             for j in 0..<5 {
@@ -144,11 +144,11 @@ final class RealDFT {
                 w[2 * (r + 3 * m)] = a2.0 - b2.1; w[2 * (r + 3 * m) + 1] = a2.1 + b2.0
             }
         }
-        s.update(from: w, count: 2 * n)
+        return UnsafePointer(w)
     }
 
-    /// Z = DFT(a + ib) into `spectrum[0..<2n]` by Bluestein's chirp-z algorithm.
-    private func bluesteinTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) {
+    /// Z = DFT(a + ib), returned in `spectrum[0..<2n]`, by Bluestein's chirp-z algorithm.
+    private func bluesteinTransform(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> UnsafePointer<Float> {
         let w = work, s = spectrum, n = n, m = m
         let bf = chirpFFT
         chirp.withUnsafeBufferPointer { cb in
@@ -167,7 +167,7 @@ final class RealDFT {
                     s[2 * j] = ar * br - ai * bi
                     s[2 * j + 1] = ar * bi + ai * br
                 }
-                inverseFn(inverse, w, s, MemoryLayout<Float>.size * 2)
+                inverseFn!(inverse, w, s, MemoryLayout<Float>.size * 2)
                 // Z[k] = y[k]·chirp[k] for k < n.
                 for k in 0..<n {
                     let yr = w[2 * k], yi = w[2 * k + 1], cr = c[2 * k], ci = c[2 * k + 1]
@@ -176,11 +176,12 @@ final class RealDFT {
                 }
             }
         }
+        return UnsafePointer(s)
     }
 
-    /// |A[k]|² and |B[k]|², k ≤ n/2, from Z = DFT(a + ib) in `spectrum`.
-    private func separate(into outA: UnsafeMutablePointer<Float>, _ outB: UnsafeMutablePointer<Float>) {
-        let s = spectrum, n = n
+    /// |A[k]|² and |B[k]|², k ≤ n/2, from Z = DFT(a + ib) (interleaved re, im).
+    private func separate(_ s: UnsafePointer<Float>, into outA: UnsafeMutablePointer<Float>, _ outB: UnsafeMutablePointer<Float>) {
+        let n = n
         // A[k] = (Z[k] + conj Z[n−k]) / 2, B[k] = (Z[k] − conj Z[n−k]) / 2i.
         for k in 0...(n / 2) {
             let j = k == 0 ? 0 : n - k

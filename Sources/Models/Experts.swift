@@ -137,19 +137,12 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
             let order = batches.indices.sorted { batches[$0].rows.shape[0] > batches[$1].rows.shape[0] }
             while workerBuffers.count < threads { workerBuffers.append((ScratchBuffer(), ScratchBuffer())) }
             let buffers = workerBuffers
-            var failure: Error?
-            let failureLock = NSLock()
-            OpenBLASCore.withSingleThreadedBLAS {
-                Parallel.forEach(tasks: order.count) { task, worker in
+            try OpenBLASCore.withSingleThreadedBLAS {
+                try Parallel.forEach(tasks: order.count, throwing: { task, worker in
                     let i = order[task]
-                    do {
-                        try self.compute(ffns[i], batches[i].rows, buffers[worker], into: out + starts[i] * self.hidden)
-                    } catch {
-                        failureLock.lock(); failure = failure ?? error; failureLock.unlock()
-                    }
-                }
+                    try self.compute(ffns[i], batches[i].rows, buffers[worker], into: out + starts[i] * self.hidden)
+                })
             }
-            if let failure { throw failure }
         } else if batches.allSatisfy({ $0.rows.shape[0] <= Self.matVecRows && $0.rows.dtype == .f32 }) {
             // Decode: every expert's gate and up in one pool job, then every down in another.
             let total = batches.reduce(0) { $0 + $1.rows.shape[0] }

@@ -59,6 +59,28 @@ public enum Parallel {
         for t in 0..<tasks { job.run(task: t, worker: 0) }
     }
 
+    /// `forEach` for bodies that throw: every task runs, and the first error a task throws is
+    /// rethrown once all have finished (later ones are dropped).
+    public static func forEach(tasks: Int, throwing body: (_ task: Int, _ worker: Int) throws -> Void) throws {
+        let lock = NSLock()
+        var failure: (any Error)?
+        forEach(tasks: tasks) { t, w in
+            do { try body(t, w) } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
+        }
+        if let failure { throw failure }
+    }
+
+    /// `body(task)` for every task in `0..<tasks`, spread over the pool, as an array in task order;
+    /// the first error thrown is rethrown once all tasks have finished.
+    public static func map<T>(tasks: Int, _ body: (_ task: Int) throws -> T) throws -> [T] {
+        var results = [T?](repeating: nil, count: tasks)
+        try results.withUnsafeMutableBufferPointer { out in
+            let slots = out.baseAddress!   // each task writes only its own slot
+            try forEach(tasks: tasks, throwing: { t, _ in slots[t] = try body(t) })
+        }
+        return results.map { $0! }
+    }
+
     /// Tells the pool's spinning workers to sleep now instead of spinning out their ~1 ms: call it
     /// before this thread blocks on I/O for long (a worker waiting for its next job), so the
     /// spinners do not take the cores the other processes need meanwhile. (The router waiting a
