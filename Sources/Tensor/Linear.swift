@@ -7,8 +7,9 @@ public enum Linear {
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias `[out]`
     /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
     /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`, which
-    /// quantises the activation to q8_0 first, as prefill then does too); more
-    /// rows use `cblas_sgemm` (16-bit and q8_0 weights widened block by block into per-thread
+    /// quantises the activation to q8_0 first, as prefill then does too); up to `GemmNT`'s limits
+    /// (24 rows f32, 48 rows 16-bit) its packing-free kernel where the CPU has AVX-512; more rows
+    /// use `cblas_sgemm` (16-bit and q8_0 weights widened block by block into per-thread
     /// scratch). Allocates nothing per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
                                into y: UnsafeMutablePointer<Float>) {
@@ -22,6 +23,10 @@ public enum Linear {
         }
         if rows <= MatVec.maxRows {
             MatVec.forwardAll(count: 1) { _ in Product(x, rows: rows, weight: weight, bias: bias, into: y) }
+            return
+        }
+        if GemmNT.takes(rows: rows, dtype: weight.dtype), GemmNT.forward(x, rows: rows, weight: weight, into: y) {
+            if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
             return
         }
         OpenBLASCore.ensureSelected()

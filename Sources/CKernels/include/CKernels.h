@@ -32,4 +32,18 @@ void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, l
 /// next tile's prefetches; a longer prefetch distance with the loop left tight gained less.
 void unimoe_prefetch_rows(const void *line, long stride, long rows);
 
+/// Weight storage types `unimoe_gemm_nt` reads.
+enum { UNIMOE_GEMM_F32 = 0, UNIMOE_GEMM_BF16 = 1, UNIMOE_GEMM_F16 = 2 };
+
+/// Whether this CPU runs `unimoe_gemm_nt` (AVX-512 F/BW/DQ/VL, checked once at run time).
+int unimoe_gemm_nt_available(void);
+
+/// y[r·ldy + o] = Σ_i x[r·ldx + i] · w[o·k + i] for activation rows r < rows and output rows o in
+/// [o0, o1), the weight `[out, k]` row-major in `dtype` (16-bit types widened in registers), without
+/// packing either operand (GemmNT.c says why). Each output's summation order is fixed by k alone:
+/// the same bits for any row count, tile split or [o0, o1) share. Returns 0, touching nothing, when
+/// the CPU lacks AVX-512 (the caller then uses sgemm), 1 when done.
+int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
+                   float *y, long ldy);
+
 #endif

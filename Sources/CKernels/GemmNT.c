@@ -1,0 +1,150 @@
+// Packing-free y = x · wᵀ for a few dozen activation rows (see include/CKernels.h).
+//
+// Why not sgemm: an expert in prefill sees ~32 rows, and OpenBLAS packs the whole weight matrix
+// (11 MB for 1024 × 2816) into its panel layout on every call, which costs about as much time as
+// the multiply-adds. Here both operands are read where they lie: a weight row and an activation
+// row are both contiguous along k, so each output is a dot product; a 4-weight-row × up-to-6-row
+// tile keeps 24 16-lane accumulators in registers and reads each weight line once from memory (the
+// tile's other row groups find it in L1).
+//
+// Every output is summed in the same order wherever it falls in a tile: lane-wise along k (the
+// k tail through a masked, zero-filled load), then one fixed reduction tree. So results do not
+// depend on the row count, the tile split or how the output rows are shared among threads.
+#include "CKernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline))
+#define NR 4   // weight rows (outputs) per tile
+#define MR 6   // activation rows per tile, at most
+
+/// 16 weights from element `i` of a row, widened to f32 (bf16: exact; f16: exact).
+AVX512 INLINE __m512 load_w(const void *row, int dtype, long i) {
+    if (dtype == UNIMOE_GEMM_F32) return _mm512_loadu_ps((const float *)row + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    if (dtype == UNIMOE_GEMM_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/// The same for the k tail: lanes outside `m` read nothing and are zero.
+AVX512 INLINE __m512 load_w_masked(const void *row, int dtype, long i, __mmask16 m) {
+    if (dtype == UNIMOE_GEMM_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
+    if (dtype == UNIMOE_GEMM_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/// The four lane sums of a, b, c, d, in that order: 128-bit quarters (q0 + q2) + (q1 + q3), then
+/// within the quarter (l0 + l2) + (l1 + l3) — the same tree for each of the four.
+AVX512 INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
+    return _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, s));
+}
+
+/// One tile: `mr` activation rows (x, ldx apart) against the weight rows w[0..<4] (rows past the
+/// `nr` real ones repeat the last, their sums are not stored), k elements, into y (ldy apart).
+AVX512 INLINE void tile(int dtype, int mr, int nr, const float *x, long ldx, const void *const w[NR],
+                        long k, float *y, long ldy) {
+    __m512 acc[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    long kk = 0;
+    for (; kk + 16 <= k; kk += 16) {
+        __m512 wv[NR];
+        for (int j = 0; j < NR; j++) wv[j] = load_w(w[j], dtype, kk);
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = _mm512_loadu_ps(x + i * ldx + kk);
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    if (kk < k) {
+        const __mmask16 m = (__mmask16)((1u << (k - kk)) - 1);
+        __m512 wv[NR];
+        for (int j = 0; j < NR; j++) wv[j] = load_w_masked(w[j], dtype, kk, m);
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + kk);
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    const __mmask8 store = (__mmask8)((1u << nr) - 1);
+    for (int i = 0; i < mr; i++)
+        _mm_mask_storeu_ps(y + i * ldy, store, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+}
+
+/// `tile` with the row count and dtype as constants, so each instance keeps its accumulators in
+/// registers.
+#define TILE_CASES(DT)                                                                               \
+    switch (mr) {                                                                                    \
+    case 1: tile(DT, 1, nr, x, ldx, w, k, y, ldy); break;                                            \
+    case 2: tile(DT, 2, nr, x, ldx, w, k, y, ldy); break;                                            \
+    case 3: tile(DT, 3, nr, x, ldx, w, k, y, ldy); break;                                            \
+    case 4: tile(DT, 4, nr, x, ldx, w, k, y, ldy); break;                                            \
+    case 5: tile(DT, 5, nr, x, ldx, w, k, y, ldy); break;                                            \
+    default: tile(DT, 6, nr, x, ldx, w, k, y, ldy); break;                                           \
+    }
+
+AVX512 __attribute__((noinline)) static void tile_f32(int mr, int nr, const float *x, long ldx,
+                                                      const void *const w[NR], long k, float *y, long ldy) {
+    TILE_CASES(UNIMOE_GEMM_F32)
+}
+AVX512 __attribute__((noinline)) static void tile_bf16(int mr, int nr, const float *x, long ldx,
+                                                       const void *const w[NR], long k, float *y, long ldy) {
+    TILE_CASES(UNIMOE_GEMM_BF16)
+}
+AVX512 __attribute__((noinline)) static void tile_f16(int mr, int nr, const float *x, long ldx,
+                                                      const void *const w[NR], long k, float *y, long ldy) {
+    TILE_CASES(UNIMOE_GEMM_F16)
+}
+
+static int avx512_checked = -1;
+
+int unimoe_gemm_nt_available(void) {
+    if (avx512_checked < 0) {
+        __builtin_cpu_init();
+        avx512_checked = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    }
+    return avx512_checked;
+}
+
+int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
+                   float *y, long ldy) {
+    if (!unimoe_gemm_nt_available() || dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
+    if (rows <= 0 || o1 <= o0) return 1;
+    const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
+    // Row tiles as even as possible (32 rows: 6, 6, 5, 5, 5, 5), so no tile runs nearly empty.
+    const long tiles = (rows + MR - 1) / MR;
+    for (long o = o0; o < o1; o += NR) {
+        const int nr = (int)(o1 - o < NR ? o1 - o : NR);
+        const void *wr[NR];
+        for (int j = 0; j < NR; j++) wr[j] = (const char *)w + (o + (j < nr ? j : nr - 1)) * k * size;
+        long r = 0;
+        for (long t = 0; t < tiles; t++) {
+            const int mr = (int)(rows / tiles + (t < rows % tiles ? 1 : 0));
+            const float *xr = x + r * ldx;
+            float *yr = y + r * ldy + o;
+            if (dtype == UNIMOE_GEMM_F32) tile_f32(mr, nr, xr, ldx, wr, k, yr, ldy);
+            else if (dtype == UNIMOE_GEMM_BF16) tile_bf16(mr, nr, xr, ldx, wr, k, yr, ldy);
+            else tile_f16(mr, nr, xr, ldx, wr, k, yr, ldy);
+            r += mr;
+        }
+    }
+    return 1;
+}
+
+#else
+
+int unimoe_gemm_nt_available(void) { return 0; }
+int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
+                   float *y, long ldy) {
+    (void)x; (void)rows; (void)ldx; (void)w; (void)dtype; (void)k; (void)o0; (void)o1; (void)y; (void)ldy;
+    return 0;
+}
+
+#endif

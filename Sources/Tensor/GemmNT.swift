@@ -1,0 +1,79 @@
+import CKernels
+
+/// `y = x · Wᵀ` for a few dozen rows without packing (`unimoe_gemm_nt`, Sources/CKernels/GemmNT.c):
+/// the product an expert computes in prefill and a batched decode step computes for 9–48 rows.
+///
+/// Why not sgemm there: OpenBLAS packs the whole weight matrix on every call, which for ~16–32
+/// rows costs as much as the arithmetic, and 16-bit weights first need a widening pass into
+/// scratch. Measured on one thread of the bench machine (AVX-512 Xeon, 1024 × 2816 weights), against
+/// sgemm on the f32 matrix and against the widening pass + sgemm for bf16:
+///
+/// | rows | f32 | bf16 |
+/// |---|---|---|
+/// | 9 | 1.55× | 2.2× |
+/// | 16 | 1.2× | 1.1–1.6× |
+/// | 32 | 0.9–1.1× | 1.3× |
+/// | 64 | 0.7–0.8× | 0.9× |
+///
+/// so f32 uses it up to `maxRowsF32` rows and 16-bit weights up to `maxRows16`. CPUs without
+/// AVX-512 keep sgemm (`forward` returns false). On the bench model (128-token prefill, experts of
+/// ~32 rows, 2 threads) three interleaved pairs gave f32 prefill 227–240 tokens/s against 215–224
+/// without it, bf16 218–257 against 188–228; an f32 limit of 48 rows gained nothing over 24.
+/// Its compute ceiling is lower than sgemm's (~110 GFLOP/s on one thread with everything in L1,
+/// 60–75 once the weights stream from L2 and beyond, where sgemm on packed panels reaches 90+ from
+/// 64 rows), which is why it stops where it does.
+public enum GemmNT {
+    /// The most rows an f32 product sends here.
+    public static let maxRowsF32 = 24
+    /// The most rows a bf16 / f16 product sends here.
+    public static let maxRows16 = 48
+
+    /// Whether this CPU runs the kernel.
+    public static let available = unimoe_gemm_nt_available() != 0
+
+    /// The kernel's code for `dtype`, nil for storage it does not read (q8_0).
+    static func code(_ dtype: DType) -> Int32? {
+        switch dtype {
+        case .f32: return Int32(UNIMOE_GEMM_F32)
+        case .bf16: return Int32(UNIMOE_GEMM_BF16)
+        case .f16: return Int32(UNIMOE_GEMM_F16)
+        case .q8_0: return nil
+        }
+    }
+
+    /// Whether `forward` takes a product of `rows` rows with weights stored as `dtype`.
+    public static func takes(rows: Int, dtype: DType) -> Bool {
+        guard available, code(dtype) != nil else { return false }
+        return rows <= (dtype == .f32 ? maxRowsF32 : maxRows16)
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ` (no bias) for W `[out, in]` f32 / bf16 / f16, rows of x
+    /// and y contiguous; output rows are split over `Parallel.threads` (one task per thread: every
+    /// task reads the whole of x, so fewer, larger ones). Returns false, writing nothing, when the
+    /// kernel cannot run here. Allocates nothing.
+    @discardableResult
+    public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor,
+                               into y: UnsafeMutablePointer<Float>) -> Bool {
+        guard available, let dtype = code(weight.dtype), weight.rank == 2 else { return false }
+        let outF = weight.shape[0], inF = weight.shape[1]
+        // Whole 4-row tiles per task, so a split never changes which rows share a tile.
+        let tiles = (outF + 3) / 4
+        let tasks = max(1, min(Parallel.threads, tiles))
+        let job = Job(x: x, rows: rows, weight: UnsafeRawPointer(weight.raw), dtype: dtype, inF: inF, outF: outF,
+                      tilesPerTask: (tiles + tasks - 1) / tasks, y: y)
+        Parallel.forEach(tasks: tasks, job: job)
+        return true
+    }
+
+    /// One task: a run of output rows. A value so that handing it to the pool allocates nothing.
+    private struct Job: ParallelJob {
+        let x: UnsafePointer<Float>, rows: Int
+        let weight: UnsafeRawPointer, dtype: Int32, inF: Int, outF: Int, tilesPerTask: Int
+        let y: UnsafeMutablePointer<Float>
+
+        func run(task: Int, worker: Int) {
+            let o0 = min(outF, task * tilesPerTask * 4), o1 = min(outF, o0 + tilesPerTask * 4)
+            _ = unimoe_gemm_nt(x, rows, inF, weight, dtype, inF, o0, o1, y, outF)
+        }
+    }
+}

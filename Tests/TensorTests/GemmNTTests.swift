@@ -1,0 +1,88 @@
+import Tensor
+import TestSupport
+import XCTest
+
+/// The packing-free kernel beside its code (Sources/CKernels/GemmNT.c, Tensor/GemmNT.swift):
+/// against a float64 product, and its promise that an output's bits depend on k alone.
+final class GemmNTTests: XCTestCase {
+    /// Random `[shape]` values stored as `dtype`, and the same values widened back to f32 (what
+    /// the kernel multiplies).
+    private func random(_ shape: [Int], _ dtype: DType, _ rng: inout SplitMix) throws -> (Tensor, [Float]) {
+        let t = try Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in rng.next() }).converted(to: dtype)
+        return (t, t.converted(to: .f32).toArray())
+    }
+
+    /// Runs the kernel on rows of x; nil when this CPU lacks it (checked to write nothing).
+    private func product(_ x: [Float], rows: Int, _ w: Tensor) -> [Float]? {
+        var y = [Float](repeating: .nan, count: rows * w.shape[0])
+        let ran = x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { GemmNT.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
+        }
+        if !ran { XCTAssertTrue(y.allSatisfy(\.isNaN), "a declined product wrote output"); return nil }
+        return y
+    }
+
+    /// Every output within 4e-6 of Σ|x·w| of the float64 product: f32, bf16 and f16 weights; rows
+    /// that fill 6-row tiles and rows that do not; outputs that fill 4-row tiles and not; k with and
+    /// without a tail of 16, down to 1.
+    func testMatchesFloat64Product() throws {
+        var rng = SplitMix(11)
+        let shapes = [(1, 1, 1), (1, 17, 3), (5, 16, 4), (6, 33, 5), (7, 15, 9), (13, 100, 37), (24, 130, 67),
+                      (30, 64, 8), (48, 300, 13)]
+        try withThreadCounts { threads in
+            for dtype in [DType.f32, .bf16, .f16] {
+                for (rows, k, n) in shapes {
+                    let (x, _) = try random([rows, k], .f32, &rng), (w, wf) = try random([n, k], dtype, &rng)
+                    let xf = x.toArray()
+                    guard let y = product(xf, rows: rows, w) else {
+                        XCTAssertFalse(GemmNT.available); return
+                    }
+                    for r in 0..<rows {
+                        for o in 0..<n {
+                            var exact = 0.0, magnitude = 0.0
+                            for i in 0..<k {
+                                let p = Double(xf[r * k + i]) * Double(wf[o * k + i])
+                                exact += p; magnitude += abs(p)
+                            }
+                            let got = Double(y[r * n + o])
+                            XCTAssertLessThanOrEqual(abs(got - exact), 4e-6 * magnitude + 1e-30,
+                                                     "\(dtype) \(rows)×\(k)×\(n) threads \(threads) [\(r), \(o)]: \(got) vs \(exact)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same bits for a row however many rows share the call, and for any thread split of the
+    /// outputs (1, 2 and 3 threads): what makes prefill, batched decode and an expert worker agree.
+    func testOutputsDependOnKAlone() throws {
+        var rng = SplitMix(12)
+        for dtype in [DType.f32, .bf16] {
+            let rows = 23, k = 129, n = 45
+            let (x, _) = try random([rows, k], .f32, &rng), (w, _) = try random([n, k], dtype, &rng)
+            let xf = x.toArray()
+            var whole: [[Float]] = []
+            withThreadCounts { _ in
+                guard let y = product(xf, rows: rows, w) else { return }
+                whole.append(y)
+            }
+            guard let first = whole.first else { XCTAssertFalse(GemmNT.available); continue }
+            for y in whole { XCTAssertEqual(y, first, "\(dtype): thread counts disagree") }
+            for r in [0, 5, 6, 22] {
+                let alone = product(Array(xf[r * k..<(r + 1) * k]), rows: 1, w)!
+                XCTAssertEqual(alone, Array(first[r * n..<(r + 1) * n]), "\(dtype) row \(r) alone")
+            }
+        }
+    }
+
+    /// Which products go here: only where the kernel runs, never q8_0, and only up to the
+    /// measured row limits.
+    func testTakesOnlyWhatItWasMeasuredFor() {
+        XCTAssertFalse(GemmNT.takes(rows: 9, dtype: .q8_0))
+        XCTAssertEqual(GemmNT.takes(rows: GemmNT.maxRowsF32, dtype: .f32), GemmNT.available)
+        XCTAssertFalse(GemmNT.takes(rows: GemmNT.maxRowsF32 + 1, dtype: .f32))
+        XCTAssertEqual(GemmNT.takes(rows: GemmNT.maxRows16, dtype: .bf16), GemmNT.available)
+        XCTAssertFalse(GemmNT.takes(rows: GemmNT.maxRows16 + 1, dtype: .f16))
+    }
+}
