@@ -1,3 +1,4 @@
+import CKernels
 import Checkpoint
 import Foundation
 import Tensor
@@ -125,6 +126,28 @@ final class Q8Tests: XCTestCase {
             let got = try Linear.forward(try Tensor(shape: [1, 256], values: x), weight: q).toArray()
             let want = try Linear.forward(try Tensor(shape: [1, 256], values: xr), weight: f).toArray()
             XCTAssertLessThanOrEqual(relativeError(got, want), 1e-5, "threads \(threads)")
+        }
+    }
+    /// The AVX-512 VNNI path of the int8 dot (two blocks per `vpdpbusd`) gives the AVX2 path's bits:
+    /// 1–7 activation rows (whole and partial groups of 4), block counts below, at and past the
+    /// 8-block scale groups (the tail), a partial output range.
+    func testVNNIPathEqualsAVX2Bits() {
+        if unimoe_q8_vnni() == 0 { print("Q8Tests: this CPU has no AVX-512 VNNI; both calls take the AVX2 path") }
+        var rng = SplitMix(21)
+        for blocks in [1, 7, 8, 9, 33, 88] {
+            for rows in [1, 2, 3, 4, 5, 7] {
+                let k = 32 * blocks, outF = 13
+                let w = (0..<outF * k).map { _ in rng.next() }, x = (0..<rows * k).map { _ in rng.next() }
+                var wq = [Int8](repeating: 0, count: outF * k), wd = [UInt16](repeating: 0, count: outF * blocks)
+                var xq = [Int8](repeating: 0, count: rows * k), xd = [UInt16](repeating: 0, count: rows * blocks)
+                unimoe_q8_quantize(w, outF * blocks, &wq, &wd)
+                unimoe_q8_quantize(x, rows * blocks, &xq, &xd)
+                var viaVNNI = [Float](repeating: .nan, count: rows * outF), viaAVX2 = viaVNNI
+                unimoe_q8_dot_using(wq, wd, blocks, 2, 11, xq, xd, rows, &viaVNNI, outF, 1)
+                unimoe_q8_dot_using(wq, wd, blocks, 2, 11, xq, xd, rows, &viaAVX2, outF, 0)
+                XCTAssertEqual(viaVNNI.map(\.bitPattern), viaAVX2.map(\.bitPattern), "\(blocks) blocks, \(rows) rows")
+                XCTAssertFalse(viaVNNI[rows * outF - 3].isNaN, "the range's last output was not written")
+            }
         }
     }
 }
