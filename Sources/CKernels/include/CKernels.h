@@ -1,6 +1,8 @@
-// Hot loops that need instructions Swift's SIMD types cannot express (the int8 multiply-add
-// `vpmaddubsw`), written once in C with intrinsics and a portable fallback. Tensor wraps each one
-// (Q8.quantize, MatVecQ8); nothing else calls them.
+// Hot loops that need instructions Swift's SIMD types cannot express at the package's CPU level
+// (the int8 multiply-adds `vpmaddubsw` and `vpdpbusd`, 512-bit vectors), written once in C with
+// intrinsics. AVX-512 paths are chosen at run time (`__builtin_cpu_supports`), so one build serves
+// AVX2-only CPUs too; the q8_0 kernels also have a portable fallback. Tensor wraps each one
+// (Q8.quantize, MatVecQ8, GemmNT); only the tests call them directly, to hold paths to each other.
 #ifndef UNIMOE_CKERNELS_H
 #define UNIMOE_CKERNELS_H
 
