@@ -66,6 +66,25 @@ static inline float hsum(__m256 v) {
 /// 4 KB 0.74, 16 KB 0.74).
 enum { PREFETCH = 8192 };
 
+/// The end of a row's dot: blocks from `b8` on one at a time into the even accumulator (the tail
+/// past the last whole group of 8), then the two accumulators added and summed. Shared by `dotRow`
+/// and `dotRow512`, which is what keeps their bits equal.
+static inline __attribute__((always_inline))
+void finishRow(const int G, const int8_t *w, const uint16_t *dw, long blocks, long b8, const int8_t *x,
+               const uint16_t *dx, long k, __m256 acc[][2], float *y, long ldy) {
+    for (long b = b8; b < blocks; b++) {
+        const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+        const __m256i absW = _mm256_sign_epi8(wv, wv);
+        const float dwb = half_to_float(dw[b]);
+        for (int r = 0; r < G; r++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * k + 32 * b));
+            const __m256 sv = _mm256_set1_ps(dwb * half_to_float(dx[r * blocks + b]));
+            acc[r][0] = _mm256_fmadd_ps(sv, dot32(wv, absW, xv), acc[r][0]);
+        }
+    }
+    for (int r = 0; r < G; r++) y[r * ldy] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
 /// One weight row against G activation rows. Scales are formed 8 blocks at a time (two
 /// `vcvtph2ps` and a multiply for 8 blocks), so the per-block work is the int8 dot, its conversion
 /// and one FMA with a broadcast scale. Two accumulators per row (even and odd blocks) hide the FMA
@@ -92,17 +111,7 @@ void dotRow(const int G, const int8_t *w, const uint16_t *dw, long blocks, const
             }
         }
     }
-    for (long b = b8; b < blocks; b++) {
-        const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
-        const __m256i absW = _mm256_sign_epi8(wv, wv);
-        const float dwb = half_to_float(dw[b]);
-        for (int r = 0; r < G; r++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * k + 32 * b));
-            const __m256 sv = _mm256_set1_ps(dwb * half_to_float(dx[r * blocks + b]));
-            acc[r][0] = _mm256_fmadd_ps(sv, dot32(wv, absW, xv), acc[r][0]);
-        }
-    }
-    for (int r = 0; r < G; r++) y[r * ldy] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+    finishRow(G, w, dw, blocks, b8, x, dx, k, acc, y, ldy);
 }
 
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -111,7 +120,7 @@ void dotRow(const int G, const int8_t *w, const uint16_t *dw, long blocks, const
 /// four products in one instruction (instead of `vpmaddubsw` + `vpmaddwd`), and the activation
 /// takes the weight's sign through a mask (AVX-512 has no `vpsignb`). Same bits as `dotRow`: the
 /// int32 lane sums are exact either way, lanes 0–7 accumulate the even blocks and 8–15 the odd
-/// ones (dotRow's two accumulators), and the tail and the final sum are dotRow's own code.
+/// ones (dotRow's two accumulators), and the tail and the final sum are dotRow's own code (`finishRow`).
 AVX512VNNI static inline __attribute__((always_inline))
 void dotRow512(const int G, const int8_t *w, const uint16_t *dw, long blocks, const int8_t *x,
                const uint16_t *dx, long k, float *y, long ldy) {
@@ -149,17 +158,7 @@ void dotRow512(const int G, const int8_t *w, const uint16_t *dw, long blocks, co
         acc2[r][0] = _mm512_castps512_ps256(acc[r]);
         acc2[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1));
     }
-    for (long b = b8; b < blocks; b++) {
-        const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
-        const __m256i absW = _mm256_sign_epi8(wv, wv);
-        const float dwb = half_to_float(dw[b]);
-        for (int r = 0; r < G; r++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * k + 32 * b));
-            const __m256 sv = _mm256_set1_ps(dwb * half_to_float(dx[r * blocks + b]));
-            acc2[r][0] = _mm256_fmadd_ps(sv, dot32(wv, absW, xv), acc2[r][0]);
-        }
-    }
-    for (int r = 0; r < G; r++) y[r * ldy] = hsum(_mm256_add_ps(acc2[r][0], acc2[r][1]));
+    finishRow(G, w, dw, blocks, b8, x, dx, k, acc2, y, ldy);
 }
 
 /// Rows of `unimoe_q8_dot` with `dotRow512`, for CPUs with AVX-512 VNNI.
@@ -182,11 +181,7 @@ AVX512VNNI __attribute__((noinline)) static void dotRows512(int g, const int8_t 
 static int vnni_checked = -1;
 
 int unimoe_q8_vnni(void) {
-    if (vnni_checked < 0) {
-        __builtin_cpu_init();
-        vnni_checked = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-    }
+    if (vnni_checked < 0) vnni_checked = unimoe_gemm_nt_available() && __builtin_cpu_supports("avx512vnni");
     return vnni_checked;
 }
 

@@ -29,7 +29,7 @@ void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, l
 void unimoe_q8_dot_using(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
                          const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy, int vnni);
 
-/// Whether this CPU takes the VNNI path (AVX-512 F/BW/VL/VNNI, checked once at run time).
+/// Whether this CPU takes the VNNI path (`unimoe_gemm_nt_available`'s AVX-512 and VNNI, checked once).
 int unimoe_q8_vnni(void);
 
 /// Prefetches, into the outer caches, one 64-byte line in each of `rows` weight rows `stride`
