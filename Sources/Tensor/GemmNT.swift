@@ -17,8 +17,10 @@ import CKernels
 ///
 /// so f32 uses it up to `maxRowsF32` rows and 16-bit weights up to `maxRows16`. CPUs without
 /// AVX-512 keep sgemm (`forward` returns false). On the bench model (128-token prefill, experts of
-/// ~32 rows, 2 threads) three interleaved pairs gave f32 prefill 227–240 tokens/s against 215–224
-/// without it, bf16 218–257 against 188–228; an f32 limit of 48 rows gained nothing over 24.
+/// ~32 rows, 2 threads), four interleaved pairs against the build before it: bf16 prefill 243
+/// tokens/s mean against 227 (the widening pass is gone), f32 227 against 227 (most experts have
+/// more than 24 rows; an f32 limit of 48 gained nothing either). Batched decode's 9–24-row
+/// products (attention and experts of 16 concurrent requests) are where f32 gains.
 /// Its compute ceiling is lower than sgemm's (~110 GFLOP/s on one thread with everything in L1,
 /// 60–75 once the weights stream from L2 and beyond, where sgemm on packed panels reaches 90+ from
 /// 64 rows), which is why it stops where it does.
