@@ -114,6 +114,20 @@ void dotRow(const int G, const int8_t *w, const uint16_t *dw, long blocks, const
     finishRow(G, w, dw, blocks, b8, x, dx, k, acc, y, ldy);
 }
 
+/// Output rows o0..<o1 against a group of `g` (1–4) activation rows with `DOT` (dotRow or
+/// dotRow512), the group size a constant in each call so the row's accumulators stay in registers.
+#define EACH_OUTPUT(DOT)                                                                             \
+    for (long o = o0; o < o1; o++) {                                                                 \
+        const int8_t *w = wq + o * k;                                                                \
+        const uint16_t *dw = wd + o * blocks;                                                        \
+        switch (g) {                                                                                 \
+        case 1: DOT(1, w, dw, blocks, x, dx, k, yr + o, ldy); break;                                 \
+        case 2: DOT(2, w, dw, blocks, x, dx, k, yr + o, ldy); break;                                 \
+        case 3: DOT(3, w, dw, blocks, x, dx, k, yr + o, ldy); break;                                 \
+        default: DOT(4, w, dw, blocks, x, dx, k, yr + o, ldy); break;                                \
+        }                                                                                            \
+    }
+
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 /// `dotRow` with AVX-512 VNNI, two blocks per 512-bit vector: `vpdpbusd` forms each lane's sum of
@@ -166,16 +180,7 @@ AVX512VNNI __attribute__((noinline)) static void dotRows512(int g, const int8_t 
                                                             long o0, long o1, const int8_t *x, const uint16_t *dx,
                                                             float *yr, long ldy) {
     const long k = 32 * blocks;
-    for (long o = o0; o < o1; o++) {
-        const int8_t *w = wq + o * k;
-        const uint16_t *dw = wd + o * blocks;
-        switch (g) {
-        case 1: dotRow512(1, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-        case 2: dotRow512(2, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-        case 3: dotRow512(3, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-        default: dotRow512(4, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-        }
-    }
+    EACH_OUTPUT(dotRow512)
 }
 
 static int vnni_checked = -1;
@@ -205,16 +210,7 @@ void unimoe_q8_dot_using(const int8_t *wq, const uint16_t *wd, long blocks, long
         const int8_t *x = xq + r0 * k;
         const uint16_t *dx = xd + r0 * blocks;
         float *yr = y + r0 * ldy;
-        for (long o = o0; o < o1; o++) {
-            const int8_t *w = wq + o * k;
-            const uint16_t *dw = wd + o * blocks;
-            switch (g) {
-            case 1: dotRow(1, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-            case 2: dotRow(2, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-            case 3: dotRow(3, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-            default: dotRow(4, w, dw, blocks, x, dx, k, yr + o, ldy); break;
-            }
-        }
+        EACH_OUTPUT(dotRow)
     }
 }
 
