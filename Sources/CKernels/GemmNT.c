@@ -20,20 +20,25 @@
 #define NR 4   // weight rows (outputs) per tile
 #define MR 6   // activation rows per tile, at most
 
-/// 16 weights from element `i` of a row, widened to f32 (bf16: exact; f16: exact).
-AVX512 INLINE __m512 load_w(const void *row, int dtype, long i) {
-    if (dtype == UNIMOE_GEMM_F32) return _mm512_loadu_ps((const float *)row + i);
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
-    if (dtype == UNIMOE_GEMM_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    return _mm512_cvtph_ps(h);
-}
-
-/// The same for the k tail: lanes outside `m` read nothing and are zero.
-AVX512 INLINE __m512 load_w_masked(const void *row, int dtype, long i, __mmask16 m) {
+/// 16 weights from element `i` of a row, widened to f32 (bf16 and f16 exactly); lanes outside `m`
+/// read nothing and are zero (the k tail; elsewhere `m` is the constant all-lanes mask, which the
+/// compiler turns into plain loads).
+AVX512 INLINE __m512 load_w(const void *row, int dtype, long i, __mmask16 m) {
     if (dtype == UNIMOE_GEMM_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
     if (dtype == UNIMOE_GEMM_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
+}
+
+/// One step along k: 16 elements (those in `m`) of each weight row into every row's accumulators.
+AVX512 INLINE void step(int dtype, int mr, const float *x, long ldx, const void *const w[NR], long kk,
+                        __mmask16 m, __m512 acc[MR][NR]) {
+    __m512 wv[NR];
+    for (int j = 0; j < NR; j++) wv[j] = load_w(w[j], dtype, kk, m);
+    for (int i = 0; i < mr; i++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + kk);
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
 }
 
 /// The four lane sums of a, b, c, d, in that order: 128-bit quarters (q0 + q2) + (q1 + q3), then
@@ -55,23 +60,8 @@ AVX512 INLINE void tile(int dtype, int mr, int nr, const float *x, long ldx, con
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     long kk = 0;
-    for (; kk + 16 <= k; kk += 16) {
-        __m512 wv[NR];
-        for (int j = 0; j < NR; j++) wv[j] = load_w(w[j], dtype, kk);
-        for (int i = 0; i < mr; i++) {
-            __m512 xv = _mm512_loadu_ps(x + i * ldx + kk);
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
-    }
-    if (kk < k) {
-        const __mmask16 m = (__mmask16)((1u << (k - kk)) - 1);
-        __m512 wv[NR];
-        for (int j = 0; j < NR; j++) wv[j] = load_w_masked(w[j], dtype, kk, m);
-        for (int i = 0; i < mr; i++) {
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + kk);
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
-    }
+    for (; kk + 16 <= k; kk += 16) step(dtype, mr, x, ldx, w, kk, (__mmask16)0xFFFF, acc);
+    if (kk < k) step(dtype, mr, x, ldx, w, kk, (__mmask16)((1u << (k - kk)) - 1), acc);
     const __mmask8 store = (__mmask8)((1u << nr) - 1);
     for (int i = 0; i < mr; i++)
         _mm_mask_storeu_ps(y + i * ldy, store, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
@@ -102,15 +92,18 @@ AVX512 __attribute__((noinline)) static void tile_f16(int mr, int nr, const floa
     TILE_CASES(UNIMOE_GEMM_F16)
 }
 
+/// -1 until checked; threads that race to check store the same answer.
 static int avx512_checked = -1;
 
 int unimoe_gemm_nt_available(void) {
-    if (avx512_checked < 0) {
+    int known = __atomic_load_n(&avx512_checked, __ATOMIC_RELAXED);
+    if (known < 0) {
         __builtin_cpu_init();
-        avx512_checked = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+        __atomic_store_n(&avx512_checked, known, __ATOMIC_RELAXED);
     }
-    return avx512_checked;
+    return known;
 }
 
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
@@ -118,6 +111,8 @@ int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype
     if (!unimoe_gemm_nt_available() || dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
     if (rows <= 0 || o1 <= o0) return 1;
     const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
+    void (*const tileFor)(int, int, const float *, long, const void *const[NR], long, float *, long) =
+        dtype == UNIMOE_GEMM_F32 ? tile_f32 : dtype == UNIMOE_GEMM_BF16 ? tile_bf16 : tile_f16;
     // Row tiles as even as possible (32 rows: 6, 6, 5, 5, 5, 5), so no tile runs nearly empty.
     const long tiles = (rows + MR - 1) / MR;
     for (long o = o0; o < o1; o += NR) {
@@ -129,9 +124,7 @@ int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype
             const int mr = (int)(rows / tiles + (t < rows % tiles ? 1 : 0));
             const float *xr = x + r * ldx;
             float *yr = y + r * ldy + o;
-            if (dtype == UNIMOE_GEMM_F32) tile_f32(mr, nr, xr, ldx, wr, k, yr, ldy);
-            else if (dtype == UNIMOE_GEMM_BF16) tile_bf16(mr, nr, xr, ldx, wr, k, yr, ldy);
-            else tile_f16(mr, nr, xr, ldx, wr, k, yr, ldy);
+            tileFor(mr, nr, xr, ldx, wr, k, yr, ldy);
             r += mr;
         }
     }

@@ -186,8 +186,12 @@ AVX512VNNI __attribute__((noinline)) static void dotRows512(int g, const int8_t 
 static int vnni_checked = -1;
 
 int unimoe_q8_vnni(void) {
-    if (vnni_checked < 0) vnni_checked = unimoe_gemm_nt_available() && __builtin_cpu_supports("avx512vnni");
-    return vnni_checked;
+    int known = __atomic_load_n(&vnni_checked, __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = unimoe_gemm_nt_available() && __builtin_cpu_supports("avx512vnni");
+        __atomic_store_n(&vnni_checked, known, __ATOMIC_RELAXED);
+    }
+    return known;
 }
 
 void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,

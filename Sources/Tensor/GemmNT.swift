@@ -19,8 +19,8 @@ import CKernels
 /// AVX-512 keep sgemm (`forward` returns false). On the bench model (128-token prefill, experts of
 /// ~32 rows, 2 threads), four interleaved pairs against the build before it: bf16 prefill 243
 /// tokens/s mean against 227 (the widening pass is gone), f32 227 against 227 (most experts have
-/// more than 24 rows; an f32 limit of 48 gained nothing either). Batched decode's 9–24-row
-/// products (attention and experts of 16 concurrent requests) are where f32 gains.
+/// more than 24 rows; an f32 limit of 48 gained nothing either). For f32 the gain is in products of
+/// 9–16 rows, such as the attention projections of a batched decode step of that many requests.
 /// Its compute ceiling is lower than sgemm's (~110 GFLOP/s on one thread with everything in L1,
 /// 60–75 once the weights stream from L2 and beyond, where sgemm on packed panels reaches 90+ from
 /// 64 rows), which is why it stops where it does.
@@ -43,7 +43,8 @@ public enum GemmNT {
         }
     }
 
-    /// Whether `forward` takes a product of `rows` rows with weights stored as `dtype`.
+    /// Whether `Linear` sends a product of `rows` rows with weights stored as `dtype` here (the
+    /// kernel runs and was measured faster than sgemm there; `forward` itself takes any row count).
     public static func takes(rows: Int, dtype: DType) -> Bool {
         guard available, code(dtype) != nil else { return false }
         return rows <= (dtype == .f32 ? maxRowsF32 : maxRows16)

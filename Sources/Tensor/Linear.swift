@@ -25,7 +25,8 @@ public enum Linear {
             MatVec.forwardAll(count: 1) { _ in Product(x, rows: rows, weight: weight, bias: bias, into: y) }
             return
         }
-        if GemmNT.takes(rows: rows, dtype: weight.dtype), GemmNT.forward(x, rows: rows, weight: weight, into: y) {
+        if GemmNT.takes(rows: rows, dtype: weight.dtype) {
+            GemmNT.forward(x, rows: rows, weight: weight, into: y)
             if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
             return
         }
