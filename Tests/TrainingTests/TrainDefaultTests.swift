@@ -66,6 +66,38 @@ final class TrainDefaultTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("must be a whole number"), bad.stderr)
     }
 
+    /// `--count-variety F`: that share of the training split's counting pictures is non-square (both
+    /// orientations) or has smaller shapes; the other pictures and the test split keep the bytes a
+    /// run without it writes, and a share outside 0…1 is refused.
+    func testCountVarietyVariesTrainingCountsOnly() throws {
+        let base = NSTemporaryDirectory() + "unimoe-variety-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let args = ["--seed", "7", "--train", "40", "--val", "0", "--test", "8", "--families", "image_count"]
+        for (dir, extra) in [("plain", [String]()), ("varied", ["--count-variety", "0.6"])] {
+            let r = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--out", "\(base)/\(dir)"] + args + extra, timeout: 300)
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let fm = FileManager.default
+        var sides: Set<[Int]> = [], changed = 0
+        for i in 0..<40 {
+            let f = String(format: "media/train/image_count/%05d.png", i)
+            let varied = try XCTUnwrap(fm.contents(atPath: "\(base)/varied/\(f)"))
+            if varied != fm.contents(atPath: "\(base)/plain/\(f)") { changed += 1 }
+            // PNG's IHDR: width and height, big-endian, at bytes 16 and 20.
+            let be = { (o: Int) in varied[o..<(o + 4)].reduce(0) { $0 << 8 | Int($1) } }
+            sides.insert([be(16), be(20)])
+        }
+        XCTAssertTrue((12...36).contains(changed), "\(changed) of 40 pictures changed with --count-variety 0.6")
+        XCTAssertTrue(sides.contains([64, 64]) && sides.contains { $0[0] < 64 } && sides.contains { $0[1] < 64 }, "\(sides)")
+        for i in 0..<8 {
+            let f = String(format: "media/test/image_count/%05d.png", i)
+            XCTAssertEqual(fm.contents(atPath: "\(base)/varied/\(f)"), fm.contents(atPath: "\(base)/plain/\(f)"), "\(f): the test split varied")
+        }
+        let bad = try runProcess("/bin/bash", [root + "/scripts/make-dataset", "--out", base + "/bad", "--count-variety", "1.5"], timeout: 60)
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("--count-variety must lie between 0 and 1"), bad.stderr)
+    }
+
     func testQuickRecipeRunsEndToEndAndTheLossFalls() throws {
         let out = NSTemporaryDirectory() + "unimoe-train-default-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }

@@ -79,21 +79,23 @@ def image_shape(rng, ctx):
 
 
 def image_count(rng, ctx):
-    size = ctx.size
+    # ctx.width / ctx.height: a non-square picture (the model pads it to a square, which shrinks its
+    # shapes); ctx.shape_scale: shapes drawn smaller. Both only in `--count-variety` training data.
+    w, h = ctx.width or ctx.size, ctx.height or ctx.size
     n = ctx.balanced((1, 2, 3, 4))
     names = [rng.choice(COLOUR_NAMES) for _ in range(n)]
     rgbs = [colour(rng, c) for c in names]
-    canvas = Canvas(size, background_for(rng, rgbs), rng, gradient=rng.randint(0, ctx.gradient_max))
+    canvas = Canvas(max(w, h), background_for(rng, rgbs), rng, gradient=rng.randint(0, ctx.gradient_max))
     scale = 1.0
     while True:  # non-overlapping placement by rejection; shrink the shapes if it keeps failing
         placed = []
         for _ in range(n):
             shape = rng.choice(SHAPES)
-            radius = rng.uniform(0.07, 0.11) * size * scale
+            radius = rng.uniform(0.07, 0.11) * min(w, h) * ctx.shape_scale * scale
             e = extent(shape, radius)
             for _ in range(200):
-                cx = rng.randint(int(e) + 1, size - int(e) - 2)
-                cy = rng.randint(int(e) + 1, size - int(e) - 2)
+                cx = rng.randint(int(e) + 1, w - int(e) - 2)
+                cy = rng.randint(int(e) + 1, h - int(e) - 2)
                 if all((cx - x) ** 2 + (cy - y) ** 2 >= (e + pe + 2) ** 2 for _, _, x, y, pe in placed):
                     placed.append((shape, radius, cx, cy, e))
                     break
@@ -104,7 +106,7 @@ def image_count(rng, ctx):
         scale *= 0.9
     for (shape, radius, cx, cy, _), rgb in zip(placed, rgbs):
         canvas.stamp(shape, radius, cx, cy, rgb)
-    media.png(ctx.path, size, canvas.rgb24())
+    media.png(ctx.path, (w, h) if w != h else w, canvas.rgb24(w, h))
     word = NUMBER_WORDS[n]
     return word, ("one shape" if n == 1 else "%s shapes" % word)
 

@@ -26,6 +26,8 @@ class Ctx:
         self.split_seed, self.family, self.index = split_seed, family, index
         self.gradient_max = 18   # background ramp, in levels (the outside split uses steeper ones)
         self.rotate = 0          # a video's display rotation in degrees (the outside split's phone videos)
+        self.width = self.height = None  # a counting picture's sides when not size x size (--count-variety)
+        self.shape_scale = 1.0   # a counting picture's shapes drawn this much smaller (--count-variety)
 
     def balanced(self, classes):
         """The answer class of this sample: every block of len(classes) consecutive indices holds
@@ -56,9 +58,28 @@ OUTSIDE_SOUNDS = (("mp3", ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"]),
                   ("ogg", ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"]))
 
 
+# --count-variety: a training counting picture is, with its own seeded draw, non-square (the
+# model pads it to a square, shrinking its shapes) or drawn with smaller shapes, as users' pictures
+# and the outside split's letterboxed ones are; the test split never is.
+COUNT_ASPECTS = (0.625, 0.75, 0.875)   # the short side / the long side of a non-square picture
+COUNT_SHAPE_SCALES = (0.6, 1.0)
+
+
+def vary_count_picture(ctx, variety):
+    """With probability `variety` makes ctx's counting picture non-square (half the time) or its
+    shapes smaller; the draw has its own seed, so the other pictures keep their bytes."""
+    v = random.Random("unimoe-dataset/%d/%s/variety/%d" % (ctx.split_seed, ctx.family, ctx.index))
+    r = v.random()
+    if r < variety / 2:
+        short = max(16, round(ctx.size * v.choice(COUNT_ASPECTS) / 2) * 2)
+        ctx.width, ctx.height = v.choice(((ctx.size, short), (short, ctx.size)))
+    elif r < variety:
+        ctx.shape_scale = v.uniform(*COUNT_SHAPE_SCALES)
+
+
 def make_one(task):
     """One media sample: writes its file, returns (stage-2 record, stage-1 record)."""
-    out, size, split, split_seed, family, index = task
+    out, size, split, split_seed, family, index, variety = task
     medium, ext, caption_family, maker = F.FAMILIES[family]
     rng = sample_rng(split_seed, family, index)
     rel = "media/%s/%s/%05d.%s" % (split, family, index, ext)
@@ -68,6 +89,8 @@ def make_one(task):
         ctx.size = variant.choice(OUTSIDE_SIDES.get(medium, (size,)))
         ctx.gradient_max = 40
         ctx.rotate = 90 if medium == "video" and index % 2 == 0 else 0
+    if variety and split == "train" and family == "image_count":
+        vary_count_picture(ctx, variety)
     answer, caption = maker(rng, ctx)
     if split == "outside" and medium != "video":
         ext2, args = (OUTSIDE_PICTURES if medium == "image" else OUTSIDE_SOUNDS)[index % (3 if medium == "image" else 2)]
@@ -93,8 +116,8 @@ def make_chunk(task):
     """Consecutive samples of one family and split (make_one each); their pictures are written
     together at the end (media.collect_pngs), except the outside split's, which are transcoded
     as soon as they exist."""
-    out, size, split, split_seed, family, start, stop = task
-    tasks = [(out, size, split, split_seed, family, i) for i in range(start, stop)]
+    out, size, split, split_seed, family, start, stop, variety = task
+    tasks = [(out, size, split, split_seed, family, i, variety) for i in range(start, stop)]
     if split == "outside":
         return [make_one(t) for t in tasks]
     with media.collect_pngs():
@@ -202,6 +225,9 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=20, help="samples per family in the test split")
     ap.add_argument("--outside", type=int, default=0,
                     help="samples per family of the outside split (outside_test.jsonl): other sizes and formats")
+    ap.add_argument("--count-variety", type=float, default=0.0, metavar="F",
+                    help="share of the training split's counting pictures drawn non-square (the model pads "
+                         "them) or with shapes 0.6-1x the usual size (default 0)")
     ap.add_argument("--size", type=int, default=64, help="picture and video side in pixels (even)")
     ap.add_argument("--families", default=",".join(F.FAMILIES),
                     help="comma-separated media families to generate (default: all); FAMILY:N makes N "
@@ -209,6 +235,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
                     help="worker processes (default: CPU count, at most 8); the output does not depend on it")
     args = ap.parse_args(argv)
+    if not 0 <= args.count_variety <= 1:
+        ap.error("--count-variety must lie between 0 and 1")
     if args.size < 16 or args.size % 2:
         ap.error("--size must be an even number >= 16 (H.264 yuv420p needs even sides)")
     if args.samples:
@@ -246,7 +274,8 @@ def main(argv=None):
             inst, caps, c = [], [], {}
             for fam in fams:
                 nf = per_family.get(fam, n) if split == "train" else n
-                tasks = [(out, args.size, split, split_seed, fam, i, min(i + CHUNK, nf)) for i in range(0, nf, CHUNK)]
+                tasks = [(out, args.size, split, split_seed, fam, i, min(i + CHUNK, nf), args.count_variety)
+                         for i in range(0, nf, CHUNK)]
                 t0 = time.time()
                 chunks = pool.imap(make_chunk, tasks) if pool else map(make_chunk, tasks)
                 results = (r for chunk in chunks for r in chunk)

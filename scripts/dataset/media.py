@@ -3,7 +3,9 @@ that make the output a pure function of the inputs: bit-exact flags (no encoder 
 timestamps in the containers), fixed encoder settings, one thread, explicit noise seeds."""
 
 import os
+import shutil
 import subprocess
+import tempfile
 
 FFMPEG = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-threads", "1",
           "-fflags", "+bitexact"]
@@ -21,17 +23,24 @@ def _run(cmd, path, data=None, stdin=None):
 
 
 # While collect_pngs() is active, png() queues its frames here instead of running ffmpeg; the
-# block's end writes each run of consecutively numbered pictures in one directory with one ffmpeg
-# call (its image2 muxer numbers the files), the same bytes as one call per picture, ~50x faster.
+# block's end writes the pictures of each size with one ffmpeg call (its image2 muxer numbers the
+# files in a scratch folder, then each is renamed to its path): the same bytes as one call per
+# picture, ~50x faster.
 _queued = None
 
 
+def _dims(size):
+    """ffmpeg's -s for a side or a (width, height) pair."""
+    w, h = size if isinstance(size, tuple) else (size, size)
+    return "%dx%d" % (w, h)
+
+
 def png(path, size, rgb24):
-    """One RGB24 frame -> PNG."""
+    """One RGB24 frame -> PNG; `size` is the side of a square picture or (width, height)."""
     if _queued is not None:
         _queued.append((path, size, rgb24))
         return
-    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-i", "pipe:0",
+    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", _dims(size), "-i", "pipe:0",
                    "-frames:v", "1", "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2"],
          path, data=rgb24)
 
@@ -47,33 +56,29 @@ class collect_pngs:
         global _queued
         queued, _queued = _queued, None
         if exc[0] is None:
-            for run in _numbered_runs(queued):
-                _png_run(run)
+            by_size = {}
+            for path, size, rgb in queued:
+                by_size.setdefault(size, []).append((path, rgb))
+            for size, pictures in by_size.items():
+                _png_batch(size, pictures)
 
 
-def _numbered_runs(queued):
-    """Splits the queue into runs of the same directory and size with consecutive 5-digit numbers."""
-    runs = []
-    for path, size, rgb in queued:
-        folder, name = os.path.split(path)
-        stem, ext = os.path.splitext(name)
-        number = int(stem) if ext == ".png" and len(stem) == 5 and stem.isdigit() else None
-        last = runs[-1] if runs else None
-        if (number is not None and last and last[0] == folder and last[1] == size
-                and last[2] is not None and last[2] + len(last[3]) == number):
-            last[3].append(rgb)
-        else:
-            runs.append([folder, size, number, [rgb], path])
-    return runs
-
-
-def _png_run(run):
-    folder, size, first, frames, path = run
-    if first is None or len(frames) == 1:
-        return png(path, size, frames[0])
-    _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "%dx%d" % (size, size), "-i", "pipe:0",
-                   "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2", "-start_number", str(first)],
-         os.path.join(folder, "%05d.png"), data=b"".join(frames))
+def _png_batch(size, pictures):
+    """Pictures of one size: [(path, rgb24)] -> PNG files, one ffmpeg call."""
+    if len(pictures) == 1:
+        return png(pictures[0][0], size, pictures[0][1])
+    folder = os.path.dirname(pictures[0][0])
+    os.makedirs(folder, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".png-batch-", dir=folder)   # same file system: renames stay cheap
+    try:
+        _run(FFMPEG + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", _dims(size), "-i", "pipe:0",
+                       "-c:v", "png", "-pix_fmt", "rgb24"] + BITEXACT_OUT + ["-f", "image2", "-start_number", "0"],
+             os.path.join(scratch, "%05d.png"), data=b"".join(rgb for _, rgb in pictures))
+        for i, (path, _) in enumerate(pictures):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(os.path.join(scratch, "%05d.png" % i), path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def mp4(path, size, fps, frames, rotate=0):

@@ -95,8 +95,13 @@ class Canvas:
                 px[i + 1] = (px[i + 1] * (256 - a) + g * a + 128) >> 8
                 px[i + 2] = (px[i + 2] * (256 - a) + b * a + 128) >> 8
 
-    def rgb24(self):
-        return bytes(self.px)
+    def rgb24(self, width=None, height=None):
+        """The pixels, or those of the top-left width x height region."""
+        s = self.size
+        w, h = width or s, height or s
+        if (w, h) == (s, s):
+            return bytes(self.px)
+        return b"".join(bytes(self.px[y * s * 3:(y * s + w) * 3]) for y in range(h))
 
 
 def extent(shape, radius):
