@@ -66,13 +66,19 @@ class Canvas:
         if gradient and rng is not None:
             ang = rng.uniform(0, 2 * math.pi)
             gx, gy = math.cos(ang) * gradient, math.sin(ang) * gradient
-            px = bytearray()
             half = (size - 1) / 2.0
+            across = [(x - half) * gx for x in range(size)]   # the same float operations, in the same order, as per pixel
+            shade = {}   # ramp step -> the background pixel shifted by it
+            rows = []
             for y in range(size):
-                for x in range(size):
-                    d = int(round(((x - half) * gx + (y - half) * gy) / half))
-                    px.extend(min(255, max(0, c + d)) for c in bg)
-            self.px = px
+                down = (y - half) * gy
+                for a in across:
+                    d = int(round((a + down) / half))
+                    p = shade.get(d)
+                    if p is None:
+                        p = shade[d] = bytes(min(255, max(0, c + d)) for c in bg)
+                    rows.append(p)
+            self.px = bytearray(b"".join(rows))
         else:
             self.px = bytearray(bytes(bg) * (size * size))
 
