@@ -67,7 +67,9 @@ class Canvas:
             ang = rng.uniform(0, 2 * math.pi)
             gx, gy = math.cos(ang) * gradient, math.sin(ang) * gradient
             half = (size - 1) / 2.0
-            across = [(x - half) * gx for x in range(size)]   # the same float operations, in the same order, as per pixel
+            # One x term per column, one y term per row: the same float operations, in the same
+            # order, as computing each pixel's step on its own (so the same bytes).
+            across = [(x - half) * gx for x in range(size)]
             shade = {}   # ramp step -> the background pixel shifted by it
             rows = []
             for y in range(size):
