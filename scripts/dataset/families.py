@@ -106,7 +106,7 @@ def image_count(rng, ctx):
         scale *= 0.9
     for (shape, radius, cx, cy, _), rgb in zip(placed, rgbs):
         canvas.stamp(shape, radius, cx, cy, rgb)
-    media.png(ctx.path, (w, h) if w != h else w, canvas.rgb24(w, h))
+    media.png(ctx.path, (w, h), canvas.rgb24(w, h))
     word = NUMBER_WORDS[n]
     return word, ("one shape" if n == 1 else "%s shapes" % word)
 

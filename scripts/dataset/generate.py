@@ -34,13 +34,19 @@ class Ctx:
         each class once, in a seeded order, so the classes of a family stay balanced."""
         k = len(classes)
         order = list(classes)
-        random.Random("unimoe-dataset/%d/%s/block/%d" % (self.split_seed, self.family, self.index // k)).shuffle(order)
+        side_stream(self.split_seed, self.family, "block", self.index // k).shuffle(order)
         return order[self.index % k]
 
 
 def sample_rng(split_seed, family, index):
     # str seeds go through SHA-512 in Python 3: stable across runs, processes and PYTHONHASHSEED.
     return random.Random("unimoe-dataset/%d/%s/%d" % (split_seed, family, index))
+
+
+def side_stream(split_seed, family, what, index):
+    """A seeded stream for one decision about a sample (`what`: its class block, its outside-split
+    variant, its count variety), apart from the sample's own stream so the rest keep their draws."""
+    return random.Random("unimoe-dataset/%d/%s/%s/%d" % (split_seed, family, what, index))
 
 
 def conversation(question, answer, medium=None):
@@ -68,7 +74,7 @@ COUNT_SHAPE_SCALES = (0.6, 1.0)
 def vary_count_picture(ctx, variety):
     """With probability `variety` makes ctx's counting picture non-square (half the time) or its
     shapes smaller; the draw has its own seed, so the other pictures keep their bytes."""
-    v = random.Random("unimoe-dataset/%d/%s/variety/%d" % (ctx.split_seed, ctx.family, ctx.index))
+    v = side_stream(ctx.split_seed, ctx.family, "variety", ctx.index)
     r = v.random()
     if r < variety / 2:
         short = max(16, round(ctx.size * v.choice(COUNT_ASPECTS) / 2) * 2)
@@ -85,7 +91,7 @@ def make_one(task):
     rel = "media/%s/%s/%05d.%s" % (split, family, index, ext)
     ctx = Ctx(out, rel, size, split_seed, family, index)
     if split == "outside":
-        variant = random.Random("unimoe-dataset/%d/%s/outside/%d" % (split_seed, family, index))
+        variant = side_stream(split_seed, family, "outside", index)
         ctx.size = variant.choice(OUTSIDE_SIDES.get(medium, (size,)))
         ctx.gradient_max = 40
         ctx.rotate = 90 if medium == "video" and index % 2 == 0 else 0
