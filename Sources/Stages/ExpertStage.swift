@@ -4,8 +4,9 @@ import Tensor
 import Wire
 
 /// The trunk's `ExpertRunner` when experts live in other processes: per MoE layer and step it sends
-/// one message per expert carrying every row routed to that expert (replicas chosen by the
-/// dispatcher's load balancing), waits for all of them, and hands the outputs back in order.
+/// each expert worker one message carrying every row routed to any of its experts (experts offered
+/// by the same workers travel together; the dispatcher picks among replicas), waits for all of
+/// them, and hands the outputs back in order.
 ///
 /// `@unchecked Sendable`: the dispatcher (a ZeroMQ socket) is used only under `lock`, so calls are
 /// serialised and the socket never sees two threads at once.
@@ -28,11 +29,12 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
     public func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
         lock.lock(); defer { lock.unlock() }
         let t0 = monotonicSeconds()
+        let shares = workerShares(layer: layer, batches: batches)
         var ids: [UInt64] = []
-        ids.reserveCapacity(batches.count)
-        for b in batches {
-            let m = Message(.expertForward, layer: Int32(layer), expert: Int32(b.expert), tensors: [b.rows])
-            ids.append(try dispatcher.submit(m, service: WorkerAnnouncement.expertService(layer: layer, expert: b.expert)))
+        ids.reserveCapacity(shares.count)
+        for share in shares {
+            let m = try Message.expertForward(layer: layer, experts: share.map { batches[$0].expert }, rows: share.map { batches[$0].rows })
+            ids.append(try dispatcher.submit(m, services: share.map { WorkerAnnouncement.expertService(layer: layer, expert: batches[$0].expert) }))
         }
         // The pool is not parked while the experts compute: its spinners yield every 64 spins and
         // sleep after ~1 ms on their own, and the layer's next kernels then find them awake
@@ -41,29 +43,47 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
         // 4 workers), paired runs of distributed ÷ in-process decode: parked and blocking 0.59–0.82,
         // not parked 0.71–0.85, and polling too 0.72–0.90 (better in 5 of 6 pairs).
         let replies = try dispatcher.collect(ids, timeout: timeout, spin: Self.replySpin)
-        // Compute time per worker: a worker serving two of the layer's experts runs them in turn.
+        var outputs = [Tensor?](repeating: nil, count: batches.count)
         var busy: [Dispatcher.WorkerID: UInt64] = [:]
-        var outputs: [Tensor] = []
-        outputs.reserveCapacity(batches.count)
-        for (id, b) in zip(ids, batches) {
-            guard let reply = replies[id] else { throw WireError.unavailable("expert \(b.expert) of layer \(layer): no reply") }
+        for (id, share) in zip(ids, shares) {
+            let what = "expert\(share.count > 1 ? "s" : "") \(share.map { String(batches[$0].expert) }.joined(separator: ",")) of layer \(layer)"
+            guard let reply = replies[id] else { throw WireError.unavailable("\(what): no reply") }
             let r = reply.message
-            if r.kind == .error { throw WireError.remote("expert \(b.expert) of layer \(layer): \(r.payloadText)") }
-            guard r.kind == .expertResult, r.tensors.count == 1, r.tensors[0].shape == b.rows.shape else {
-                throw WireError.malformed("expert \(b.expert) of layer \(layer) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(b.rows.shape)")
+            if r.kind == .error { throw WireError.remote("\(what): \(r.payloadText)") }
+            guard r.kind == .expertResult, r.tensors.map(\.shape) == share.map({ batches[$0].rows.shape }) else {
+                throw WireError.malformed("\(what) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(share.map { batches[$0].rows.shape })")
             }
-            outputs.append(r.tensors[0])
+            for (i, t) in zip(share, r.tensors) { outputs[i] = t }
             busy[reply.worker ?? [], default: 0] += UInt64(r.sequence)
         }
         let rt = monotonicSeconds() - t0
         // Workers compute in parallel: what the wire and the scheduling cost is the round trip
-        // minus the busiest worker's compute time (each reply carries its expert's, in µs).
-        let slowest = Double(busy.values.max() ?? 0) * 1e-6
+        // minus the busiest worker's compute time (each reply carries its share's, in µs).
+        let busiest = Double(busy.values.max() ?? 0) * 1e-6
         timings.add("moe_round_trip", seconds: rt)
-        timings.add("moe_expert_compute", seconds: slowest)
-        timings.add("moe_overhead", seconds: max(0, rt - slowest))
-        timings.add("expert_messages", seconds: 0, count: batches.count)
-        return outputs
+        timings.add("moe_expert_compute", seconds: busiest)
+        timings.add("moe_overhead", seconds: max(0, rt - busiest))
+        timings.add("expert_messages", seconds: 0, count: shares.count)
+        return outputs.map { $0! }
+    }
+
+    /// Batch indices grouped into one message per worker: batches whose experts the same live
+    /// workers offer go together (every expert of a group whose workers all serve it); an expert
+    /// no live worker offers yet waits alone.
+    private func workerShares(layer: Int, batches: [ExpertBatch]) -> [[Int]] {
+        var shares: [[Int]] = []
+        var shareOf: [[Dispatcher.WorkerID]: Int] = [:]
+        for (i, b) in batches.enumerated() {
+            let offering = dispatcher.workers(offering: WorkerAnnouncement.expertService(layer: layer, expert: b.expert))
+                .sorted { $0.lexicographicallyPrecedes($1) }
+            if !offering.isEmpty, let s = shareOf[offering] {
+                shares[s].append(i)
+            } else {
+                if !offering.isEmpty { shareOf[offering] = shares.count }
+                shares.append([i])
+            }
+        }
+        return shares
     }
 
     /// Lets the dispatcher heartbeat and learn workers between steps.
@@ -98,21 +118,22 @@ public final class ExpertService: WorkerHandler {
             guard job.kind == .expertForward else {
                 return Message.errorReply(to: job, "expert worker: cannot handle \(job.kind) messages")
             }
-            guard job.tensors.count == 1, job.tensors[0].rank == 2 else {
-                return Message.errorReply(to: job, "expert worker: expertForward needs one [rows, hidden] tensor, got \(job.tensors.map(\.shape))")
-            }
-            let layer = Int(job.layer), expert = Int(job.expert)
+            let layer = Int(job.layer)
             do {
+                let indices = try job.expertIndices()
+                guard job.tensors.allSatisfy({ $0.rank == 2 }) else {
+                    throw WireError.malformed("expertForward needs [rows, hidden] tensors, got \(job.tensors.map(\.shape))")
+                }
                 let t0 = monotonicSeconds()
-                let out = try experts.run(layer: layer, batches: [ExpertBatch(expert: expert, rows: job.tensors[0])])
+                let out = try experts.run(layer: layer, batches: zip(indices, job.tensors).map { ExpertBatch(expert: $0, rows: $1) })
                 let dt = monotonicSeconds() - t0
                 timings.add("expert", seconds: dt)
-                served["layer\(layer)/expert\(expert)", default: 0] += 1
+                for e in indices { served["layer\(layer)/expert\(e)", default: 0] += 1 }
                 // `sequence` carries the compute time in µs, so the router can tell wire time from work.
                 return Message(.expertResult, requestID: job.requestID, sequence: UInt32(min(dt * 1e6, 4e9)), layer: job.layer,
                                expert: job.expert, tensors: out)
             } catch {
-                return Message.errorReply(to: job, "expert worker: layer \(layer) expert \(expert): \(error)")
+                return Message.errorReply(to: job, "expert worker: layer \(layer): \(error)")
             }
         }
     }

@@ -21,7 +21,9 @@ public final class Dispatcher {
 
     struct Job {
         var message: Message
-        var service: String
+        /// Every service the job needs from one worker (one, except for an expert worker's batch).
+        var services: [String]
+        var service: String { services.joined(separator: "+") }
         var callerRequestID: UInt64
         var pinnedTo: WorkerID?
         var worker: WorkerID?
@@ -54,18 +56,30 @@ public final class Dispatcher {
 
     /// Live workers offering `service`.
     public func workers(offering service: String) -> [WorkerID] {
-        workers.filter { $0.value.announcement.services.contains(service) }.map(\.key)
+        workers(offering: [service])
+    }
+
+    /// Live workers offering every one of `services`.
+    public func workers(offering services: [String]) -> [WorkerID] {
+        workers.filter { w in services.allSatisfy(w.value.announcement.services.contains) }.map(\.key)
     }
 
     /// Queues `message` for a worker offering `service` (or exactly `pinnedTo`, for sticky state such
     /// as a sequence's KV cache or one media stream). Returns the job id `collect` answers by.
     @discardableResult
     public func submit(_ message: Message, service: String, pinnedTo: WorkerID? = nil) throws -> UInt64 {
+        try submit(message, services: [service], pinnedTo: pinnedTo)
+    }
+
+    /// Queues `message` for one worker offering all of `services` (an expert worker's share of a
+    /// layer: every expert it is sent rows for).
+    @discardableResult
+    public func submit(_ message: Message, services: [String], pinnedTo: WorkerID? = nil) throws -> UInt64 {
         let id = nextJob
         nextJob += 1
         var m = message
         m.requestID = id
-        jobs[id] = Job(message: m, service: service, callerRequestID: message.requestID, pinnedTo: pinnedTo)
+        jobs[id] = Job(message: m, services: services, callerRequestID: message.requestID, pinnedTo: pinnedTo)
         try assign(id)
         return id
     }
@@ -230,7 +244,7 @@ public final class Dispatcher {
             }
             candidates = [pin]
         } else {
-            candidates = workers(offering: job.service)
+            candidates = workers(offering: job.services)
         }
         guard let chosen = candidates.min(by: { a, b in
             let wa = workers[a]!, wb = workers[b]!

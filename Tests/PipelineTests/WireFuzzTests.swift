@@ -91,6 +91,7 @@ import Wire
             try Message.json(.trunkStep, TrunkStepHeader(sequences: [11]), requestID: 8, tensors: [t([3, hidden])]),
             try Message.json(.release, TrunkStepHeader(sequences: [11]), requestID: 9),
             Message(.expertForward, requestID: 10, layer: 1, expert: 0, tensors: [t([2, hidden])]),
+            try Message.expertForward(layer: 1, experts: [1, 0], rows: [t([1, hidden]), t([2, hidden])]),
             Message(.expertResult, requestID: 11, tensors: [t([2, hidden])]),
             try Message.json(.ask, AskRequest(question: "hi", maxNewTokens: 2), requestID: 12),
             Message(.token, requestID: 13, payload: Data(#"{"id":1,"text":"a"}"#.utf8)),

@@ -42,6 +42,8 @@ func randomRows(_ n: Int, _ hidden: Int, seed: Int) throws -> Tensor {
         defer { stop.set() }
         startExpertWorker(d.endpoint, experts: [0, 1], name: "e01", stop: stop)
         startExpertWorker(d.endpoint, experts: [2, 3], name: "e23", stop: stop)
+        let deadline = monotonicSeconds() + 10
+        while d.workers.count < 2 && monotonicSeconds() < deadline { try remote.pump(timeout: 0.05) }
         for layer in [0, 2] {
             let batches = try (0..<4).map { e in ExpertBatch(expert: e, rows: try randomRows(e + 2, local.hidden, seed: layer * 10 + e)) }
             let want = try local.run(layer: layer, batches: batches)
@@ -52,8 +54,31 @@ func randomRows(_ n: Int, _ hidden: Int, seed: Int) throws -> Tensor {
                 #expect(g.toArray() == w.toArray())
             }
         }
+        // One message per worker per layer, carrying both of its experts' rows.
         let counts = remote.counters()
-        #expect(counts["served/e01"] == 4 && counts["served/e23"] == 4, "\(counts)")
+        #expect(counts["served/e01"] == 2 && counts["served/e23"] == 2, "\(counts)")
+        #expect(remote.timings.entries["expert_messages"]?.count == 4)
+    }
+
+    /// A worker answers a share naming an expert it does not hold, or mismatched lists, with an
+    /// error reply for that job only, and goes on answering good ones.
+    @Test func badExpertSharesGetErrorReplies() throws {
+        let service = ExpertService(experts: try LocalExperts.load(directory: unimoeDir, layers: [0], experts: [0, 1]))
+        let hidden = service.experts.hidden
+        let rows = try randomRows(2, hidden, seed: 3)
+        var noList = Message(.expertForward, requestID: 1, layer: 0, expert: 0, tensors: [rows, rows])
+        noList.payload = nil
+        let replies = service.handle([
+            try Message.expertForward(layer: 0, experts: [0, 5], rows: [rows, rows]),
+            noList,
+            try Message.expertForward(layer: 0, experts: [1, 0], rows: [rows, try randomRows(1, hidden, seed: 4)]),
+            try Message.expertForward(layer: 0, experts: [0], rows: [try randomRows(1, hidden + 1, seed: 5)]),
+        ])
+        #expect(replies.map(\.kind) == [.error, .error, .expertResult, .error])
+        #expect(replies[0].payloadText.contains("5"), "\(replies[0].payloadText)")
+        let want = try service.experts.run(layer: 0, batches: [ExpertBatch(expert: 1, rows: rows),
+                                                               ExpertBatch(expert: 0, rows: try randomRows(1, hidden, seed: 4))])
+        #expect(replies[2].tensors.map { $0.toArray() } == want.map { $0.toArray() })
     }
 
     /// Qwen2-MoE: the workers serve the routed experts; the shared expert and its gate run with the trunk.

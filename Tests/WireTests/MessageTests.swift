@@ -18,6 +18,37 @@ func receiveMessage(_ s: Socket, limits: WireLimits = .standard) throws -> Messa
 }
 
 @Suite struct MessageTests {
+    /// EXPERT_FORWARD for one worker's share of a layer: one tensor per expert, the experts in the
+    /// header (one) or the payload (several); anything inconsistent is `malformed`.
+    @Test func expertForwardCarriesSeveralExperts() throws {
+        let (a, b) = try pairSockets()
+        let r0 = try Tensor(shape: [2, 4], values: (0..<8).map(Float.init)), r1 = try Tensor(shape: [1, 4], values: [9, 8, 7, 6])
+        try a.send(try Message.expertForward(layer: 3, experts: [5, 2], rows: [r0, r1]))
+        let m = try receiveMessage(b)
+        #expect(m.kind == .expertForward && m.layer == 3)
+        #expect(try m.expertIndices() == [5, 2])
+        #expect(m.tensors.map { $0.toArray() } == [r0.toArray(), r1.toArray()])
+        let one = try Message.expertForward(layer: 1, experts: [7], rows: [r1])
+        #expect(one.payload == nil && one.expert == 7)
+        #expect(try one.expertIndices() == [7])
+
+        func malformed(_ m: Message) -> Bool {
+            do { _ = try m.expertIndices(); return false } catch WireError.malformed { return true } catch { return false }
+        }
+        var noList = Message(.expertForward, layer: 0, expert: 1, tensors: [r0, r1])
+        #expect(malformed(noList))
+        noList.payload = Data("[1]".utf8)
+        #expect(malformed(noList), "one expert named for two tensors")
+        noList.payload = Data("[1,1]".utf8)
+        #expect(malformed(noList), "an expert twice")
+        noList.payload = Data("[1,-2]".utf8)
+        #expect(malformed(noList), "a negative expert")
+        noList.payload = Data("{\"experts\":[1,2]}".utf8)
+        #expect(malformed(noList), "not a list")
+        noList.payload = Data("[1,2]".utf8)
+        #expect(try noList.expertIndices() == [1, 2])
+    }
+
     @Test func roundTripOverTCP() throws {
         let router = try Socket(.router)
         try router.bind("tcp://127.0.0.1:*")
