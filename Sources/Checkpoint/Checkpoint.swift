@@ -16,6 +16,13 @@ public final class Checkpoint: @unchecked Sendable {
     private var adapters: SafeTensorsFile?
     private var adapterScale: Float = 1
 
+    /// Where `take` copies large tensors (huge pages: decode reads every weight per token, and the
+    /// file mapping's 4 KiB pages made that ~15% slower; see `HugePageArena`). Nil, so that tensors
+    /// stay views into the mapping, when the environment sets `UNIMOE_WEIGHTS=mapped` (less memory
+    /// per process, page cache shared between processes, no copy at load).
+    private let arena: HugePageArena? = Checkpoint.copiesWeights ? HugePageArena() : nil
+    public static let copiesWeights = ProcessInfo.processInfo.environment["UNIMOE_WEIGHTS"] != "mapped"
+
     public var names: [String] { location.keys.sorted() }
 
     /// How many weights the opened LoRA adapters adapt (0 without adapters or with `mergeAdapters` false).
@@ -126,30 +133,32 @@ public final class Checkpoint: @unchecked Sendable {
         return files[f]?.entries[name]?.dtype
     }
 
-    /// The named tensor (a view into the mapped file), marked as used; checks the shape when given.
+    /// The named tensor (copied into the arena when large, else a view into the mapped file), marked
+    /// as used; checks the shape when given.
     public func take(_ name: String, shape: [Int]? = nil) throws -> Tensor {
         guard let f = location[name], let file = files[f] else { throw CheckpointError.missingTensor(name) }
-        var t = try file.tensor(name)
-        if let shape, shape != t.shape { throw CheckpointError.shapeMismatch(name: name, expected: shape, actual: t.shape) }
+        if let shape, let stored = file.entries[name]?.shape, shape != stored {
+            throw CheckpointError.shapeMismatch(name: name, expected: shape, actual: stored)
+        }
+        let base = String(name.dropLast(".weight".count))
+        let adapted = name.hasSuffix(".weight") && adapters?.contains(base + ".lora_A.weight") == true
+        var t = try file.tensor(name, arena: adapted ? nil : arena)  // an adapted weight is merged into a fresh copy below
         lock.lock(); used.insert(name); lock.unlock()
-        if let adapters, name.hasSuffix(".weight") {
-            let base = String(name.dropLast(".weight".count))
-            if adapters.contains(base + ".lora_A.weight") {
-                let a = try adapters.tensor(base + ".lora_A.weight").converted(to: .f32)
-                let b = try adapters.tensor(base + ".lora_B.weight").converted(to: .f32)
-                let merged = t.converted(to: .f32).copy()
-                let out = t.shape[0], inF = t.shape[1], r = a.shape[0]
-                withExtendedLifetime((a, b)) {
-                    var delta = [Float](repeating: 0, count: out * inF)
-                    delta.withUnsafeMutableBufferPointer { d in
-                        Linear.gemm(m: out, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
-                                    c: d.baseAddress!, ldc: inF)
-                    }
-                    let m = merged.floats
-                    for i in 0..<(out * inF) { m[i] += adapterScale * delta[i] }
+        if let adapters, adapted {
+            let a = try adapters.tensor(base + ".lora_A.weight").converted(to: .f32)
+            let b = try adapters.tensor(base + ".lora_B.weight").converted(to: .f32)
+            let merged = t.converted(to: .f32).copy()
+            let out = t.shape[0], inF = t.shape[1], r = a.shape[0]
+            withExtendedLifetime((a, b)) {
+                var delta = [Float](repeating: 0, count: out * inF)
+                delta.withUnsafeMutableBufferPointer { d in
+                    Linear.gemm(m: out, n: inF, k: r, a: b.floats, lda: r, b: a.floats, ldb: inF, transposeB: false,
+                                c: d.baseAddress!, ldc: inF)
                 }
-                t = merged
+                let m = merged.floats
+                for i in 0..<(out * inF) { m[i] += adapterScale * delta[i] }
             }
+            t = merged
         }
         return t
     }

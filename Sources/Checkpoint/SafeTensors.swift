@@ -2,32 +2,50 @@ import Foundation
 import JSON
 import Tensor
 
-/// A read-only memory mapping of a whole file; tensors borrow from it and keep it alive.
+/// A read-only memory mapping of a whole file; tensors borrow from it and keep it alive. The file
+/// stays open too, so that ranges can be read (`read`) without touching the mapping's pages.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeMutableRawPointer?
     public let size: Int
+    private let fd: Int32
 
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw CheckpointError.io(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
+        func fail(_ reason: String) -> CheckpointError { close(fd); return .io(path: path, reason: reason) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw CheckpointError.io(path: path, reason: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw CheckpointError.io(path: path, reason: "is a directory, expected a file") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CheckpointError.io(path: path, reason: "not a regular file") }
+        guard fstat(fd, &st) == 0 else { throw fail(String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw fail("is a directory, expected a file") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file") }
         size = Int(st.st_size)
+        self.fd = fd
         if size == 0 { base = nil; return }
         // MAP_PRIVATE + PROT_READ|PROT_WRITE would allow in-place edits; we only read.
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
-            throw CheckpointError.io(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+            throw fail("mmap failed: \(String(cString: strerror(errno)))")
         }
         base = p
     }
 
+    /// Copies the bytes of `range` (inside the file) to `destination` with `pread`: from the page
+    /// cache straight into the destination's pages, with no page-table entries made for the mapping.
+    /// False when the file cannot be read (the caller copies from the mapping instead).
+    public func read(_ range: Range<Int>, into destination: UnsafeMutableRawPointer) -> Bool {
+        var done = 0
+        while done < range.count {
+            let n = pread(fd, destination + done, min(range.count - done, 1 << 30), off_t(range.lowerBound + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            done += n
+        }
+        return true
+    }
+
     deinit {
         if let base { munmap(base, size) }
+        close(fd)
     }
 }
 
@@ -228,8 +246,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
-    /// The named tensor as a view into the mapping (a copy only when the file misaligns it).
-    public func tensor(_ name: String) throws -> Tensor {
+    /// The named tensor as a view into the mapping (a copy only when the file misaligns it), or,
+    /// given an `arena`, with its bytes copied there when they are at least `residentMinimum` long.
+    public func tensor(_ name: String, arena: HugePageArena? = nil) throws -> Tensor {
         guard let e = entries[name] else {
             if unsupported[name] == "I8" {
                 throw CheckpointError.malformed(path: path, reason: "I8 tensor '\(name)' has no q8_0 scales '\(name)\(Self.q8ScalesSuffix)' (F16 [rows, cols / \(Q8.block)]); plain I8 tensors are not supported")
@@ -238,27 +257,26 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw CheckpointError.missingTensor(name)
         }
         guard let base = file.base else { return Tensor(zeros: e.shape, dtype: e.dtype) }
+        // Kernels read elements through typed pointers, which must be aligned: a misaligned range
+        // is copied once (q8_0 quants are bytes; their f16 scales need 2).
+        func storage(_ range: Range<Int>, alignment: Int) -> TensorStorage {
+            let start = base + range.lowerBound
+            if let arena, range.count >= Self.residentMinimum, let s = arena.allocate(byteCount: range.count, fill: { dst in
+                if !file.read(range, into: dst) { dst.copyMemory(from: start, byteCount: range.count) }
+            }) { return s }
+            if Int(bitPattern: start) % alignment == 0 { return TensorStorage(borrowing: start, byteCount: range.count, owner: file) }
+            let s = TensorStorage(byteCount: range.count)
+            if !range.isEmpty { s.base.copyMemory(from: start, byteCount: range.count) }
+            return s
+        }
         if let scales = e.scales {
-            // q8_0: quants need no alignment; the f16 scales are copied once if the file misaligns them.
-            let q = TensorStorage(borrowing: base + e.range.lowerBound, byteCount: e.range.count, owner: file)
-            let sStart = base + scales.lowerBound
-            let s: TensorStorage
-            if Int(bitPattern: sStart) % 2 == 0 {
-                s = TensorStorage(borrowing: sStart, byteCount: scales.count, owner: file)
-            } else {
-                s = TensorStorage(byteCount: scales.count)
-                if !scales.isEmpty { s.base.copyMemory(from: sStart, byteCount: scales.count) }
-            }
-            return Tensor(storage: q, shape: e.shape, dtype: .q8_0, scales: BlockScales(storage: s))
+            return Tensor(storage: storage(e.range, alignment: 1), shape: e.shape, dtype: .q8_0,
+                          scales: BlockScales(storage: storage(scales, alignment: 2)))
         }
-        let start = base + e.range.lowerBound
-        if Int(bitPattern: start) % e.dtype.size != 0 {
-            // Kernels read elements through typed pointers, which must be aligned; copy once.
-            let t = Tensor(zeros: e.shape, dtype: e.dtype)
-            if !e.range.isEmpty { t.raw.copyMemory(from: start, byteCount: e.range.count) }
-            return t
-        }
-        let storage = TensorStorage(borrowing: start, byteCount: e.range.count, owner: file)
-        return Tensor(storage: storage, shape: e.shape, dtype: e.dtype)
+        return Tensor(storage: storage(e.range, alignment: e.dtype.size), shape: e.shape, dtype: e.dtype)
     }
+
+    /// Tensors shorter than this stay views even with an arena: the TLB misses that copying saves
+    /// are per 4 KiB streamed, and small tensors are few bytes of a token's reads.
+    public static let residentMinimum = 256 << 10
 }

@@ -48,6 +48,48 @@ final class SafeTensorsTests: XCTestCase {
         }
     }
 
+    /// Large tensors taken through a `Checkpoint` are copied into huge-page memory (2 MiB-aligned
+    /// chunks, 64-byte aligned tensors, small ones packed into a chunk's tail); small tensors stay
+    /// views into the mapping; the bytes are the file's either way, for f32, bf16 and q8_0.
+    func testLargeTensorsAreCopiedIntoHugePages() throws {
+        let big = try ramp([300, 1024])                          // 1.2 MB: copied
+        let mid = try ramp([256, 260]).converted(to: .bf16)       // 133 KB: below the minimum, a view
+        let q = try ramp([2100, 128], scale: 0.001).converted(to: .q8_0)  // 282 KB quants: copied; 16 KB scales: a view
+        let odd = try ramp([65, 1024])                           // 266 KB: copied into the tail of big's chunk
+        try SafeTensorsWriter.write(path: path("model.safetensors"), tensors: [("big", big), ("mid", mid), ("q", q), ("odd", odd)])
+        let file = try SafeTensorsFile(path: path("model.safetensors"))
+        let ckpt = try Checkpoint(directory: dir)
+        XCTAssertTrue(Checkpoint.copiesWeights, "UNIMOE_WEIGHTS=mapped is set in the test environment")
+        let map = file.mapping
+        func inFile(_ t: Tensor) -> Bool {
+            let p = UnsafeRawPointer(t.raw)
+            return p >= UnsafeRawPointer(map.baseAddress!) && p < UnsafeRawPointer(map.baseAddress! + map.count)
+        }
+        var taken: [String: Tensor] = [:]
+        for (name, want) in [("big", big), ("mid", mid), ("q", q), ("odd", odd)] {
+            let t = try ckpt.take(name)
+            XCTAssertEqual(t.dtype, want.dtype, name)
+            XCTAssertEqual(t.shape, want.shape, name)
+            XCTAssertEqual(t.toArray(), want.toArray(), name)
+            if name != "mid" { XCTAssertEqual(Int(bitPattern: UnsafeRawPointer(t.raw)) % 64, 0, name) }
+            taken[name] = t
+        }
+        // The checkpoint's own mapping is another one than `file`'s: compare by content above, by
+        // placement here (copies lie outside every file mapping; views lie at the file's offsets).
+        let bigAt = Int(bitPattern: UnsafeRawPointer(taken["big"]!.raw))
+        XCTAssertEqual(bigAt % (2 << 20), 0, "a fresh chunk starts on a 2 MiB boundary")
+        XCTAssertEqual(Int(bitPattern: UnsafeRawPointer(taken["q"]!.raw)), bigAt + ((big.byteCount + 63) & ~63), "q fills big's chunk")
+        let viaFile = try file.tensor("mid")
+        XCTAssertFalse(inFile(taken["big"]!))
+        XCTAssertTrue(inFile(viaFile))
+        XCTAssertEqual(Int(bitPattern: UnsafeRawPointer(taken["mid"]!.raw)) % 4096,
+                       Int(bitPattern: UnsafeRawPointer(viaFile.raw)) % 4096, "mid stays a view at its file offset")
+        // Taken tensors outlive the checkpoint (their chunk lives as long as they do).
+        let kept = taken["odd"]!
+        taken = [:]
+        XCTAssertEqual(kept.toArray(), odd.toArray())
+    }
+
     func testTensorOutlivesFileObject() throws {
         try SafeTensorsWriter.write(path: path("m.safetensors"), tensors: [("a", try ramp([4, 4]))])
         var t: Tensor?
