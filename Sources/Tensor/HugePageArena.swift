@@ -9,16 +9,16 @@ import Glibc
 /// Why: decode streams every weight once per token, and through a file mapping's 4 KiB pages that
 /// is a TLB miss every 4 KiB (file pages are not mapped huge here: `MADV_COLLAPSE` on the mapping
 /// answers EINVAL). Measured on the 1B bench model, 2 threads, f32 decode, interleaved runs: mapped
-/// 17.0–18.1 tokens/s, copied 19.3–21.0, llama.cpp 18.3–22.9 (its own `mmap` populated up front).
-/// The price is the copy (a few hundred ms per GB at load) and the weights counted as the
-/// process's memory rather than shared page cache.
+/// 17.0–18.6 tokens/s, copied 19.3–22.7, llama.cpp 18.3–22.9 (docs/MODEL-DIRECTORY.md has bf16 and
+/// q8_0). The price is the copy (~0.35 s per GB at load, from the page cache) and the weights
+/// counted as the process's memory rather than shared page cache.
 ///
 /// Tensors are placed one after another (64-byte aligned) in the newest chunk while they fit; a
 /// tensor that does not fit gets a new chunk of its own size rounded up to 2 MiB, whose tail the
 /// next smaller tensors fill. Each chunk is unmapped when the last tensor in it goes.
 ///
-/// `@unchecked Sendable`: the placement state is guarded by `lock`; chunks are written once, by
-/// `copy`, before the tensor is handed out.
+/// `@unchecked Sendable`: the placement state is guarded by `lock`; each tensor's bytes are written
+/// once, by `allocate`'s `fill`, before the tensor is handed out.
 public final class HugePageArena: @unchecked Sendable {
     /// One anonymous mapping; tensors borrow from it and keep it alive.
     final class Chunk {
@@ -61,9 +61,9 @@ public final class HugePageArena: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         let start: Int
         let chunk: Chunk
-        if let c = newest, (c.used + 63) & ~63 + byteCount <= c.size {
+        if let c = newest, ((c.used + 63) & ~63) + byteCount <= c.size {
             chunk = c
-            start = (c.used + 63) & ~63
+            start = (c.used + 63) & ~63  // 64-byte aligned, as heap tensors are
         } else {
             guard let c = Chunk(size: byteCount) else { return nil }
             // The chunk with more room left stays the one later tensors go to.
