@@ -15,19 +15,20 @@ import CKernels
 /// | 32 | 0.9–1.1× | 1.3× |
 /// | 64 | 0.7–0.8× | 0.9× |
 ///
-/// so both f32 and 16-bit weights use it up to 48 rows. CPUs without AVX-512 keep sgemm (`forward`
-/// returns false). On the bench model (128-token prefill, experts of ~32 rows, 2 threads), four
-/// interleaved pairs against the build before it: bf16 prefill 243 tokens/s mean against 227 (the
-/// widening pass is gone). f32 first stopped at 24 rows: with the weights read through the file
-/// mapping's 4 KiB pages a limit of 48 gained nothing. Since weights sit in huge pages
-/// (`HugePageArena`; this kernel streams them unpacked, so it paid those TLB misses, sgemm's
-/// packed panels did not), 48 against 24: 252 against 231 tokens/s, eight interleaved pairs, 6
-/// faster. Its compute ceiling is lower than sgemm's (~110 GFLOP/s on one thread with everything
-/// in L1, 60–75 once the weights stream from L2 and beyond, where sgemm on packed panels reaches
-/// 90+ from 64 rows), which is why it stops where it does.
+/// so f32 uses it up to `maxRowsF32` rows and 16-bit weights up to `maxRows16`. CPUs without
+/// AVX-512 keep sgemm (`forward` returns false). On the bench model (128-token prefill, experts of
+/// ~32 rows, 2 threads), four interleaved pairs against the build before it: bf16 prefill 243
+/// tokens/s mean against 227 (the widening pass is gone), f32 227 against 227 (most experts have
+/// more than 24 rows; an f32 limit of 48 gained nothing either, nor again with the weights in huge
+/// pages: 238 against 233 tokens/s over 14 interleaved pairs, 8 faster and 6 slower). For f32 the
+/// gain is in products of 9–16 rows, such as the attention projections of a batched decode step of
+/// that many requests.
+/// Its compute ceiling is lower than sgemm's (~110 GFLOP/s on one thread with everything in L1,
+/// 60–75 once the weights stream from L2 and beyond, where sgemm on packed panels reaches 90+ from
+/// 64 rows), which is why it stops where it does.
 public enum GemmNT {
     /// The most rows an f32 product sends here.
-    public static let maxRowsF32 = 48
+    public static let maxRowsF32 = 24
     /// The most rows a bf16 / f16 product sends here.
     public static let maxRows16 = 48
 
