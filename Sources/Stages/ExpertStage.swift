@@ -29,12 +29,13 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
     public func run(layer: Int, batches: [ExpertBatch]) throws -> [Tensor] {
         lock.lock(); defer { lock.unlock() }
         let t0 = monotonicSeconds()
-        let shares = workerShares(layer: layer, batches: batches)
+        let services = batches.map { WorkerAnnouncement.expertService(layer: layer, expert: $0.expert) }
+        let shares = workerShares(services)
         var ids: [UInt64] = []
         ids.reserveCapacity(shares.count)
         for share in shares {
             let m = try Message.expertForward(layer: layer, experts: share.map { batches[$0].expert }, rows: share.map { batches[$0].rows })
-            ids.append(try dispatcher.submit(m, services: share.map { WorkerAnnouncement.expertService(layer: layer, expert: batches[$0].expert) }))
+            ids.append(try dispatcher.submit(m, services: share.map { services[$0] }))
         }
         // The pool is not parked while the experts compute: its spinners yield every 64 spins and
         // sleep after ~1 ms on their own, and the layer's next kernels then find them awake
@@ -67,15 +68,14 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
         return outputs.map { $0! }
     }
 
-    /// Batch indices grouped into one message per worker: batches whose experts the same live
-    /// workers offer go together (every expert of a group whose workers all serve it); an expert
-    /// no live worker offers yet waits alone.
-    private func workerShares(layer: Int, batches: [ExpertBatch]) -> [[Int]] {
+    /// Indices of `services` (one per batch) grouped into one message per worker: services the same
+    /// live workers offer go together (every expert of a group whose workers all serve it); one no
+    /// live worker offers yet waits alone.
+    private func workerShares(_ services: [String]) -> [[Int]] {
         var shares: [[Int]] = []
         var shareOf: [[Dispatcher.WorkerID]: Int] = [:]
-        for (i, b) in batches.enumerated() {
-            let offering = dispatcher.workers(offering: WorkerAnnouncement.expertService(layer: layer, expert: b.expert))
-                .sorted { $0.lexicographicallyPrecedes($1) }
+        for (i, service) in services.enumerated() {
+            let offering = dispatcher.workers(offering: service).sorted { $0.lexicographicallyPrecedes($1) }
             if !offering.isEmpty, let s = shareOf[offering] {
                 shares[s].append(i)
             } else {
