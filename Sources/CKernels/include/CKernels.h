@@ -2,7 +2,7 @@
 // (the int8 multiply-adds `vpmaddubsw` and `vpdpbusd`, 512-bit vectors), written once in C with
 // intrinsics. AVX-512 paths are chosen at run time (`__builtin_cpu_supports`), so one build serves
 // AVX2-only CPUs too; the q8_0 kernels also have a portable fallback. Tensor wraps each one
-// (Q8.quantize, MatVecQ8, GemmNT); only the tests call them directly, to hold paths to each other.
+// (Q8.quantize, MatVecQ8, GemmNT, GemmRowLanes); only the tests call them directly, to hold paths to each other.
 #ifndef UNIMOE_CKERNELS_H
 #define UNIMOE_CKERNELS_H
 
@@ -58,5 +58,21 @@ int unimoe_gemm_nt_available(void);
 /// the CPU lacks AVX-512 (the caller then uses sgemm), 1 when done.
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
                    float *y, long ldy);
+
+/// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · 16 · ⌈rows / 16⌉.
+long unimoe_gemm_row_lanes_packed_count(long rows, long k);
+
+/// x `[rows, k]` (rows ldx apart) transposed into `xt` `[k, 16·⌈rows / 16⌉]`, rows past `rows`
+/// zero (any alignment; the kernel loads it unaligned, which costs nothing on 64-byte boundaries).
+void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, float *xt);
+
+/// y[r·ldy + o] = Σ_i x[r, i] · w[o·k + i] for f32 weights `[out, k]`, output rows o in [o0, o1)
+/// and up to 64 activation rows, from the activation `unimoe_gemm_row_lanes_pack` laid out: the
+/// rows in the vector lanes, each weight broadcast, so the weight is read once and nothing of it is
+/// packed (GemmRowLanes.c says why). Each output is summed in k order, alone in its lane: the same
+/// bits for any row count, tile split or [o0, o1) share. Returns 0, touching nothing, without
+/// AVX-512, for more than 64 rows or when rows · ldy passes 2³¹; 1 when done.
+int unimoe_gemm_row_lanes(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
+                          long ldy);
 
 #endif

@@ -1,0 +1,65 @@
+import CKernels
+
+/// `y = x · Wᵀ` for f32 weights and the row counts an expert sees in prefill (25–64), with the
+/// activation rows in the vector lanes (`unimoe_gemm_row_lanes`, Sources/CKernels/GemmRowLanes.c).
+///
+/// Why a third product beside sgemm and `GemmNT`: at ~32 rows sgemm spends about a third of its
+/// time packing the weight matrix, which it does on every call, and `GemmNT`'s dot-product tiles
+/// re-read the activation from L2 for every 4 weight rows. Here the activation is transposed once
+/// (32 rows × 1024: 128 KB), each weight is broadcast from its row as it streams past once, and a
+/// tile of 12 weight rows covers all 32 rows in 24 registers.
+///
+/// Measured on one thread of the bench machine, 8 different 2816 × 1024 weights in turn (so they
+/// stream from memory), GFLOP/s (sgemm / `GemmNT` / this): 32 rows 64 / 84 / 92, 48 rows
+/// 81 / 93 / 118, 64 rows 66 / 74 / 88; at 12–20 rows `GemmNT` is ahead (49–71 against 27–43),
+/// so this one starts above its limit. Bench model f32 prefill (2 threads, 19 interleaved rounds
+/// in one process, sgemm already split over the pool): 269 tokens/s mean against 250 with sgemm
+/// above 24 rows, 264 with `GemmNT` up to 64 rows.
+public enum GemmRowLanes {
+    /// The fewest rows sent here (fewer go to `GemmNT`, which is faster there).
+    public static let minRows = GemmNT.maxRowsF32 + 1
+    /// The most rows the kernel takes (four 16-lane vectors).
+    public static let maxRows = 64
+
+    /// Whether this CPU runs the kernel (AVX-512, as `GemmNT`).
+    public static let available = unimoe_gemm_nt_available() != 0
+
+    /// Whether `Linear` sends a product of `rows` rows with weights stored as `dtype` here.
+    public static func takes(rows: Int, dtype: DType) -> Bool {
+        available && dtype == .f32 && rows >= minRows && rows <= maxRows
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ` (no bias) for f32 W `[out, in]`, rows of x and y
+    /// contiguous, up to 64 rows; output rows split over `Parallel.threads`. The transposed
+    /// activation goes to this thread's `.input` scratch. Returns false, writing nothing, when the
+    /// kernel cannot run here. Allocates nothing once the scratch has grown.
+    @discardableResult
+    public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor,
+                               into y: UnsafeMutablePointer<Float>) -> Bool {
+        guard available, weight.dtype == .f32, weight.rank == 2, rows <= maxRows else { return false }
+        let outF = weight.shape[0], inF = weight.shape[1]
+        guard rows * outF <= Int(Int32.max) else { return false }
+        if rows <= 0 || outF == 0 { return true }
+        let xt = ThreadScratch.floats(.input, count: unimoe_gemm_row_lanes_packed_count(rows, inF))
+        unimoe_gemm_row_lanes_pack(x, rows, inF, inF, xt)
+        // Outputs are independent lanes, so any split gives the same bits; whole 48-output runs keep
+        // the tiles full.
+        let runs = (outF + 47) / 48
+        let tasks = max(1, min(Parallel.threads, runs))
+        Parallel.forEach(tasks: tasks, job: Job(xt: xt, rows: rows, weight: weight.floats, inF: inF, outF: outF,
+                                                runsPerTask: (runs + tasks - 1) / tasks, y: y))
+        return true
+    }
+
+    /// One task: a run of output rows. A value so that handing it to the pool allocates nothing.
+    private struct Job: ParallelJob {
+        let xt: UnsafePointer<Float>, rows: Int
+        let weight: UnsafePointer<Float>, inF: Int, outF: Int, runsPerTask: Int
+        let y: UnsafeMutablePointer<Float>
+
+        func run(task: Int, worker: Int) {
+            let o0 = min(outF, task * runsPerTask * 48), o1 = min(outF, o0 + runsPerTask * 48)
+            _ = unimoe_gemm_row_lanes(xt, rows, weight, inF, o0, o1, y, outF)
+        }
+    }
+}

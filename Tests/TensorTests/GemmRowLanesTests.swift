@@ -1,0 +1,81 @@
+import CKernels
+import Tensor
+import TestSupport
+import XCTest
+
+/// The rows-in-lanes kernel beside its code (Sources/CKernels/GemmRowLanes.c, Tensor/GemmRowLanes.swift):
+/// against a float64 product, its promise that an output's bits depend on k alone, and what it declines.
+final class GemmRowLanesTests: XCTestCase {
+    private func random(_ count: Int, _ rng: inout SplitMix) -> [Float] { (0..<count).map { _ in rng.next() } }
+
+    /// Runs the kernel; nil when it declined (checked to have written nothing).
+    private func product(_ x: [Float], rows: Int, _ w: Tensor) -> [Float]? {
+        var y = [Float](repeating: .nan, count: rows * w.shape[0])
+        let ran = x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { GemmRowLanes.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
+        }
+        if !ran { XCTAssertTrue(y.allSatisfy(\.isNaN), "a declined product wrote output"); return nil }
+        return y
+    }
+
+    /// Every output within 4e-6 of Σ|x·w| of the float64 product: 1, 2, 3 and 4 lane vectors, full
+    /// and partial; weight tiles full and partial (24, 12, 8 and 6 rows); k with and without a tail
+    /// of 16, down to 1; one to three threads.
+    func testMatchesFloat64Product() throws {
+        var rng = SplitMix(21)
+        let shapes = [(1, 1, 1), (13, 17, 5), (16, 16, 25), (17, 300, 13), (25, 64, 49), (32, 33, 12),
+                      (33, 130, 9), (48, 15, 100), (49, 40, 7), (64, 257, 30)]
+        try withThreadCounts { threads in
+            for (rows, k, n) in shapes {
+                let xf = random(rows * k, &rng), wf = random(n * k, &rng)
+                let w = try Tensor(shape: [n, k], values: wf)
+                guard let y = product(xf, rows: rows, w) else { XCTAssertFalse(GemmRowLanes.available); return }
+                for r in 0..<rows {
+                    for o in 0..<n {
+                        var exact = 0.0, magnitude = 0.0
+                        for i in 0..<k {
+                            let p = Double(xf[r * k + i]) * Double(wf[o * k + i])
+                            exact += p; magnitude += abs(p)
+                        }
+                        XCTAssertLessThanOrEqual(abs(Double(y[r * n + o]) - exact), 4e-6 * magnitude + 1e-30,
+                                                 "\(rows)×\(k)×\(n) threads \(threads) [\(r), \(o)]")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same bits for a row however many rows share the call (1 to 64, so 1 to 4 lane vectors
+    /// and tile heights) and for any thread split: what keeps an expert's output the same in
+    /// prefill, in a batched step and on an expert worker.
+    func testOutputsDependOnKAlone() throws {
+        var rng = SplitMix(22)
+        let k = 131, n = 53
+        let xf = random(64 * k, &rng)
+        let w = try Tensor(shape: [n, k], values: random(n * k, &rng))
+        var whole: [[Float]] = []
+        withThreadCounts { _ in if let y = product(xf, rows: 64, w) { whole.append(y) } }
+        guard let first = whole.first else { XCTAssertFalse(GemmRowLanes.available); return }
+        for y in whole { XCTAssertEqual(y, first, "thread counts disagree") }
+        for rows in [1, 16, 17, 33, 49] {
+            let part = product(Array(xf[0..<(rows * k)]), rows: rows, w)!
+            XCTAssertEqual(part, Array(first[0..<(rows * n)]), "the first \(rows) rows alone")
+        }
+    }
+
+    /// More than 64 rows, 16-bit weights and 1-D weights are declined without a write; `Linear`
+    /// sends it only the f32 products in its measured range.
+    func testDeclinesWhatItDoesNotTake() throws {
+        var rng = SplitMix(23)
+        let w = try Tensor(shape: [8, 16], values: random(128, &rng))
+        XCTAssertNil(product(random(65 * 16, &rng), rows: 65, w))
+        XCTAssertNil(product(random(32 * 16, &rng), rows: 32, try w.converted(to: .bf16)))
+        XCTAssertNil(product(random(32 * 16, &rng), rows: 32, try Tensor(shape: [128], values: random(128, &rng))))
+        XCTAssertEqual(unimoe_gemm_row_lanes(nil, 65, nil, 16, 0, 8, nil, 8), 0)
+        XCTAssertFalse(GemmRowLanes.takes(rows: GemmNT.maxRowsF32, dtype: .f32))
+        XCTAssertEqual(GemmRowLanes.takes(rows: GemmNT.maxRowsF32 + 1, dtype: .f32), GemmRowLanes.available)
+        XCTAssertEqual(GemmRowLanes.takes(rows: 64, dtype: .f32), GemmRowLanes.available)
+        XCTAssertFalse(GemmRowLanes.takes(rows: 65, dtype: .f32))
+        XCTAssertFalse(GemmRowLanes.takes(rows: 32, dtype: .bf16))
+    }
+}
