@@ -129,20 +129,19 @@ public final class LocalExperts: ExpertRunner, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         let threads = Parallel.threads
         if threads > 1 && batches.count > 1 && batches.contains(where: { $0.rows.shape[0] > Self.matVecRows }) {
-            // Prefill: one expert per thread, largest first, each GEMM single-threaded. Skinny
-            // products (~32 rows) do not speed up with OpenBLAS's own threads; whole experts do.
+            // Prefill: one expert per thread, largest first, each product on its thread (a pool job
+            // inside this one runs serially). Skinny products (~32 rows) split over threads gain
+            // little; whole experts do.
             let ffns = batches.map { weights[layer]![$0.expert]! }
             var starts: [Int] = [], row = 0
             for b in batches { starts.append(row); row += b.rows.shape[0] }
             let order = batches.indices.sorted { batches[$0].rows.shape[0] > batches[$1].rows.shape[0] }
             while workerBuffers.count < threads { workerBuffers.append((ScratchBuffer(), ScratchBuffer())) }
             let buffers = workerBuffers
-            try OpenBLASCore.withSingleThreadedBLAS {
-                try Parallel.forEach(tasks: order.count, throwing: { task, worker in
-                    let i = order[task]
-                    try self.compute(ffns[i], batches[i].rows, buffers[worker], into: out + starts[i] * self.hidden)
-                })
-            }
+            try Parallel.forEach(tasks: order.count, throwing: { task, worker in
+                let i = order[task]
+                try self.compute(ffns[i], batches[i].rows, buffers[worker], into: out + starts[i] * self.hidden)
+            })
         } else if batches.allSatisfy({ $0.rows.shape[0] <= Self.matVecRows && $0.rows.dtype == .f32 }) {
             // Decode: every expert's gate and up in one pool job, then every down in another.
             let total = batches.reduce(0) { $0 + $1.rows.shape[0] }

@@ -38,33 +38,31 @@ public enum EncoderAttention {
         let blocks = (queries + block - 1) / block
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * block * max(keys, 1))
         defer { scratch.deallocate() }
-        OpenBLASCore.withSingleThreadedBLAS {
-            Parallel.forEach(tasks: perHead * blocks) { task, worker in
-                let qb = task % blocks, bh = task / blocks
-                let b = bh / heads, h = bh % heads
-                let q0 = qb * block, m = min(queries, q0 + block) - q0
-                let scores = scratch + worker * block * keys
-                // Causal: this block's last query sees keys 0...q0+m−1, the rest of the row is masked.
-                let n = causal ? min(keys, q0 + m) : keys
-                let qp = q + (b * queries + q0) * ldq + h * headDim
-                let kp = k + b * keys * ldk + h * headDim
-                let vp = v + b * keys * ldv + h * headDim
-                Linear.gemm(m: m, n: n, k: headDim, a: qp, lda: ldq, b: kp, ldb: ldk, transposeB: true, c: scores, ldc: n)
-                for i in 0..<m {
-                    let visible = causal ? min(n, q0 + i + 1) : n
-                    #if DEBUG
-                    // Unoptimised SIMD code is far slower than libm: debug builds take the scalar form.
-                    let row = scores + i * n
-                    for j in 0..<visible { row[j] *= scale }
-                    for j in visible..<n { row[j] = -.infinity }
-                    Activations.softmax(row, rows: 1, cols: n)
-                    #else
-                    FastMath.softmaxRow(scores + i * n, visible: visible, cols: n, scale: scale)
-                    #endif
-                }
-                Linear.gemm(m: m, n: headDim, k: n, a: scores, lda: n, b: vp, ldb: ldv, transposeB: false,
-                            c: out + (b * queries + q0) * ldo + h * headDim, ldc: ldo)
+        Parallel.forEach(tasks: perHead * blocks) { task, worker in
+            let qb = task % blocks, bh = task / blocks
+            let b = bh / heads, h = bh % heads
+            let q0 = qb * block, m = min(queries, q0 + block) - q0
+            let scores = scratch + worker * block * keys
+            // Causal: this block's last query sees keys 0...q0+m−1, the rest of the row is masked.
+            let n = causal ? min(keys, q0 + m) : keys
+            let qp = q + (b * queries + q0) * ldq + h * headDim
+            let kp = k + b * keys * ldk + h * headDim
+            let vp = v + b * keys * ldv + h * headDim
+            Linear.gemm(m: m, n: n, k: headDim, a: qp, lda: ldq, b: kp, ldb: ldk, transposeB: true, c: scores, ldc: n)
+            for i in 0..<m {
+                let visible = causal ? min(n, q0 + i + 1) : n
+                #if DEBUG
+                // Unoptimised SIMD code is far slower than libm: debug builds take the scalar form.
+                let row = scores + i * n
+                for j in 0..<visible { row[j] *= scale }
+                for j in visible..<n { row[j] = -.infinity }
+                Activations.softmax(row, rows: 1, cols: n)
+                #else
+                FastMath.softmaxRow(scores + i * n, visible: visible, cols: n, scale: scale)
+                #endif
             }
+            Linear.gemm(m: m, n: headDim, k: n, a: scores, lda: n, b: vp, ldb: ldv, transposeB: false,
+                        c: out + (b * queries + q0) * ldo + h * headDim, ldc: ldo)
         }
     }
 }

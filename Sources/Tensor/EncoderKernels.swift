@@ -1,7 +1,7 @@
 import Foundation
 
 /// Fused, thread-parallel passes for pre-LN encoder layers (CLIP, Whisper): the GEMMs of a layer
-/// split over the worker pool with OpenBLAS single-threaded, and the element-wise work folded into
+/// split over the worker pool (OpenBLAS is single-threaded in every process, `Sgemm`), and the element-wise work folded into
 /// as few passes as possible (bias + activation in one sweep, a projection's bias carried into the
 /// next layer norm, residual adds done by the GEMM itself with β = 1).
 ///
@@ -11,7 +11,7 @@ import Foundation
 public enum EncoderKernels {
     /// `y[r, o] (+)= Σ_i x[r, i] · W[o, i]` for W `[out, in]` in any dtype, no bias; `y` has row
     /// stride `out`. `accumulate` adds to `y` (the residual stream) instead of overwriting it.
-    /// f32 weights: the output columns are split over the pool, one single-threaded sgemm each;
+    /// f32 weights: the output columns are split over the pool (`Sgemm`);
     /// 16-bit weights: the rows are split and each part goes through `Linear.forward`.
     public static func project(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, into y: UnsafeMutablePointer<Float>,
                                accumulate: Bool = false) {
@@ -29,33 +29,23 @@ public enum EncoderKernels {
             return
         }
         if weight.dtype == .f32 {
-            // Column blocks a multiple of 64 wide, one per thread (sgemm blocks internally).
-            let tasks = min(threads, max(1, outF / 64))
-            let width = ((outF + tasks - 1) / tasks + 63) / 64 * 64
-            OpenBLASCore.withSingleThreadedBLAS {
-                Parallel.forEach(tasks: tasks) { t, _ in
-                    let c0 = t * width, n = min(outF, c0 + width) - c0
-                    if n <= 0 { return }
-                    Linear.gemm(m: rows, n: n, k: inF, a: x, lda: inF, b: weight.floats + c0 * inF, ldb: inF,
-                                transposeB: true, c: y + c0, ldc: outF, beta: accumulate ? 1 : 0)
-                }
-            }
+            // `Sgemm` splits the output columns over the pool.
+            Linear.gemm(m: rows, n: outF, k: inF, a: x, lda: inF, b: weight.floats, ldb: inF,
+                        transposeB: true, c: y, ldc: outF, beta: accumulate ? 1 : 0)
             return
         }
         let tasks = min(threads, max(1, rows / 32))
         let chunk = (rows + tasks - 1) / tasks
         let tmp: UnsafeMutablePointer<Float>? = accumulate ? .allocate(capacity: rows * outF) : nil
         defer { tmp?.deallocate() }
-        OpenBLASCore.withSingleThreadedBLAS {
-            Parallel.forEach(tasks: tasks) { t, _ in
-                let r0 = t * chunk, n = min(rows, r0 + chunk) - r0
-                if n <= 0 { return }
-                let dst = (tmp ?? y) + r0 * outF
-                Linear.forward(x + r0 * inF, rows: n, weight: weight, into: dst)
-                if accumulate {
-                    let out = y + r0 * outF
-                    for i in 0..<(n * outF) { out[i] += dst[i] }
-                }
+        Parallel.forEach(tasks: tasks) { t, _ in
+            let r0 = t * chunk, n = min(rows, r0 + chunk) - r0
+            if n <= 0 { return }
+            let dst = (tmp ?? y) + r0 * outF
+            Linear.forward(x + r0 * inF, rows: n, weight: weight, into: dst)
+            if accumulate {
+                let out = y + r0 * outF
+                for i in 0..<(n * outF) { out[i] += dst[i] }
             }
         }
     }

@@ -1,16 +1,17 @@
 import COpenBLAS
 
 /// Matrix products. Hugging Face stores a Linear's weight as `[out, in]`, so the product every layer
-/// needs is `y = x · Wᵀ`; f32 weights go straight to `cblas_sgemm`, narrower weights are widened
+/// needs is `y = x · Wᵀ`; f32 weights go straight to sgemm (`Sgemm`), narrower weights are widened
 /// inside the kernel (never converted at load).
 public enum Linear {
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias)`, W `[out, in]` in any storage dtype, bias `[out]`
     /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
     /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`, which
     /// quantises the activation to q8_0 first, as prefill then does too); up to `GemmNT`'s limits
-    /// (24 rows f32, 48 rows 16-bit) its packing-free kernel where the CPU has AVX-512; more rows
-    /// use `cblas_sgemm` (16-bit and q8_0 weights widened block by block into per-thread
-    /// scratch). Allocates nothing per call.
+    /// (24 rows f32, 48 rows 16-bit) its packing-free kernel where the CPU has AVX-512, and f32
+    /// from there to 64 rows `GemmRowLanes`; more rows use sgemm split over the pool (`Sgemm`;
+    /// 16-bit and q8_0 weights widened block by block into per-thread scratch). Allocates nothing
+    /// per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
                                into y: UnsafeMutablePointer<Float>) {
         precondition(weight.rank == 2, "linear weight must be 2-D, got \(weight.shape)")
@@ -30,11 +31,9 @@ public enum Linear {
             if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
             return
         }
-        OpenBLASCore.ensureSelected()
         switch weight.dtype {
         case .f32:
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),
-                        1, x, Int32(inF), weight.floats, Int32(inF), 0, y, Int32(outF))
+            gemm(m: rows, n: outF, k: inF, a: x, lda: inF, b: weight.floats, ldb: inF, transposeB: true, c: y, ldc: outF)
         case .bf16, .f16, .q8_0:
             // q8_0 products see the activation through q8_0 too (as the mat-vec does): round-trip it once.
             var a = x
@@ -54,8 +53,7 @@ public enum Linear {
             while r0 < outF {
                 let nb = min(block, outF - r0)
                 weight.widenRows(r0, nb, into: scratch)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(nb), Int32(inF),
-                            1, a, Int32(inF), scratch, Int32(inF), 0, y + r0, Int32(outF))
+                gemm(m: rows, n: nb, k: inF, a: a, lda: inF, b: scratch, ldb: inF, transposeB: true, c: y + r0, ldc: outF)
                 r0 += nb
             }
         }
@@ -124,15 +122,13 @@ public enum Linear {
     }
 
     /// `C[m, n] = A[m, k] · B[k, n]` (or `· Bᵀ` when `transposeB`, B then `[n, k]`), all f32, with
-    /// leading dimensions so heads can be addressed inside interleaved buffers.
+    /// leading dimensions so heads can be addressed inside interleaved buffers (`Sgemm.product`,
+    /// split over the pool).
     public static func gemm(m: Int, n: Int, k: Int,
                             a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
                             c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
-        if m == 0 || n == 0 { return }
-        OpenBLASCore.ensureSelected()
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        Sgemm.product(transB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// Batched `C[i] = A[i] · B[i]` (or `· B[i]ᵀ` when `transposeB`) for i in `0..<batch`, as
@@ -145,14 +141,14 @@ public enum Linear {
         }
     }
 
-    /// Threads this process's kernels may use: sets both our worker pool (mat-vec, attention) and
-    /// OpenBLAS (GEMMs). Set once per process (the pipeline file gives each role its count).
+    /// Threads this process's kernels may use: our worker pool's size, which every kernel splits
+    /// over (GEMMs too: OpenBLAS itself stays single-threaded, `Sgemm`). Set once per process (the
+    /// pipeline file gives each role its count).
     public static func setThreads(_ n: Int) {
         OpenBLASCore.ensureSelected()
-        openblas_set_num_threads(Int32(max(1, n)))
         Parallel.setThreads(n)
     }
 
-    /// Threads our worker pool uses (OpenBLAS is kept at the same count by `setThreads`).
+    /// Threads our worker pool uses.
     public static var threads: Int { Parallel.threads }
 }

@@ -9,7 +9,7 @@ import COpenBLAS
 /// runs at a quarter of its speed (measured here: 62 GFLOP/s Prescott, 153 Haswell, 265 SkylakeX on
 /// a 128×2816×1024 product with 2 threads), which makes every prefill and encoder pass 2–4× slower.
 ///
-/// What it does, once per process before the first BLAS call (`Linear` triggers it): if the user has
+/// What it does, once per process before the first BLAS call (`Sgemm` triggers it): if the user has
 /// not set `OPENBLAS_CORETYPE` and the kernels OpenBLAS chose are older than what /proc/cpuinfo
 /// reports, it re-runs OpenBLAS's own dynamic-arch selection (`gotoblas_dynamic_quit` +
 /// `gotoblas_dynamic_init`, looked up with dlsym so a non-DYNAMIC_ARCH build is left alone) with
@@ -25,7 +25,12 @@ public enum OpenBLASCore {
     @discardableResult
     public static func ensureSelected() -> String { selected }
 
-    private static let selected: String = select()
+    /// Also where OpenBLAS is set to one thread, for good: `Sgemm` splits every product over our pool.
+    private static let selected: String = {
+        let name = select()
+        openblas_set_num_threads(1)
+        return name
+    }()
 
     /// Capability rank of the x86 kernel families we may switch between; unknown names are never replaced.
     public static func rank(_ name: String) -> Int? {
@@ -76,15 +81,12 @@ public enum OpenBLASCore {
 }
 
 extension OpenBLASCore {
-    /// Runs `body` with OpenBLAS limited to one thread, then restores the process's thread count
-    /// (`Parallel.threads`). For callers that split GEMM work over the worker pool themselves
-    /// (e.g. one expert per thread): skinny products (≈32 rows) gain nothing from OpenBLAS's own
-    /// threading, and two levels of threads would fight over the cores. The setting is process-wide,
-    /// so other threads' GEMMs during `body` also run single-threaded (slower, still correct).
-    public static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {
+    /// Runs `body` with OpenBLAS's own threading at `threads`, then back at one: for the benches'
+    /// raw-sgemm references only (our products split over the pool instead, `Sgemm`).
+    public static func withOwnThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
         ensureSelected()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(max(1, Parallel.threads))) }
+        openblas_set_num_threads(Int32(max(1, threads)))
+        defer { openblas_set_num_threads(1) }
         return try body()
     }
 }

@@ -90,15 +90,15 @@ enum BenchKernels {
             defer { x.deallocate(); y.deallocate() }
             var k = 0
             let tOurs1 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 1, weight: f32[k % copies], into: y); k += 1 }
-            let tBlas1 = BenchReport.time(repeats: rep) {
-                sgemm(x, rows: 1, f32[k % copies], y); k += 1
+            let tBlas1 = OpenBLASCore.withOwnThreads(threads) {
+                BenchReport.time(repeats: rep) { sgemm(x, rows: 1, f32[k % copies], y); k += 1 }
             }
             printLine(BenchReport.line("matmul f32 \(name) rows=1", ours: flops1 / tOurs1 / 1e9, reference: flops1 / tBlas1 / 1e9,
                                        unit: "GFLOP/s", refLabel: "cblas_sgemm"))
             printLine(BenchReport.line("matmul f32 \(name) rows=1 bandwidth", ours: Double(outF * inF * 4) / tOurs1 / 1e9,
                                        reference: bwN / 1e9, unit: "GB/s", refLabel: "read bandwidth threads=\(threads)"))
             let tOurs128 = BenchReport.time(repeats: rep) { Linear.forward(x, rows: 128, weight: f32[0], into: y) }
-            let tBlas128 = BenchReport.time(repeats: rep) { sgemm(x, rows: 128, f32[0], y) }
+            let tBlas128 = OpenBLASCore.withOwnThreads(threads) { BenchReport.time(repeats: rep) { sgemm(x, rows: 128, f32[0], y) } }
             printLine(BenchReport.line("matmul f32 \(name) rows=128", ours: 128 * flops1 / tOurs128 / 1e9,
                                        reference: 128 * flops1 / tBlas128 / 1e9, unit: "GFLOP/s", refLabel: "cblas_sgemm"))
 
@@ -126,7 +126,8 @@ enum BenchKernels {
         }
     }
 
-    /// Raw `cblas_sgemm` for `y = x · Wᵀ`, the reference our matmul is measured against.
+    /// Raw `cblas_sgemm` for `y = x · Wᵀ`, the reference our matmul is measured against (called
+    /// inside `OpenBLASCore.withOwnThreads`, so OpenBLAS threads it its own way).
     static func sgemm(_ x: UnsafePointer<Float>, rows: Int, _ w: Tensor, _ y: UnsafeMutablePointer<Float>) {
         let outF = w.shape[0], inF = w.shape[1]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outF), Int32(inF),

@@ -4,7 +4,7 @@ import Tensor
 
 /// Row-major f32 products for the forward and backward passes: `C = alpha · op(A) · op(B) + beta · C`
 /// with optional transposes, element offsets and leading dimensions (so heads can be addressed
-/// inside interleaved buffers). Every product of training goes through here, to one `cblas_sgemm`.
+/// inside interleaved buffers). Every product of training goes through here, to `Sgemm.product`.
 /// The operands are `Tensor`s, not pointers, so they are alive for the whole call (a pointer taken
 /// from a temporary could outlive it).
 enum Matmul {
@@ -17,11 +17,9 @@ enum Matmul {
             if beta == 0 { for i in 0..<m { for j in 0..<n { cp[i * ldc + j] = 0 } } }
             return
         }
-        OpenBLASCore.ensureSelected()
         let t0 = GemmProfile.enabled ? DispatchTime.now().uptimeNanoseconds : 0
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a.floats + aOffset, Int32(lda), b.floats + bOffset, Int32(ldb),
-                    beta, cp, Int32(ldc))
+        Sgemm.product(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.floats + aOffset, lda: lda,
+                      b: b.floats + bOffset, ldb: ldb, beta: beta, c: cp, ldc: ldc)
         if GemmProfile.enabled {
             GemmProfile.record(flops: 2 * Double(m) * Double(n) * Double(k),
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)

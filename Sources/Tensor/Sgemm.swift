@@ -1,0 +1,64 @@
+import COpenBLAS
+
+/// Row-major `C = alpha · op(A) · op(B) + beta · C` through OpenBLAS, split over our worker pool.
+///
+/// Why not OpenBLAS's own threads: a process then has two thread pools, and both spin for a while
+/// after each job (OpenBLAS's workers ~0.1 s with `sched_yield`, ours ~1 ms). A prefill alternates
+/// sgemm (attention projections) with pool jobs (experts, attention) every layer, so on two cores
+/// three threads kept fighting: 13% of the prefill's samples were in `sched_yield`. OpenBLAS is
+/// kept at one thread (`Linear.setThreads`) and every sgemm goes through here: C is cut into as many
+/// column runs (or row runs, when it is narrow) as there are threads, each one single-threaded
+/// sgemm. Bench model f32 prefill, 19–20 interleaved rounds in one process: 250 tokens/s mean
+/// against 211 with OpenBLAS's threads; with `GemmRowLanes` too, interleaved `unimoe bench lm` runs
+/// against the build before: f32 265–305 against 218–286, bf16 272–300 against 210–271.
+///
+/// A call from inside a pool job (one expert per thread) runs its runs one after another on that
+/// thread. Each element is summed by the same kernel over the same k blocks wherever the cut falls.
+public enum Sgemm {
+    /// Runs no narrower than this many columns (or rows), so each keeps the micro-kernel's tiles full.
+    static let minRun = 64
+
+    public static func product(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                               a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+                               c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m <= 0 || n <= 0 { return }
+        OpenBLASCore.ensureSelected()
+        let job = Job(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                      beta: beta, c: c, ldc: ldc, byColumns: n >= m || n >= minRun * Parallel.threads,
+                      runs: 1)
+        let length = job.byColumns ? n : m
+        let tasks = max(1, min(Parallel.threads, length / minRun))
+        if tasks == 1 { job.run(task: 0, worker: 0); return }
+        var split = job
+        split.runs = tasks
+        Parallel.forEach(tasks: tasks, job: split)
+    }
+
+    /// One run of columns (or rows) of C. A value so that handing it to the pool allocates nothing.
+    private struct Job: ParallelJob {
+        let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
+        let a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float
+        let c: UnsafeMutablePointer<Float>, ldc: Int
+        let byColumns: Bool
+        var runs: Int
+
+        func run(task: Int, worker: Int) {
+            let length = byColumns ? n : m
+            // Even runs in whole 16-element steps.
+            let step = (length + runs * 16 - 1) / (runs * 16) * 16
+            let from = min(length, task * step), to = min(length, from + step)
+            if to <= from { return }
+            var a = self.a, b = self.b, rows = m, columns = n
+            if byColumns {
+                b += transB ? from * ldb : from     // op(B) columns `from..<to`: rows of Bᵀ or columns of B
+                columns = to - from
+            } else {
+                a += transA ? from : from * lda     // op(A) rows `from..<to`
+                rows = to - from
+            }
+            let out = byColumns ? c + from : c + from * ldc
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(rows), Int32(columns), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, out, Int32(ldc))
+        }
+    }
+}
