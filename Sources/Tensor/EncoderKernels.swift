@@ -1,9 +1,10 @@
 import Foundation
 
 /// Fused, thread-parallel passes for pre-LN encoder layers (CLIP, Whisper): the GEMMs of a layer
-/// split over the worker pool (OpenBLAS is single-threaded in every process, `Sgemm`), and the element-wise work folded into
-/// as few passes as possible (bias + activation in one sweep, a projection's bias carried into the
-/// next layer norm, residual adds done by the GEMM itself with β = 1).
+/// split over the worker pool (`Sgemm`; OpenBLAS itself is single-threaded in every process), and
+/// the element-wise work folded into as few passes as possible (bias + activation in one sweep, a
+/// projection's bias carried into the next layer norm, residual adds done by the GEMM itself with
+/// β = 1).
 ///
 /// Why: the encoders are 85–95% GEMM by FLOPs, so every serial element-wise pass between two GEMMs
 /// leaves a core idle (and OpenBLAS's own threads spinning for work while it runs). One thread

@@ -14,7 +14,9 @@ import CKernels
 /// 81 / 93 / 118, 64 rows 66 / 74 / 88; at 12–20 rows `GemmNT` is ahead (49–71 against 27–43),
 /// so this one starts above its limit. Bench model f32 prefill (2 threads, 19 interleaved rounds
 /// in one process, sgemm already split over the pool): 269 tokens/s mean against 250 with sgemm
-/// above 24 rows, 264 with `GemmNT` up to 64 rows.
+/// above 24 rows, 264 with `GemmNT` up to 64 rows; again with the final wiring, 266 against 243.
+/// Taking up to 128 rows in 64-row chunks (1.1–1.2× sgemm at 96–128 rows on one thread) read 264
+/// against 266 over 19 rounds each, so it stops at 64.
 public enum GemmRowLanes {
     /// The fewest rows sent here (fewer go to `GemmNT`, which is faster there).
     public static let minRows = GemmNT.maxRowsF32 + 1

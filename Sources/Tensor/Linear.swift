@@ -1,5 +1,3 @@
-import COpenBLAS
-
 /// Matrix products. Hugging Face stores a Linear's weight as `[out, in]`, so the product every layer
 /// needs is `y = x · Wᵀ`; f32 weights go straight to sgemm (`Sgemm`), narrower weights are widened
 /// inside the kernel (never converted at load).
@@ -28,6 +26,11 @@ public enum Linear {
         }
         if GemmNT.takes(rows: rows, dtype: weight.dtype) {
             GemmNT.forward(x, rows: rows, weight: weight, into: y)
+            if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
+            return
+        }
+        if GemmRowLanes.takes(rows: rows, dtype: weight.dtype) {
+            GemmRowLanes.forward(x, rows: rows, weight: weight, into: y)
             if let bias { addBias(bias, rows: rows, outF: outF, into: y) }
             return
         }

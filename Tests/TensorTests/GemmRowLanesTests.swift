@@ -63,6 +63,38 @@ final class GemmRowLanesTests: XCTestCase {
         }
     }
 
+    /// `Linear` routes f32 products of `minRows...maxRows` rows here: its output has this kernel's
+    /// bits, and one row more goes elsewhere. (k is past sgemm's k block, ~300 here, so sgemm sums
+    /// differently; within one block it sums each element in k order too, the same bits.)
+    func testLinearSendsItsRangeHere() throws {
+        guard GemmRowLanes.available else { return }
+        var rng = SplitMix(24)
+        let k = 1000, n = 40
+        let w = try Tensor(shape: [n, k], values: random(n * k, &rng))
+        for rows in [GemmRowLanes.minRows, 40, GemmRowLanes.maxRows, GemmRowLanes.maxRows + 1] {
+            let xf = random(rows * k, &rng)
+            var viaLinear = [Float](repeating: .nan, count: rows * n)
+            xf.withUnsafeBufferPointer { xp in
+                viaLinear.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
+            }
+            if rows <= GemmRowLanes.maxRows {
+                XCTAssertEqual(viaLinear, product(xf, rows: rows, w), "\(rows) rows")
+            } else {
+                var kernel = [Float](repeating: .nan, count: rows * n)
+                xf.withUnsafeBufferPointer { xp in
+                    kernel.withUnsafeMutableBufferPointer { y in
+                        let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(64, k))
+                        defer { xt.deallocate() }
+                        // The kernel itself on the first 64 rows: Linear's 65-row product must differ somewhere.
+                        unimoe_gemm_row_lanes_pack(xp.baseAddress!, 64, k, k, xt)
+                        _ = unimoe_gemm_row_lanes(xt, 64, w.floats, k, 0, n, y.baseAddress!, n)
+                    }
+                }
+                XCTAssertNotEqual(Array(viaLinear[0..<(64 * n)]), Array(kernel[0..<(64 * n)]), "65 rows went to the kernel")
+            }
+        }
+    }
+
     /// More than 64 rows, 16-bit weights and 1-D weights are declined without a write; `Linear`
     /// sends it only the f32 products in its measured range.
     func testDeclinesWhatItDoesNotTake() throws {
