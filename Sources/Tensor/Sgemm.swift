@@ -9,7 +9,7 @@ import COpenBLAS
 /// kept at one thread (`Linear.setThreads`) and every sgemm goes through here: C is cut into as many
 /// column runs (or row runs, when it is narrow) as there are threads, each one single-threaded
 /// sgemm. Bench model f32 prefill, 19–20 interleaved rounds in one process: 250 tokens/s mean
-/// against 211 with OpenBLAS's threads; with `GemmRowLanes` too, interleaved `unimoe bench lm` runs
+/// against 211 with OpenBLAS's threads; three (f32) and two (bf16) interleaved `unimoe bench lm` runs
 /// against the build before: f32 265–305 against 218–286, bf16 272–300 against 210–271.
 ///
 /// A call from inside a pool job (one expert per thread) runs its runs one after another on that
@@ -18,20 +18,19 @@ public enum Sgemm {
     /// Runs no narrower than this many columns (or rows), so each keeps the micro-kernel's tiles full.
     static let minRun = 64
 
+    /// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, row-major with leading dimensions
+    /// (op = transpose where asked), cut into at most `Parallel.threads` runs of C's columns, or of
+    /// its rows when C is taller than wide and narrower than a run per thread.
     public static func product(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
                                c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m <= 0 || n <= 0 { return }
         OpenBLASCore.ensureSelected()
+        let byColumns = n >= m || n >= minRun * Parallel.threads
+        let runs = max(1, min(Parallel.threads, (byColumns ? n : m) / minRun))
         let job = Job(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                      beta: beta, c: c, ldc: ldc, byColumns: n >= m || n >= minRun * Parallel.threads,
-                      runs: 1)
-        let length = job.byColumns ? n : m
-        let tasks = max(1, min(Parallel.threads, length / minRun))
-        if tasks == 1 { job.run(task: 0, worker: 0); return }
-        var split = job
-        split.runs = tasks
-        Parallel.forEach(tasks: tasks, job: split)
+                      beta: beta, c: c, ldc: ldc, byColumns: byColumns, runs: runs)
+        if runs == 1 { job.run(task: 0, worker: 0) } else { Parallel.forEach(tasks: runs, job: job) }
     }
 
     /// One run of columns (or rows) of C. A value so that handing it to the pool allocates nothing.
@@ -39,8 +38,7 @@ public enum Sgemm {
         let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
         let a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float
         let c: UnsafeMutablePointer<Float>, ldc: Int
-        let byColumns: Bool
-        var runs: Int
+        let byColumns: Bool, runs: Int
 
         func run(task: Int, worker: Int) {
             let length = byColumns ? n : m

@@ -14,12 +14,7 @@ final class GemmNTTests: XCTestCase {
 
     /// Runs the kernel on rows of x; nil when this CPU lacks it (checked to write nothing).
     private func product(_ x: [Float], rows: Int, _ w: Tensor) -> [Float]? {
-        var y = [Float](repeating: .nan, count: rows * w.shape[0])
-        let ran = x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { GemmNT.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
-        }
-        if !ran { XCTAssertTrue(y.allSatisfy(\.isNaN), "a declined product wrote output"); return nil }
-        return y
+        productOrNil(x, outputs: rows * w.shape[0]) { GemmNT.forward($0, rows: rows, weight: w, into: $1) }
     }
 
     /// Every output within 4e-6 of Σ|x·w| of the float64 product: f32, bf16 and f16 weights; rows
@@ -37,18 +32,8 @@ final class GemmNTTests: XCTestCase {
                     guard let y = product(xf, rows: rows, w) else {
                         XCTAssertFalse(GemmNT.available); return
                     }
-                    for r in 0..<rows {
-                        for o in 0..<n {
-                            var exact = 0.0, magnitude = 0.0
-                            for i in 0..<k {
-                                let p = Double(xf[r * k + i]) * Double(wf[o * k + i])
-                                exact += p; magnitude += abs(p)
-                            }
-                            let got = Double(y[r * n + o])
-                            XCTAssertLessThanOrEqual(abs(got - exact), 4e-6 * magnitude + 1e-30,
-                                                     "\(dtype) \(rows)×\(k)×\(n) threads \(threads) [\(r), \(o)]: \(got) vs \(exact)")
-                        }
-                    }
+                    assertMatchesFloat64(y, x: xf, w: wf, rows: rows, k: k, n: n, relative: 4e-6,
+                                         "\(dtype) \(rows)×\(k)×\(n) threads \(threads)")
                 }
             }
         }

@@ -10,12 +10,7 @@ final class GemmRowLanesTests: XCTestCase {
 
     /// Runs the kernel; nil when it declined (checked to have written nothing).
     private func product(_ x: [Float], rows: Int, _ w: Tensor) -> [Float]? {
-        var y = [Float](repeating: .nan, count: rows * w.shape[0])
-        let ran = x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { GemmRowLanes.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
-        }
-        if !ran { XCTAssertTrue(y.allSatisfy(\.isNaN), "a declined product wrote output"); return nil }
-        return y
+        productOrNil(x, outputs: rows * w.shape[0]) { GemmRowLanes.forward($0, rows: rows, weight: w, into: $1) }
     }
 
     /// Every output within 4e-6 of Σ|x·w| of the float64 product: 1, 2, 3 and 4 lane vectors, full
@@ -30,17 +25,8 @@ final class GemmRowLanesTests: XCTestCase {
                 let xf = random(rows * k, &rng), wf = random(n * k, &rng)
                 let w = try Tensor(shape: [n, k], values: wf)
                 guard let y = product(xf, rows: rows, w) else { XCTAssertFalse(GemmRowLanes.available); return }
-                for r in 0..<rows {
-                    for o in 0..<n {
-                        var exact = 0.0, magnitude = 0.0
-                        for i in 0..<k {
-                            let p = Double(xf[r * k + i]) * Double(wf[o * k + i])
-                            exact += p; magnitude += abs(p)
-                        }
-                        XCTAssertLessThanOrEqual(abs(Double(y[r * n + o]) - exact), 4e-6 * magnitude + 1e-30,
-                                                 "\(rows)×\(k)×\(n) threads \(threads) [\(r), \(o)]")
-                    }
-                }
+                assertMatchesFloat64(y, x: xf, w: wf, rows: rows, k: k, n: n, relative: 4e-6,
+                                     "\(rows)×\(k)×\(n) threads \(threads)")
             }
         }
     }
@@ -73,24 +59,18 @@ final class GemmRowLanesTests: XCTestCase {
         let w = try Tensor(shape: [n, k], values: random(n * k, &rng))
         for rows in [GemmRowLanes.minRows, 40, GemmRowLanes.maxRows, GemmRowLanes.maxRows + 1] {
             let xf = random(rows * k, &rng)
-            var viaLinear = [Float](repeating: .nan, count: rows * n)
-            xf.withUnsafeBufferPointer { xp in
-                viaLinear.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
-            }
+            let viaLinear = productOrNil(xf, outputs: rows * n) { Linear.forward($0, rows: rows, weight: w, into: $1); return true }!
             if rows <= GemmRowLanes.maxRows {
                 XCTAssertEqual(viaLinear, product(xf, rows: rows, w), "\(rows) rows")
             } else {
-                var kernel = [Float](repeating: .nan, count: rows * n)
-                xf.withUnsafeBufferPointer { xp in
-                    kernel.withUnsafeMutableBufferPointer { y in
-                        let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(64, k))
-                        defer { xt.deallocate() }
-                        // The kernel itself on the first 64 rows: Linear's 65-row product must differ somewhere.
-                        unimoe_gemm_row_lanes_pack(xp.baseAddress!, 64, k, k, xt)
-                        _ = unimoe_gemm_row_lanes(xt, 64, w.floats, k, 0, n, y.baseAddress!, n)
-                    }
-                }
-                XCTAssertNotEqual(Array(viaLinear[0..<(64 * n)]), Array(kernel[0..<(64 * n)]), "65 rows went to the kernel")
+                // The kernel itself on the first 64 rows: Linear's product of one row more differs somewhere.
+                let kernel = productOrNil(xf, outputs: 64 * n) { x, y in
+                    let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(64, k))
+                    defer { xt.deallocate() }
+                    unimoe_gemm_row_lanes_pack(x, 64, k, k, xt)
+                    return unimoe_gemm_row_lanes(xt, 64, w.floats, k, 0, n, y, n) != 0
+                }!
+                XCTAssertNotEqual(Array(viaLinear[0..<(64 * n)]), kernel, "\(rows) rows went to the kernel")
             }
         }
     }

@@ -39,3 +39,31 @@ func withThreadCounts(_ counts: [Int] = [1, 2, 3], _ body: (Int) throws -> Void)
         try body(n)
     }
 }
+
+/// Runs a product kernel that may decline (returns false) on `x` into `outputs` floats
+/// set to NaN first; nil when it declined, after checking that it wrote nothing.
+func productOrNil(_ x: [Float], outputs: Int,
+                  _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Bool) -> [Float]? {
+    var y = [Float](repeating: .nan, count: outputs)
+    let ran = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { kernel(xp.baseAddress!, $0.baseAddress!) } }
+    if !ran { XCTAssertTrue(y.allSatisfy(\.isNaN), "a declined product wrote output"); return nil }
+    return y
+}
+
+/// Every `y[r, o]` of an x `[rows, k]` · wᵀ `[n, k]` product within `relative` of Σ|x·w| of the
+/// float64 product.
+func assertMatchesFloat64(_ y: [Float], x: [Float], w: [Float], rows: Int, k: Int, n: Int, relative: Double,
+                          _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+    for r in 0..<rows {
+        for o in 0..<n {
+            var exact = 0.0, magnitude = 0.0
+            for i in 0..<k {
+                let p = Double(x[r * k + i]) * Double(w[o * k + i])
+                exact += p; magnitude += abs(p)
+            }
+            let got = Double(y[r * n + o])
+            XCTAssertLessThanOrEqual(abs(got - exact), relative * magnitude + 1e-30, "\(label) [\(r), \(o)]: \(got) vs \(exact)",
+                                     file: file, line: line)
+        }
+    }
+}
