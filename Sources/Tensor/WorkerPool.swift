@@ -123,7 +123,7 @@ final class WorkerPool: @unchecked Sendable {
     private var jobContext: UnsafeRawPointer?
     private var jobTasks = 0
     /// Spin this long (ns) waiting for the next job before sleeping. While spinning the worker
-    /// yields now and then so that OpenBLAS's own threads (prefill GEMMs) get the core.
+    /// yields now and then so that other processes sharing the cores (a pipeline's roles) get them.
     private let spinNanoseconds: UInt64 = 1_000_000
 
     nonisolated(unsafe) private static var current = WorkerPool(threads: ProcessInfo.processInfo.activeProcessorCount)
