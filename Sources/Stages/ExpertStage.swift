@@ -47,12 +47,16 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
         var outputs = [Tensor?](repeating: nil, count: batches.count)
         var busy: [Dispatcher.WorkerID: UInt64] = [:]
         for (id, share) in zip(ids, shares) {
-            let what = "expert\(share.count > 1 ? "s" : "") \(share.map { String(batches[$0].expert) }.joined(separator: ",")) of layer \(layer)"
-            guard let reply = replies[id] else { throw WireError.unavailable("\(what): no reply") }
+            // Named only when something failed: this loop runs once per worker per layer and token.
+            func what() -> String {
+                "expert\(share.count > 1 ? "s" : "") \(share.map { String(batches[$0].expert) }.joined(separator: ",")) of layer \(layer)"
+            }
+            guard let reply = replies[id] else { throw WireError.unavailable("\(what()): no reply") }
             let r = reply.message
-            if r.kind == .error { throw WireError.remote("\(what): \(r.payloadText)") }
-            guard r.kind == .expertResult, r.tensors.map(\.shape) == share.map({ batches[$0].rows.shape }) else {
-                throw WireError.malformed("\(what) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(share.map { batches[$0].rows.shape })")
+            if r.kind == .error { throw WireError.remote("\(what()): \(r.payloadText)") }
+            guard r.kind == .expertResult, r.tensors.count == share.count,
+                  zip(r.tensors, share).allSatisfy({ $0.shape == batches[$1].rows.shape }) else {
+                throw WireError.malformed("\(what()) answered \(r.kind) with shapes \(r.tensors.map(\.shape)), expected \(share.map { batches[$0].rows.shape })")
             }
             for (i, t) in zip(share, r.tensors) { outputs[i] = t }
             busy[reply.worker ?? [], default: 0] += UInt64(r.sequence)
