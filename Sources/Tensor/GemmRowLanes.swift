@@ -16,7 +16,10 @@ import CKernels
 /// in one process, sgemm already split over the pool): 269 tokens/s mean against 250 with sgemm
 /// above 24 rows, 264 with `GemmNT` up to 64 rows; again with the final wiring, 266 against 243.
 /// Taking up to 128 rows in 64-row chunks (1.1–1.2× sgemm at 96–128 rows on one thread) read 264
-/// against 266 over 19 rounds each, so it stops at 64.
+/// against 266 over 19 rounds each, so it stops at 64. Nor did chunking inside each weight tile
+/// pay (the tile against every 64-row chunk in turn, so the weights come from memory once): on one
+/// thread 1.1–1.25× sgemm at 65–128 rows for 2816 × 1024 weights but 0.87–1.08× for 1024 × 2816,
+/// whose x^T outgrows L2, and end to end 240 against 245 tokens/s over 14 interleaved rounds.
 public enum GemmRowLanes {
     /// The fewest rows sent here (fewer go to `GemmNT`, which is faster there).
     public static let minRows = GemmNT.maxRowsF32 + 1
