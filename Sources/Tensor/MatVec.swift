@@ -8,10 +8,13 @@ import CKernels
 /// 4 again). This kernel streams each weight row once, in its stored dtype, widening in registers,
 /// and splits the output rows over the worker pool.
 ///
-/// Lane order trick for 16-bit weights: 16 weights are loaded as 8 `UInt32` words; `w << 16` gives
+/// Lane order trick for bf16 weights: 16 weights are loaded as 8 `UInt32` words; `w << 16` gives
 /// the even elements and `w & 0xFFFF0000` the odd ones as f32 (bf16 is the top half of an f32).
 /// The activation is re-laid-out once per call to the same even/odd order, so the inner loop is
-/// two bit operations and two FMAs per 16 weights.
+/// two bit operations and two FMAs per 16 weights. f16 weights keep the natural order: F16C's
+/// `vcvtph2ps` widens 8 at a time (until Swift 6.3 the SIMD conversion was not vectorised, and f16
+/// rows went through an f32 scratch buffer at 0.39–0.52 of the bandwidth ceiling; in registers
+/// they stream at 1.06–1.07 of it, as bf16 does, in `unimoe bench kernels`).
 enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
@@ -48,7 +51,7 @@ enum MatVec {
 
     /// A product laid out for the job: its weight, chunking and first task.
     struct Plan {
-        let w: UnsafeRawPointer, wStride: Int, outF: Int, inF: Int
+        let w: UnsafeRawPointer, wStride: Int, outF: Int
         let chunk: Int, firstTask: Int, tasks: Int
         let a: Operands, y: UnsafeMutablePointer<Float>
         let bias: (UnsafeRawPointer, DType)?
@@ -62,7 +65,7 @@ enum MatVec {
             if L.splitsPairs { relaid += p.rows * (p.weight.shape[1] & ~15) }
         }
         let threads = work >= 1 << 16 ? Parallel.threads : 1
-        // Activations in the weight's lane order (bf16 only; f32 and widened f16 keep the natural
+        // Activations in the weight's lane order (bf16 only; f32 and f16 keep the natural
         // order), each distinct activation once.
         let buf = relaid > 0 ? ThreadScratch.floats(.input, count: relaid) : nil
         withUnsafeTemporaryAllocation(of: Plan.self, capacity: count) { plans in
@@ -90,7 +93,7 @@ enum MatVec {
                 let n = (outF + chunk - 1) / chunk
                 let a = Operands(x: xp, ldx: ldxp, xTail: p.x, ldxTail: inF, rows: p.rows, kMain: kMain, k: inF, ldy: outF)
                 (plans.baseAddress! + i).initialize(to: Plan(
-                    w: UnsafeRawPointer(p.weight.raw), wStride: inF * L.bytes, outF: outF, inF: inF,
+                    w: UnsafeRawPointer(p.weight.raw), wStride: inF * L.bytes, outF: outF,
                     chunk: chunk, firstTask: tasks, tasks: n, a: a, y: p.y,
                     bias: p.bias.map { (UnsafeRawPointer($0.raw), $0.dtype) }))
                 tasks += n
@@ -110,20 +113,8 @@ enum MatVec {
             while i + 1 < count && task >= plans[i + 1].firstTask { i += 1 }
             let p = plans[i]
             let o0 = (task - p.firstTask) * p.chunk, o1 = min(p.outF, o0 + p.chunk)
-            let (w, wStride, inF, a, y) = (p.w, p.wStride, p.inF, p.a, p.y)
-            if L.widensRows {
-                // f16: widen 4 rows at a time into L1/L2 scratch (vcvtph2ps), then the f32 tiles.
-                let buf = ThreadScratch.floats(.work, count: 4 * inF)
-                var o = o0
-                while o < o1 {
-                    let n = min(4, o1 - o)
-                    Convert.toF32(w + o * wStride, .f16, count: n * inF, into: buf)
-                    sweep(F32Weights.self, UnsafeRawPointer(buf), inF * 4, n, a, y + o)
-                    o += n
-                }
-            } else {
-                sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
-            }
+            let (w, wStride, a, y) = (p.w, p.wStride, p.a, p.y)
+            sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             if let (bp, bt) = p.bias {
                 for r in 0..<a.rows {
                     let yr = y + r * a.ldy
@@ -286,9 +277,6 @@ enum T1x4: TileShape { static var o: Int { 1 }; static var g: Int { 4 } }
 protocol WeightLanes {
     static var bytes: Int { get }
     static var splitsPairs: Bool { get }
-    /// Rows are widened to f32 scratch first, then read by the f32 tiles (f16: the hardware
-    /// conversion is only reachable through the vectorised `Convert.toF32` loop).
-    static var widensRows: Bool { get }
     static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
     static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
 }
@@ -296,7 +284,6 @@ protocol WeightLanes {
 enum F32Weights: WeightLanes {
     static var bytes: Int { 4 }
     static var splitsPairs: Bool { false }
-    static var widensRows: Bool { false }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (row.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
          row.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
@@ -309,7 +296,6 @@ enum F32Weights: WeightLanes {
 enum BF16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { true }
-    static var widensRows: Bool { false }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
         return (unsafeBitCast(u &<< 16, to: SIMD8<Float>.self),
@@ -320,16 +306,13 @@ enum BF16Weights: WeightLanes {
     }
 }
 
-/// f16 weights: rows are widened by `Convert.toF32` (F16C `vcvtph2ps` on x86) into scratch; the
-/// lane loaders serve only the tile's generic signature.
+/// f16 weights: each 8 halves widened in registers (F16C `vcvtph2ps` on x86), as bf16 is.
 enum F16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { false }
-    static var widensRows: Bool { true }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        var lo = SIMD8<Float>(), hi = SIMD8<Float>()
-        for j in 0..<8 { lo[j] = load1(row, i + j); hi[j] = load1(row, i + 8 + j) }
-        return (lo, hi)
+        (SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self)),
+         SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2 + 16, as: SIMD8<Float16>.self)))
     }
     @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
         Convert.f16ToF32(row.load(fromByteOffset: i * 2, as: UInt16.self))

@@ -86,6 +86,27 @@ final class LinearTests: XCTestCase {
         }
     }
 
+    /// f16 weights are widened in registers (`vcvtph2ps`) in the same lane order as f32 ones, so the
+    /// mat-vec of f16 weights gives exactly the bits of the same weights stored as f32: 1…8 rows,
+    /// widths with and without a tail past the last 16, any thread count.
+    func testHalfWeightsGiveTheBitsOfTheirF32Widening() throws {
+        var rng = SplitMix(11)
+        try withThreadCounts { _ in
+            for (outF, inF, rows) in [(70, 64, 1), (33, 100, 3), (130, 257, 8)] {
+                let half = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: .f16)
+                let wide = half.converted(to: .f32)
+                let x = (0..<rows * inF).map { _ in rng.next() }
+                var a = [Float](repeating: .nan, count: rows * outF), b = a
+                x.withUnsafeBufferPointer { xp in
+                    a.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: half, into: $0.baseAddress!) }
+                    b.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: wide, into: $0.baseAddress!) }
+                }
+                let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
+                XCTAssertEqual(differing, 0, "\(outF)×\(inF), \(rows) rows: \(differing) of \(a.count) outputs differ")
+            }
+        }
+    }
+
     /// A long run of mat-vec calls from several threads at once: the pool must serialise or share
     /// safely and every result must still be exact.
     func testConcurrentCallersGetCorrectResults() throws {
