@@ -11,10 +11,11 @@ import CKernels
 /// Lane order trick for bf16 weights: 16 weights are loaded as 8 `UInt32` words; `w << 16` gives
 /// the even elements and `w & 0xFFFF0000` the odd ones as f32 (bf16 is the top half of an f32).
 /// The activation is re-laid-out once per call to the same even/odd order, so the inner loop is
-/// two bit operations and two FMAs per 16 weights. f16 weights keep the natural order: F16C's
-/// `vcvtph2ps` widens 8 at a time (until Swift 6.3 the SIMD conversion was not vectorised, and f16
-/// rows went through an f32 scratch buffer at 0.39–0.52 of the bandwidth ceiling; in registers
-/// they stream at 1.06–1.07 of it, as bf16 does, in `unimoe bench kernels`).
+/// two bit operations and two FMAs per 16 weights. f16 weights keep the natural order: Swift 6.3
+/// compiles the `SIMD8<Float16>` → `SIMD8<Float>` conversion to F16C's `vcvtph2ps`. (f16 rows
+/// used to be widened 4 at a time into an f32 scratch buffer first, which the tiles' prefetch did
+/// not cover: 0.39–0.52 of the bandwidth ceiling in `unimoe bench kernels`, against 1.06–1.07 in
+/// registers, as bf16.)
 enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
