@@ -1,7 +1,7 @@
 import CKernels
 
 /// `y = x · Wᵀ` for a few dozen rows without packing (`unimoe_gemm_nt`, Sources/CKernels/GemmNT.c):
-/// the product an expert computes in prefill and a batched decode step computes for 9–48 rows.
+/// the product an expert computes in prefill and a batched decode step computes for 9–128 rows.
 ///
 /// Why not sgemm there: OpenBLAS packs the whole weight matrix on every call, which for ~16–32
 /// rows costs as much as the arithmetic, and 16-bit weights first need a widening pass into
@@ -16,7 +16,11 @@ import CKernels
 /// | 64 | 0.7–0.8× | 0.9× |
 ///
 /// so f32 uses it up to `maxRowsF32` rows and 16-bit weights up to `maxRows16`. CPUs without
-/// AVX-512 keep sgemm (`forward` returns false). On the bench model (128-token prefill, experts of
+/// AVX-512 keep sgemm (`forward` returns false). The 16-bit limit was 48 until end-to-end runs
+/// showed the one-thread table underselling it: bench model prefill, interleaved rounds in one
+/// process, limit 128 against 48, bf16 272 tokens/s mean against 249 (faster in 10 of 12 rounds),
+/// f16 287 against 274 (7 of 10); a 512-token prompt, whose experts get more rows, 260 against 265
+/// (6 rounds, even). On the bench model (128-token prefill, experts of
 /// ~32 rows, 2 threads), four interleaved pairs against the build before it: bf16 prefill 243
 /// tokens/s mean against 227 (the widening pass is gone), f32 227 against 227 (most experts have
 /// more than 24 rows; an f32 limit of 48 gained nothing either, nor again with the weights in huge
@@ -30,7 +34,7 @@ public enum GemmNT {
     /// The most rows an f32 product sends here.
     public static let maxRowsF32 = 24
     /// The most rows a bf16 / f16 product sends here.
-    public static let maxRows16 = 48
+    public static let maxRows16 = 128
 
     /// Whether this CPU runs the kernel.
     public static let available = unimoe_gemm_nt_available() != 0

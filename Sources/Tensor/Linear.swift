@@ -6,7 +6,7 @@ public enum Linear {
     /// in any dtype. Up to `MatVec.maxRows` rows use the bandwidth-bound mat-vec kernel (weights
     /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`, which
     /// quantises the activation to q8_0 first, as prefill then does too); up to `GemmNT`'s limits
-    /// (24 rows f32, 48 rows 16-bit) its packing-free kernel where the CPU has AVX-512, and f32
+    /// (24 rows f32, 128 rows 16-bit) its packing-free kernel where the CPU has AVX-512, and f32
     /// from there to 64 rows `GemmRowLanes`; more rows use sgemm split over the pool (`Sgemm`;
     /// 16-bit and q8_0 weights widened block by block into per-thread scratch). Allocates nothing
     /// per call.

@@ -23,7 +23,7 @@ final class GemmNTTests: XCTestCase {
     func testMatchesFloat64Product() throws {
         var rng = SplitMix(11)
         let shapes = [(1, 1, 1), (1, 17, 3), (5, 16, 4), (6, 33, 5), (7, 15, 9), (13, 100, 37), (24, 130, 67),
-                      (30, 64, 8), (48, 300, 13)]
+                      (30, 64, 8), (48, 300, 13), (128, 70, 11)]
         try withThreadCounts { threads in
             for dtype in [DType.f32, .bf16, .f16] {
                 for (rows, k, n) in shapes {
