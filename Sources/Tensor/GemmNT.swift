@@ -1,7 +1,8 @@
 import CKernels
 
 /// `y = x · Wᵀ` for a few dozen rows without packing (`unimoe_gemm_nt`, Sources/CKernels/GemmNT.c):
-/// the product an expert computes in prefill and a batched decode step computes for 9–128 rows.
+/// the product an expert computes in prefill and a batched decode step computes for 9–24 rows (f32)
+/// or 9–128 (bf16, f16).
 ///
 /// Why not sgemm there: OpenBLAS packs the whole weight matrix on every call, which for ~16–32
 /// rows costs as much as the arithmetic, and 16-bit weights first need a widening pass into
@@ -20,8 +21,8 @@ import CKernels
 /// showed the one-thread table underselling it: bench model prefill, interleaved rounds in one
 /// process, limit 128 against 48, bf16 272 tokens/s mean against 249 (faster in 10 of 12 rounds),
 /// f16 287 against 274 (7 of 10); a 512-token prompt, whose experts get more rows, 260 against 265
-/// (6 rounds, even). On the bench model (128-token prefill, experts of
-/// ~32 rows, 2 threads), four interleaved pairs against the build before it: bf16 prefill 243
+/// (6 rounds, even). Earlier, on the bench model (128-token prefill, experts of ~32 rows, 2
+/// threads), four interleaved pairs against the build before it: bf16 prefill 243
 /// tokens/s mean against 227 (the widening pass is gone), f32 227 against 227 (most experts have
 /// more than 24 rows; an f32 limit of 48 gained nothing either, nor again with the weights in huge
 /// pages: 238 against 233 tokens/s over 14 interleaved pairs, 8 faster and 6 slower). For f32 the
