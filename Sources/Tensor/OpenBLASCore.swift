@@ -1,5 +1,6 @@
 import Foundation
 import COpenBLAS
+import CKernels
 
 /// Makes OpenBLAS use the GEMM kernels this CPU can run.
 ///
@@ -25,10 +26,11 @@ public enum OpenBLASCore {
     @discardableResult
     public static func ensureSelected() -> String { selected }
 
-    /// Also where OpenBLAS is set to one thread, for good: `Sgemm` splits every product over our pool.
+    /// Also where OpenBLAS is held at one thread, for good (as it already is from load on, see
+    /// `unimoe_openblas_single_thread`): `Sgemm` splits every product over our pool.
     private static let selected: String = {
         let name = select()
-        openblas_set_num_threads(1)
+        unimoe_openblas_single_thread()
         return name
     }()
 
@@ -81,12 +83,13 @@ public enum OpenBLASCore {
 }
 
 extension OpenBLASCore {
-    /// Runs `body` with OpenBLAS's own threading at `threads`, then back at one: for the benches'
-    /// raw-sgemm references only (our products split over the pool instead, `Sgemm`).
+    /// Runs `body` with OpenBLAS's own threading at `threads`, then back at one with its threads
+    /// joined (so they do not spin beside what runs next): for the benches' raw-sgemm references
+    /// only (our products split over the pool instead, `Sgemm`).
     public static func withOwnThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
         ensureSelected()
         openblas_set_num_threads(Int32(max(1, threads)))
-        defer { openblas_set_num_threads(1) }
+        defer { unimoe_openblas_single_thread() }
         return try body()
     }
 }

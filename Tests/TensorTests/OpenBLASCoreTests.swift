@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensor
 import TestSupport
@@ -36,5 +37,30 @@ final class OpenBLASCoreTests: XCTestCase {
             }
         }
         XCTAssertLessThanOrEqual(relativeError(got, want), 1e-5)
+    }
+
+    /// OpenBLAS's server threads are gone from load on (they would only spin beside our pool), stay
+    /// gone through products and core selection, and go again after a bench's own-threads reference.
+    func testOpenBLASKeepsNoThreadsOfItsOwn() {
+        XCTAssertEqual(unimoe_openblas_threads_running(), 0, "OpenBLAS's threads run from load on")
+        OpenBLASCore.ensureSelected()
+        let n = 256
+        let a = [Float](repeating: 0.5, count: n * n)
+        var c = [Float](repeating: 0, count: n * n)
+        func multiply() {
+            a.withUnsafeBufferPointer { ap in
+                c.withUnsafeMutableBufferPointer {
+                    Linear.gemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: ap.baseAddress!, ldb: n,
+                                transposeB: true, c: $0.baseAddress!, ldc: n)
+                }
+            }
+        }
+        multiply()
+        XCTAssertEqual(unimoe_openblas_threads_running(), 0, "a product started OpenBLAS's threads")
+        OpenBLASCore.withOwnThreads(2) {
+            XCTAssertEqual(unimoe_openblas_threads_running(), 1, "the bench reference has no threads of OpenBLAS's own")
+        }
+        XCTAssertEqual(unimoe_openblas_threads_running(), 0, "OpenBLAS's threads outlive the bench reference")
+        XCTAssertEqual(c[0], 64)
     }
 }

@@ -3,6 +3,7 @@
 // intrinsics. AVX-512 paths are chosen at run time (`__builtin_cpu_supports`), so one build serves
 // AVX2-only CPUs too; the q8_0 kernels also have a portable fallback. Tensor wraps each one
 // (Q8.quantize, MatVecQ8, GemmNT, GemmRowLanes); only the tests call them directly, to hold paths to each other.
+// Also the one piece that must run before main: OpenBLAS held at one thread (OpenBLASThreads.c).
 #ifndef UNIMOE_CKERNELS_H
 #define UNIMOE_CKERNELS_H
 
@@ -44,6 +45,19 @@ int unimoe_q8_vnni(void);
 /// from running far ahead with demand misses of the current tile, so the miss buffers go to the
 /// next tile's prefetches; a longer prefetch distance with the loop left tight gained less.
 void unimoe_prefetch_rows(const void *line, long stride, long rows);
+
+/// Sets OpenBLAS to one thread and joins its server threads; also run once at load, before main
+/// (OpenBLASThreads.c). Idempotent. Our products split over our own pool (`Sgemm`), so OpenBLAS's
+/// threads only ever spin: at load its pthread build starts one per core, each spinning in
+/// `sched_yield` for ~0.1 s before it sleeps. Measured in `unimoe media frames` (8 frames from a
+/// 60 s 720p clip, 2 cores): that spin took ~0.1 s of the other core while both decoders started,
+/// and `OPENBLAS_NUM_THREADS=1` made the command ~6% faster. Only `openblas_set_num_threads` may
+/// start the threads again (OpenBLAS restarts them lazily), so Tensor calls this instead of
+/// setting one thread itself.
+void unimoe_openblas_single_thread(void);
+
+/// 1 while OpenBLAS's thread server is up (its threads exist), else 0 (also without OpenBLAS): for tests.
+int unimoe_openblas_threads_running(void);
 
 /// Weight storage types `unimoe_gemm_nt` reads.
 enum { UNIMOE_GEMM_F32 = 0, UNIMOE_GEMM_BF16 = 1, UNIMOE_GEMM_F16 = 2 };
