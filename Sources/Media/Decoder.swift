@@ -76,42 +76,73 @@ final class StreamDecoder {
     /// Decodes the next frame of this stream into `frame`; false at the end of the stream.
     func next(into frame: Frame) throws -> Bool {
         while true {
-            let r = avcodec_receive_frame(context, frame.pointer)
-            if r >= 0 { return true }
-            if r == CFFmpeg_AVERROR_EOF() { finished = true; return false }
-            if r == CFFmpeg_AVERROR_INVALIDDATA() {
-                // A damaged frame is skipped as the ffmpeg program does; a cut file still fails in the demuxer.
-                damagedFrames += 1
-                continue
+            switch try receive(into: frame) {
+            case .frame: return true
+            case .end: finished = true; return false
+            case .needsPacket:
+                if draining { finished = true; return false }
+                // Feed one packet of our stream (or the end-of-stream signal).
+                guard try read(into: packet) else { try drain(); continue }
+                defer { av_packet_unref(packet.pointer) }
+                let pts = packet.pointer.pointee.pts
+                let skip = skipNonReferenceBefore.map { pts != CFFmpeg_AV_NOPTS_VALUE() && pts < $0 } ?? false
+                if skip { possiblySkipped.append(pts) }
+                try send(packet, skippingNonReference: skip)
             }
+        }
+    }
+
+    /// What `receive` found.
+    enum Received { case frame, needsPacket, end }
+
+    /// Takes the next decoded frame, if one is ready; a damaged frame is skipped (and counted) as
+    /// the ffmpeg program does.
+    func receive(into frame: Frame) throws -> Received {
+        while true {
+            let r = avcodec_receive_frame(context, frame.pointer)
+            if r >= 0 { return .frame }
+            if r == CFFmpeg_AVERROR_EOF() { return .end }
+            if r == CFFmpeg_AVERROR_INVALIDDATA() { damagedFrames += 1; continue }
             if r != CFFmpeg_AVERROR_EAGAIN() { try input.check(r, "avcodec_receive_frame") }
-            if draining { finished = true; return false }
-            // Feed one packet of our stream (or the end-of-stream signal).
+            return .needsPacket
+        }
+    }
+
+    /// Reads the next packet of this stream into `packet` (the caller unrefs it); false at the end
+    /// of the data. A failed read throws; a cut file ends like an EOF, as the ffmpeg program has it.
+    func read(into packet: Packet) throws -> Bool {
+        while true {
             let read = av_read_frame(input.format, packet.pointer)
             if read < 0 {
                 if read != CFFmpeg_AVERROR_EOF(), let failure = input.readFailure { throw failure }
                 if read != CFFmpeg_AVERROR_EOF() && read != CFFmpeg_AVERROR(EIO) { try input.check(read, "av_read_frame") }
-                draining = true
-                let s = avcodec_send_packet(context, nil)
-                if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EOF() { try input.check(s, "avcodec_send_packet") }
-                continue
+                return false
             }
-            defer { av_packet_unref(packet.pointer) }
-            guard packet.pointer.pointee.stream_index == stream.pointee.index else { continue }
-            let pts = packet.pointer.pointee.pts
-            if let limit = skipNonReferenceBefore, pts != CFFmpeg_AV_NOPTS_VALUE(), pts < limit {
-                context.pointee.skip_frame = AVDISCARD_NONREF
-                possiblySkipped.append(pts)
-            } else {
-                context.pointee.skip_frame = AVDISCARD_DEFAULT
-            }
-            let s = avcodec_send_packet(context, packet.pointer)
-            // A damaged packet is skipped as the ffmpeg program does; real failures (memory, limits) throw.
-            if s == CFFmpeg_AVERROR_INVALIDDATA() { damagedFrames += 1 }
-            if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EAGAIN() {
-                try input.check(s, "avcodec_send_packet")
-            }
+            if packet.pointer.pointee.stream_index == stream.pointee.index { return true }
+            av_packet_unref(packet.pointer)
         }
+    }
+
+    /// Decodes `packet`; with `skippingNonReference`, a frame no other frame references is dropped
+    /// (skip_frame = NONREF). A damaged packet is skipped (and counted); real failures (memory,
+    /// limits) throw. False when the decoder took nothing (EAGAIN: frames are waiting to be received).
+    @discardableResult
+    func send(_ packet: Packet, skippingNonReference: Bool) throws -> Bool {
+        context.pointee.skip_frame = skippingNonReference ? AVDISCARD_NONREF : AVDISCARD_DEFAULT
+        let s = avcodec_send_packet(context, packet.pointer)
+        if s == CFFmpeg_AVERROR_INVALIDDATA() { damagedFrames += 1 }
+        if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EAGAIN() {
+            try input.check(s, "avcodec_send_packet")
+        }
+        return s != CFFmpeg_AVERROR_EAGAIN()
+    }
+
+    /// Signals the end of the input: the decoder hands out the frames it still holds, then `.end`.
+    /// Only a seek makes it decode again.
+    func drain() throws {
+        draining = true
+        let s = avcodec_send_packet(context, nil)
+        if s < 0 && s != CFFmpeg_AVERROR_INVALIDDATA() && s != CFFmpeg_AVERROR_EOF() { try input.check(s, "avcodec_send_packet") }
     }
 
     /// True when a packet sent in skip mode had its pts in `range` (its frame may have been dropped).

@@ -65,6 +65,12 @@ final class VideoSampler {
         if let p = pending { pending = nil; return p }
         let f = try Frame(file: input.name)
         guard try decoder.next(into: f) else { return nil }
+        return try timed(f)
+    }
+
+    /// A frame just decoded, with its time (a missing pts continues the previous frame's by one
+    /// frame step); checks the size limit.
+    private func timed(_ f: Frame) throws -> TimedFrame {
         var pts = f.pointer.pointee.best_effort_timestamp
         if pts == CFFmpeg_AV_NOPTS_VALUE() { pts = (lastPts ?? firstPts - frameStep) + frameStep }
         if let lastPts, pts > lastPts, pts - lastPts < frameStep || frameStep <= 1 { frameStep = pts - lastPts }
@@ -95,33 +101,136 @@ final class VideoSampler {
     }
 
     /// The frames on screen at `targets` (ascending; ticks after the first frame, see `targetTicks`).
-    /// While fast-forwarding, frames nothing references are not decoded unless they are within a few
-    /// frames of the target; if one of those could have been the answer, the target is decoded again
-    /// without skipping, so the result never depends on the shortcut.
+    /// Where the container has an index, the targets after one keyframe are decoded together from
+    /// packets read ahead (`framesFromReadAhead`); otherwise, and wherever that declines, one
+    /// target at a time: while fast-forwarding, frames nothing references are not decoded unless
+    /// they are within a few frames of the target; if one of those could have been the answer, the
+    /// target is decoded again without skipping, so the result never depends on the shortcut.
     func frames(at targets: [Int64], first: TimedFrame) throws -> [TimedFrame] {
         var held = first
         var out: [TimedFrame] = []
-        for t in targets {
-            if t > held.pts - firstPts, shouldSeek(from: held, to: t), let landed = try seekBefore(t) {
-                held = landed
-            }
-            // Only where a seek can undo the shortcut (the container has an index).
-            if avformat_index_get_entries_count(decoder.stream) > 0 {
-                decoder.skipNonReferenceBefore = firstPts &+ t &- 8 * frameStep
-            }
-            held = try advance(from: held, to: t)
-            decoder.skipNonReferenceBefore = nil
-            if held.pts < firstPts &+ t, decoder.mayHaveSkipped(in: (held.pts + 1)...(firstPts &+ t)) {
-                // The frame on screen may have been dropped: decode this stretch again in full.
-                guard let landed = try seekBefore(t) else {
-                    throw MediaError.invalidData(file: input.name, reason: "cannot seek back to re-decode a dropped frame")
+        var start = 0
+        while start < targets.count {
+            let key = keyframe(before: targets[start])
+            var end = start + 1
+            while end < targets.count, key != nil, keyframe(before: targets[end]) == key { end += 1 }
+            if key != nil, readsAhead, let found = try framesFromReadAhead(targets[start..<end]) {
+                out += found
+                held = found[found.count - 1]
+            } else {
+                for t in targets[start..<end] {
+                    held = try frame(at: t, from: held)
+                    out.append(held)
                 }
-                held = try advance(from: landed, to: t)
             }
-            decoder.forgetSkipped(before: held.pts)
-            out.append(held)
+            start = end
         }
         return out
+    }
+
+    /// The frame on screen at `t`, decoding on from `held` (or from a keyframe after a seek).
+    private func frame(at t: Int64, from start: TimedFrame) throws -> TimedFrame {
+        var held = start
+        if needsSeek || (t > held.pts - firstPts && shouldSeek(from: held, to: t)) {
+            if let landed = try seekBefore(t) {
+                held = landed
+            } else if needsSeek {
+                throw MediaError.invalidData(file: input.name, reason: "cannot seek back after reading ahead")
+            }
+        }
+        // Only where a seek can undo the shortcut (the container has an index).
+        if avformat_index_get_entries_count(decoder.stream) > 0 {
+            decoder.skipNonReferenceBefore = firstPts &+ t &- 8 * frameStep
+        }
+        held = try advance(from: held, to: t)
+        decoder.skipNonReferenceBefore = nil
+        if held.pts < firstPts &+ t, decoder.mayHaveSkipped(in: (held.pts + 1)...(firstPts &+ t)) {
+            // The frame on screen may have been dropped: decode this stretch again in full.
+            guard let landed = try seekBefore(t) else {
+                throw MediaError.invalidData(file: input.name, reason: "cannot seek back to re-decode a dropped frame")
+            }
+            held = try advance(from: landed, to: t)
+        }
+        decoder.forgetSkipped(before: held.pts)
+        return held
+    }
+
+    /// Set once `framesFromReadAhead` has moved the decoder: it must seek before decoding on.
+    private var needsSeek = false
+
+    /// Read-ahead stops (and the targets are decoded one at a time) past this many packet bytes.
+    static let readAheadBytes = 256 << 20
+
+    /// Whether `frames(at:first:)` may read ahead (tests turn it off to hold the two ways to the same frames).
+    var readsAhead = true
+
+    /// How many target groups `framesFromReadAhead` decoded (tests check that it is really used).
+    private(set) var readAheadGroups = 0
+
+    /// The pts of the index's keyframe at or before `t` (ticks after the first frame); nil without one.
+    private func keyframe(before t: Int64) -> Int64? {
+        guard avformat_index_get_entries_count(decoder.stream) > 0 else { return nil }
+        return avformat_index_get_entry_from_timestamp(decoder.stream, ticks(t), AVSEEK_FLAG_BACKWARD)?.pointee.timestamp
+    }
+
+    /// The frames on screen at `targets` (ascending, all after the same keyframe), decoded from
+    /// packets read ahead. Seeks to the keyframe and reads packets until one's dts passes the last
+    /// target (no later packet can be shown before it), so each answer — the largest pts ≤ t — is
+    /// known before anything is decoded. Then decodes the packets up to the last one shown by the
+    /// last target, dropping every frame nothing references except the answers, and drains the
+    /// decoder: no frame near a target or after the last one is decoded only to be thrown away.
+    ///
+    /// Declines (nil; the caller decodes the targets one at a time) whenever the packets do not
+    /// allow this: no pts or dts, timestamps out of order, the end of the data (which the other way
+    /// checks for truncation), more than `readAheadBytes`, a damaged packet, or an answer that does
+    /// not come out of the decoder with its pts.
+    private func framesFromReadAhead(_ targets: ArraySlice<Int64>) throws -> [TimedFrame]? {
+        guard let firstTarget = targets.first, let lastTarget = targets.last, decoder.seek(to: ticks(firstTarget)) else { return nil }
+        needsSeek = true
+        pending = nil
+        let none = CFFmpeg_AV_NOPTS_VALUE()
+        var packets: [Packet] = [], bytes = 0
+        while true {
+            let p = try Packet(file: input.name)
+            guard try decoder.read(into: p) else { return nil }
+            let pts = p.pointer.pointee.pts, dts = p.pointer.pointee.dts
+            guard pts != none, dts != none, dts <= pts, dts >= (packets.last?.pointer.pointee.dts ?? .min) else { return nil }
+            if packets.isEmpty {
+                guard p.pointer.pointee.flags & AV_PKT_FLAG_KEY != 0, pts <= ticks(firstTarget) else { return nil }
+            }
+            if dts > ticks(lastTarget) { break }
+            bytes += Int(p.pointer.pointee.size)
+            guard bytes <= Self.readAheadBytes else { return nil }
+            packets.append(p)
+        }
+        let times = packets.map { $0.pointer.pointee.pts }
+        guard Set(times).count == times.count else { return nil }
+        let answers = targets.map { t in times.filter { $0 <= ticks(t) }.max()! }   // the keyframe's pts is ≤ every target
+        let wanted = Set(answers)
+        let lastShown = times.lastIndex { $0 <= ticks(lastTarget) }!
+        let damaged = decoder.damagedFrames
+        var found: [Int64: TimedFrame] = [:]
+        var scratch = try Frame(file: input.name)
+        func collect() throws -> Bool {   // false once the decoder has given out everything
+            while true {
+                switch try decoder.receive(into: scratch) {
+                case .needsPacket: return true
+                case .end: return false
+                case .frame:
+                    let f = try timed(scratch)
+                    if wanted.contains(f.pts) { found[f.pts] = f; scratch = try Frame(file: input.name) }
+                }
+            }
+        }
+        for (p, pts) in zip(packets[...lastShown], times) {
+            guard try decoder.send(p, skippingNonReference: !wanted.contains(pts)) else { return nil }
+            _ = try collect()
+        }
+        try decoder.drain()
+        while try collect() {}
+        guard decoder.damagedFrames == damaged, answers.allSatisfy({ found[$0] != nil }) else { return nil }
+        readAheadGroups += 1
+        return answers.map { found[$0]! }
     }
 
     /// Splits the ascending `targets` into at most `ways` consecutive runs that separate samplers can
@@ -184,6 +293,7 @@ final class VideoSampler {
         for _ in 0..<4 {
             pending = nil
             guard decoder.seek(to: target) else { return nil }
+            needsSeek = false
             guard let f = try decodeNext() else { try checkNotTruncated(); break }
             if f.pts - firstPts <= t { return f }
             // Landed after t (keyframe pts past its dts, or an imprecise container): go one keyframe back.
@@ -192,6 +302,7 @@ final class VideoSampler {
         // Give up seeking: restart from the beginning, which is always correct.
         pending = nil
         guard decoder.seek(to: Int64.min + 1) || decoder.seek(to: 0) else { return nil }
+        needsSeek = false
         guard let f = try decodeNext() else { throw MediaError.invalidData(file: input.name, reason: "video ends after seeking back") }
         return f
     }

@@ -66,6 +66,45 @@ final class VideoFrameTests: XCTestCase {
         XCTAssertEqual(results[2], results[0])
     }
 
+    /// Sample times after one keyframe are decoded together from packets read ahead, and give the
+    /// frames (pts and pixels) that decoding one target at a time gives: one sample per GOP, several,
+    /// and more samples than frames (repeats).
+    func testReadAheadGivesTheFramesOfOneAtATime() throws {
+        let file = try TestMedia.h264()   // 2 s at 25 fps, a keyframe every 12 frames, B-frames
+        for count in [3, 8, 20, 60] {
+            var results: [[(pts: Int64, pixels: [UInt8])]] = []
+            for readsAhead in [true, false] {
+                let input = try MediaInput(.file(file), limits: .default)
+                let sampler = try VideoSampler(input: input, decoderThreads: 1)
+                sampler.readsAhead = readsAhead
+                let first = try sampler.first()
+                let targets = sampler.targetTicks(count: count, duration: try XCTUnwrap(sampler.declaredDuration))
+                let frames = try sampler.frames(at: targets, first: first)
+                let converter = FrameConverter(file: file)
+                results.append(try frames.map { ($0.pts, try sampler.image($0, converter: converter, width: nil, height: nil).pixels) })
+                if readsAhead {
+                    XCTAssertGreaterThan(sampler.readAheadGroups, 0, "\(count) samples never read ahead")
+                } else {
+                    XCTAssertEqual(sampler.readAheadGroups, 0)
+                }
+            }
+            XCTAssertEqual(results[0].map(\.pts), results[1].map(\.pts), "\(count) samples")
+            XCTAssertTrue(zip(results[0], results[1]).allSatisfy { $0.pixels == $1.pixels }, "\(count) samples: pixels differ")
+        }
+    }
+
+    /// An MP4 whose index lists frames past where its data ends: reading ahead meets the end, leaves
+    /// the target to the one-at-a-time way, which reports the truncation.
+    func testReadAheadLeavesATruncatedFileToTheTruncationCheck() throws {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try TestMedia.h264FastStart())))
+        let cut = FileManager.default.temporaryDirectory.appendingPathComponent("unimoe-readahead-cut-\(getpid()).mp4")
+        try Data(bytes[0..<(bytes.count * 7 / 10)]).write(to: cut)
+        defer { try? FileManager.default.removeItem(at: cut) }
+        XCTAssertThrowsError(try MediaDecoder.videoFrames(.file(cut.path), count: 8)) { error in
+            XCTAssertTrue("\(error)".contains("truncated"), "\(error)")
+        }
+    }
+
     func testVP9WebM() throws { try assertMatchesFFmpeg(try TestMedia.vp9(), count: 5, width: 224, height: 224) }
 
     func testHEVCMatroska() throws { try assertMatchesFFmpeg(try TestMedia.hevc(), count: 4, width: nil, height: nil) }
