@@ -1,4 +1,6 @@
 import CFFmpeg
+import Foundation
+import Tensor
 
 /// A SwrContext converting decoded audio to mono float32 at one rate with libswresample's default
 /// options — the same ones the ffmpeg program's auto-inserted `aresample` uses for
@@ -20,16 +22,35 @@ final class AudioResampler {
 
     deinit { swr_free(&swr) }
 
-    /// Every sample of `decoder`'s stream, resampled.
+    /// Every sample of `decoder`'s stream, resampled. With two or more threads (`Parallel.threads`)
+    /// a thread of its own decodes while this one resamples (`FrameHandoff`): the same frames reach
+    /// the same resampler in the same order, so the samples are the same bits either way.
     static func decodeAll(_ decoder: StreamDecoder, sampleRate: Int32, maxSeconds: Double) throws -> [Float] {
         let limit = Int(min(maxSeconds * Double(sampleRate), Double(Int.max / 2)))
         let r = AudioResampler(file: decoder.input.name, rate: sampleRate, maxSamples: limit)
-        let frame = try Frame(file: decoder.input.name)
+        // Room for the declared length (never past the limit): the samples are not copied as they grow.
+        if let seconds = declaredSeconds(decoder), seconds > 0 {
+            r.samples.reserveCapacity(min(limit, Int(min(seconds * Double(sampleRate), Double(Int.max / 4)))) + Int(sampleRate))
+        }
         var decodedAny = false
-        while try decoder.next(into: frame) {
-            decodedAny = true
-            try r.push(frame.pointer)
-            av_frame_unref(frame.pointer)
+        if Parallel.threads >= 2 {
+            let handoff = FrameHandoff(depth: 64)
+            let decoding = DecodingThread(decoder: decoder, handoff: handoff)
+            decoding.start()
+            // Whatever ends this loop (the end, an error on either side), the decoding thread stops
+            // before the decoder can be freed.
+            defer { handoff.cancel(); decoding.finished.wait() }
+            while let frame = try handoff.take() {
+                decodedAny = true
+                try r.push(frame.pointer)
+            }
+        } else {
+            let frame = try Frame(file: decoder.input.name)
+            while try decoder.next(into: frame) {
+                decodedAny = true
+                try r.push(frame.pointer)
+                av_frame_unref(frame.pointer)
+            }
         }
         try r.drain()
         guard decodedAny else {
@@ -38,6 +59,16 @@ final class AudioResampler {
             throw MediaError.invalidData(file: decoder.input.name, reason: "no audio could be decoded\(damaged)")
         }
         return r.samples
+    }
+
+    /// The stream's declared length in seconds (stream ticks, else the container's), if any.
+    private static func declaredSeconds(_ decoder: StreamDecoder) -> Double? {
+        let st = decoder.stream.pointee
+        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0, st.time_base.num > 0, st.time_base.den > 0 {
+            return Double(st.duration) * av_q2d(st.time_base)
+        }
+        let d = decoder.input.format.pointee.duration
+        return d != CFFmpeg_AV_NOPTS_VALUE() && d > 0 ? Double(d) / Double(AV_TIME_BASE) : nil
     }
 
     func push(_ f: UnsafeMutablePointer<AVFrame>) throws {
@@ -98,5 +129,111 @@ final class AudioResampler {
         if samples.count > maxSamples {
             throw MediaError.limitExceeded(file: file, reason: "more than \(maxSamples / Int(rate)) s of audio")
         }
+    }
+}
+
+/// Decoded frames on their way from the decoding thread to the resampling one: a bounded FIFO, so
+/// the decoder runs at most `depth` frames ahead. The decoder's end or error travels behind its
+/// frames; `cancel` (the consumer is done, or failed) makes the producer stop at its next frame.
+///
+/// `@unchecked Sendable`: every stored property is read and written only under `condition`'s lock,
+/// and a frame belongs to one thread at a time (the producer until `put`, the consumer after `take`).
+final class FrameHandoff: @unchecked Sendable {
+    private let condition = NSCondition()
+    private let depth: Int
+    private var frames: [Frame] = []
+    private var head = 0
+    private var ended = false
+    private var failure: Error?
+    private var cancelled = false
+    // Who sleeps on `condition`: each side wakes the other only then, and only once half the queue
+    // is there to take (or free): a 10 min MP3 is 23k frames, and a wake-up per frame meant 9k
+    // context switches, ~12% of the samples.
+    private var producerWaits = false, consumerWaits = false
+
+    init(depth: Int) { self.depth = max(2, depth) }
+
+    /// Queues `frame`, waiting while `depth` frames are queued; false once cancelled (stop decoding).
+    func put(_ frame: Frame) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while frames.count - head >= depth && !cancelled {
+            producerWaits = true
+            condition.wait()
+        }
+        producerWaits = false
+        guard !cancelled else { return false }
+        frames.append(frame)
+        if consumerWaits && frames.count - head >= depth / 2 { condition.broadcast() }
+        return true
+    }
+
+    /// The decoder has no more frames; `error` if it stopped on one.
+    func finish(_ error: Error?) {
+        condition.lock()
+        ended = true
+        failure = error
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next frame; nil at the end; the decoder's error once its frames before it are taken.
+    func take() throws -> Frame? {
+        condition.lock()
+        defer { condition.unlock() }
+        while head == frames.count && !ended {
+            consumerWaits = true
+            condition.wait()
+        }
+        consumerWaits = false
+        guard head < frames.count else {
+            if let failure { throw failure }
+            return nil
+        }
+        let f = frames[head]
+        head += 1
+        if head == frames.count { frames.removeAll(keepingCapacity: true); head = 0 }
+        if producerWaits && frames.count - head <= depth / 2 { condition.broadcast() }
+        return f
+    }
+
+    /// The consumer stops: a waiting or later `put` returns false.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// The thread that runs a `StreamDecoder` into a `FrameHandoff`; `finished` is signalled when it
+/// has stopped touching the decoder. `@unchecked Sendable`: after `start` only that thread uses
+/// the decoder, until `finished`.
+private final class DecodingThread: @unchecked Sendable {
+    let decoder: StreamDecoder
+    let handoff: FrameHandoff
+    let finished = DispatchSemaphore(value: 0)
+
+    init(decoder: StreamDecoder, handoff: FrameHandoff) {
+        self.decoder = decoder
+        self.handoff = handoff
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            defer { finished.signal() }
+            do {
+                while true {
+                    let frame = try Frame(file: decoder.input.name)
+                    guard try decoder.next(into: frame) else { break }
+                    guard handoff.put(frame) else { return }
+                }
+                handoff.finish(nil)
+            } catch {
+                handoff.finish(error)
+            }
+        }
+        thread.name = "unimoe-audio-decode"
+        thread.start()
     }
 }
