@@ -1,6 +1,5 @@
 import CFFmpeg
 import Foundation
-import Tensor
 
 /// A SwrContext converting decoded audio to mono float32 at one rate with libswresample's default
 /// options — the same ones the ffmpeg program's auto-inserted `aresample` uses for
@@ -22,10 +21,11 @@ final class AudioResampler {
 
     deinit { swr_free(&swr) }
 
-    /// Every sample of `decoder`'s stream, resampled. With two or more threads (`Parallel.threads`)
-    /// a thread of its own decodes while this one resamples (`FrameHandoff`): the same frames reach
-    /// the same resampler in the same order, so the samples are the same bits either way.
-    static func decodeAll(_ decoder: StreamDecoder, sampleRate: Int32, maxSeconds: Double) throws -> [Float] {
+    /// Every sample of `decoder`'s stream, resampled. With `decodingBeside`, a thread of its own
+    /// decodes while this one resamples (`FrameHandoff`): the same frames reach the same resampler
+    /// in the same order, so the samples are the same bits either way. Only for files: an upload's
+    /// decoder may wait on the network, and an error here (a limit) must not wait for it.
+    static func decodeAll(_ decoder: StreamDecoder, sampleRate: Int32, maxSeconds: Double, decodingBeside: Bool) throws -> [Float] {
         let limit = Int(min(maxSeconds * Double(sampleRate), Double(Int.max / 2)))
         let r = AudioResampler(file: decoder.input.name, rate: sampleRate, maxSamples: limit)
         // Room for the declared length (never past the limit): the samples are not copied as they grow.
@@ -33,7 +33,7 @@ final class AudioResampler {
             r.samples.reserveCapacity(min(limit, Int(min(seconds * Double(sampleRate), Double(Int.max / 4)))) + Int(sampleRate))
         }
         var decodedAny = false
-        if Parallel.threads >= 2 {
+        if decodingBeside {
             let handoff = FrameHandoff(depth: 64)
             let decoding = DecodingThread(decoder: decoder, handoff: handoff)
             decoding.start()

@@ -32,8 +32,7 @@ public enum MediaDecoder {
         // and the length, then decodes the first run). An upload is read once, by one sampler
         // with frame threads.
         let threads = max(1, Parallel.threads)
-        let reopenable: Bool
-        if case .file = source { reopenable = true } else { reopenable = false }
+        let reopenable = source.isFile
         let probeThreads = Int32(reopenable ? 1 : threads)
         var sampler = try VideoSampler(input: input, decoderThreads: probeThreads)
         let converter = FrameConverter(file: input.name)
@@ -92,6 +91,8 @@ public enum MediaDecoder {
         let input = try MediaInput(source, limits: limits)
         let st = try input.bestStream(AVMEDIA_TYPE_AUDIO, kind: "audio")
         let decoder = try StreamDecoder(input: input, stream: st)
-        return try AudioResampler.decodeAll(decoder, sampleRate: 16000, maxSeconds: limits.maxDurationSeconds)
+        // A file is decoded on a thread of its own beside the resampling when there are two threads.
+        return try AudioResampler.decodeAll(decoder, sampleRate: 16000, maxSeconds: limits.maxDurationSeconds,
+                                            decodingBeside: source.isFile && Parallel.threads >= 2)
     }
 }

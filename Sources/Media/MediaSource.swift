@@ -10,6 +10,13 @@ public enum MediaSource: Sendable {
         case .stream(let s): return s.name
         }
     }
+
+    /// A file can be opened again and read at any pace (side-by-side decoding); an upload is read
+    /// once, as it arrives.
+    var isFile: Bool {
+        if case .file = self { return true }
+        return false
+    }
 }
 
 /// A decoded picture: 8-bit RGB, row-major, 3 bytes per pixel, no row padding.

@@ -1,6 +1,6 @@
 import XCTest
 import Tensor
-import Media
+@testable import Media
 import TestSupport
 
 /// Stills and audio tracks against the ffmpeg program.
@@ -61,29 +61,65 @@ final class ImageAudioTests: XCTestCase {
         }
     }
 
-    /// An error on either side of the two-thread decode ends it with that error and leaves no thread
-    /// behind: the resampler's limit while the decoder is ahead, the decoder's aborted upload while
-    /// the resampler waits.
-    func testTwoThreadAudioErrorsStopBothThreads() throws {
+    /// An error on the resampling side of the two-thread decode (the duration limit, while the
+    /// decoder runs ahead) ends it with that error and leaves no thread behind; an upload, which may
+    /// wait on the network, is decoded on the calling thread and fails as before.
+    func testTwoThreadAudioErrorsStopTheDecodingThread() throws {
         let saved = Parallel.threads
         defer { Parallel.setThreads(saved) }
         Parallel.setThreads(2)
         func threadCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
         let mp3 = try TestMedia.audio("mp3")
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: mp3)))
         let before = threadCount()
-        for i in 0..<20 {
+        for _ in 0..<20 {
             XCTAssertThrowsError(try MediaDecoder.audio(.file(mp3), limits: MediaLimits(maxDurationSeconds: 0.5))) {
                 guard case MediaError.limitExceeded = $0 else { return XCTFail("\($0)") }
-            }
-            let upload = ChunkedInput(name: "upload-\(i).mp3")
-            upload.append(bytes[0..<(bytes.count / 2)])
-            Thread.detachNewThread { usleep(20_000); upload.fail("connection reset") }
-            XCTAssertThrowsError(try MediaDecoder.audio(.stream(upload))) {
-                guard case MediaError.aborted(_, "connection reset") = $0 else { return XCTFail("\($0)") }
             }
         }
         usleep(200_000)
         XCTAssertLessThan(threadCount() - before, 5, "decoding threads outlive their requests")
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: mp3)))
+        let upload = ChunkedInput(name: "upload.mp3")
+        upload.append(bytes[0..<(bytes.count / 2)])
+        Thread.detachNewThread { usleep(20_000); upload.fail("connection reset") }
+        XCTAssertThrowsError(try MediaDecoder.audio(.stream(upload))) {
+            guard case MediaError.aborted(_, "connection reset") = $0 else { return XCTFail("\($0)") }
+        }
+    }
+
+    /// The queue between the two audio threads: frames come out in order, the producer's error
+    /// only after its frames, a full queue holds the producer back, and `cancel` releases it.
+    func testFrameHandoffOrderErrorAndCancel() throws {
+        struct Stop: Error {}
+        let handoff = FrameHandoff(depth: 4)
+        nonisolated(unsafe) let frames = try (0..<10).map { i -> Frame in
+            let f = try Frame(file: "test")
+            f.pointer.pointee.pts = Int64(i)
+            return f
+        }
+        let producerDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            for f in frames { _ = handoff.put(f) }
+            handoff.finish(Stop())
+            producerDone.signal()
+        }
+        var taken: [Int64] = []
+        XCTAssertThrowsError(try { while let f = try handoff.take() { taken.append(f.pointer.pointee.pts) } }()) {
+            XCTAssertTrue($0 is Stop, "\($0)")
+        }
+        XCTAssertEqual(taken, Array(0..<10))
+        XCTAssertEqual(producerDone.wait(timeout: .now() + 5), .success)
+
+        let full = FrameHandoff(depth: 2)
+        let result = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var accepted: [Bool] = []
+        Thread.detachNewThread {
+            for f in frames.prefix(3) { accepted.append(full.put(f)) }
+            result.signal()
+        }
+        XCTAssertEqual(result.wait(timeout: .now() + 0.2), .timedOut, "a full queue did not hold its producer back")
+        full.cancel()
+        XCTAssertEqual(result.wait(timeout: .now() + 5), .success, "cancel did not release the producer")
+        XCTAssertEqual(accepted, [true, true, false])
     }
 }
