@@ -61,7 +61,7 @@ public final class AskClient {
         }
         try submit()
         func abandon() throws -> Never {
-            try? socket.send(Message(.cancel, requestID: id))
+            sendCancel(id)
             throw StageError.cancelled
         }
         struct Token: Codable { var id: Int; var text: String }
@@ -75,7 +75,7 @@ public final class AskClient {
             if cancelled() { try abandon() }
             let now = monotonicSeconds()
             if now >= limit {
-                try? socket.send(Message(.cancel, requestID: id))
+                sendCancel(id)
                 throw WireError.timeout("no answer from the coordinator at \(endpoint) within \(formatSeconds(limit - started)) s (the request's limit)")
             }
             if now - lastWord > 0.5 && now - lastPing > 0.5 {
@@ -84,7 +84,7 @@ public final class AskClient {
             }
             guard let frames = try socket.receive(timeout: min(0.1, limit - now, max(0, timeout - (now - lastWord)))) else {
                 if monotonicSeconds() - lastWord < timeout { continue }
-                try? socket.send(Message(.cancel, requestID: id))
+                sendCancel(id)
                 throw WireError.timeout("no word from the coordinator at \(endpoint) for \(Int(timeout)) s (is the pipeline running?)")
             }
             let m = try Message(frames: frames)
@@ -160,6 +160,16 @@ public final class AskClient {
         try socket.send(Message(.mediaChunk, requestID: requestID, sequence: sequence, layer: Int32(index), flags: last ? .last : [], payload: bytes))
     }
 
+    /// Tells the coordinator to drop request `id`. A cancel is usually the last thing a client says
+    /// before its socket closes, and with the socket's linger 0 ZeroMQ dropped it whenever its I/O
+    /// thread had not sent it yet: under a loaded CI run the coordinator kept an HTTP client's
+    /// abandoned upload alive (GatewayTests.aLargeBodyIsDecodedWhileItArrives). So the cancel may
+    /// outlive the close by 2 s.
+    func sendCancel(_ id: UInt64) {
+        try? socket.setLinger(2)
+        try? socket.send(Message(.cancel, requestID: id))
+    }
+
     /// Starts a request whose media are sent before its question is known; finish it with
     /// `ask(_:files:after:…)` on this client, or `cancel()` it.
     public func begin() -> EarlyUploads { EarlyUploads(client: self, id: takeID()) }
@@ -227,7 +237,7 @@ public final class EarlyUploads {
     public var isOpen: Bool { open }
 
     /// Abandons the request (the coordinator drops its uploads).
-    public func cancel() { try? client.socket.send(Message(.cancel, requestID: id)) }
+    public func cancel() { client.sendCancel(id) }
 }
 
 /// `2`, `0.5`: seconds for a message, without trailing zeros.

@@ -128,6 +128,13 @@ public final class Socket {
         }
     }
 
+    /// How long messages still queued when this socket closes go on being sent (seconds; from
+    /// `init`, 0: dropped at once). `zmq_close` never waits for them, and the context is never
+    /// terminated, so nothing blocks on it.
+    public func setLinger(_ seconds: Double) throws {
+        try setInt(ZMQ_LINGER, Int32(clamping: Int((seconds * 1000).rounded())), "ZMQ_LINGER")
+    }
+
     public func setInt(_ option: Int32, _ value: Int32, _ name: String) throws {
         var v = value
         try withUnsafeHandle { h in
