@@ -153,6 +153,13 @@ final class FrameHandoff: @unchecked Sendable {
 
     init(depth: Int) { self.depth = max(2, depth) }
 
+    /// Frames the queue holds a reference to, taken or not (tests check the bound).
+    var storedFrames: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return frames.count
+    }
+
     /// Queues `frame`, waiting while `depth` frames are queued; false once cancelled (stop decoding).
     func put(_ frame: Frame) -> Bool {
         condition.lock()
@@ -192,7 +199,9 @@ final class FrameHandoff: @unchecked Sendable {
         }
         let f = frames[head]
         head += 1
-        if head == frames.count { frames.removeAll(keepingCapacity: true); head = 0 }
+        // Taken frames leave the array in batches, so it never holds more than 2·depth of them
+        // even while the decoder keeps the queue full.
+        if head >= depth || head == frames.count { frames.removeFirst(head); head = 0 }
         if producerWaits && frames.count - head <= depth / 2 { condition.broadcast() }
         return f
     }

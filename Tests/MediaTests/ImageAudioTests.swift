@@ -110,6 +110,21 @@ final class ImageAudioTests: XCTestCase {
         XCTAssertEqual(taken, Array(0..<10))
         XCTAssertEqual(producerDone.wait(timeout: .now() + 5), .success)
 
+        // A decoder that keeps the queue full: taken frames are still let go of.
+        let busy = FrameHandoff(depth: 4)
+        Thread.detachNewThread {
+            for i in 0..<200 { _ = busy.put(frames[i % frames.count]) }
+            busy.finish(nil)
+        }
+        var count = 0, most = 0
+        while try busy.take() != nil {
+            count += 1
+            most = max(most, busy.storedFrames)
+            usleep(200)
+        }
+        XCTAssertEqual(count, 200)
+        XCTAssertLessThanOrEqual(most, 8, "the queue holds on to frames already taken")
+
         let full = FrameHandoff(depth: 2)
         let result = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var accepted: [Bool] = []
