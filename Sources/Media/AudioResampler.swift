@@ -29,7 +29,8 @@ final class AudioResampler {
         let limit = Int(min(maxSeconds * Double(sampleRate), Double(Int.max / 2)))
         let r = AudioResampler(file: decoder.input.name, rate: sampleRate, maxSamples: limit)
         // Room for the declared length (never past the limit): the samples are not copied as they grow.
-        if let seconds = declaredSeconds(decoder), seconds > 0 {
+        if let d = decoder.declaredDuration {
+            let seconds = Double(d.num) / Double(d.den)
             r.samples.reserveCapacity(min(limit, Int(min(seconds * Double(sampleRate), Double(Int.max / 4)))) + Int(sampleRate))
         }
         var decodedAny = false
@@ -59,16 +60,6 @@ final class AudioResampler {
             throw MediaError.invalidData(file: decoder.input.name, reason: "no audio could be decoded\(damaged)")
         }
         return r.samples
-    }
-
-    /// The stream's declared length in seconds (stream ticks, else the container's), if any.
-    private static func declaredSeconds(_ decoder: StreamDecoder) -> Double? {
-        let st = decoder.stream.pointee
-        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0, st.time_base.num > 0, st.time_base.den > 0 {
-            return Double(st.duration) * av_q2d(st.time_base)
-        }
-        let d = decoder.input.format.pointee.duration
-        return d != CFFmpeg_AV_NOPTS_VALUE() && d > 0 ? Double(d) / Double(AV_TIME_BASE) : nil
     }
 
     func push(_ f: UnsafeMutablePointer<AVFrame>) throws {

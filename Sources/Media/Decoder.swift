@@ -73,6 +73,19 @@ final class StreamDecoder {
         avcodec_free_context(&c)
     }
 
+    /// The stream's duration as a fraction of seconds (stream ticks, else the container's microseconds);
+    /// nil when neither is known.
+    var declaredDuration: (num: Int128, den: Int128)? {
+        let st = stream.pointee
+        let tb = st.time_base
+        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0, tb.num > 0, tb.den > 0 {
+            return (Int128(st.duration) * Int128(tb.num), Int128(tb.den))
+        }
+        let d = input.format.pointee.duration
+        if d != CFFmpeg_AV_NOPTS_VALUE(), d > 0 { return (Int128(d), Int128(AV_TIME_BASE)) }
+        return nil
+    }
+
     /// Decodes the next frame of this stream into `frame`; false at the end of the stream.
     func next(into frame: Frame) throws -> Bool {
         while true {

@@ -34,18 +34,8 @@ final class VideoSampler {
         }
     }
 
-    /// The stream's duration as a fraction of seconds (stream ticks, else the container's microseconds);
-    /// nil when neither is known.
-    var declaredDuration: (num: Int128, den: Int128)? {
-        let st = decoder.stream.pointee
-        let tb = st.time_base
-        if st.duration != CFFmpeg_AV_NOPTS_VALUE(), st.duration > 0, tb.num > 0, tb.den > 0 {
-            return (Int128(st.duration) * Int128(tb.num), Int128(tb.den))
-        }
-        let d = input.format.pointee.duration
-        if d != CFFmpeg_AV_NOPTS_VALUE(), d > 0 { return (Int128(d), Int128(AV_TIME_BASE)) }
-        return nil
-    }
+    /// The stream's declared duration (`StreamDecoder.declaredDuration`).
+    var declaredDuration: (num: Int128, den: Int128)? { decoder.declaredDuration }
 
     /// For each of `count` samples, the largest frame time (in stream ticks after the first frame)
     /// still on screen at t_i = D·(2i + 1)/(2N): exact integer arithmetic, so a frame exactly at t_i

@@ -26,13 +26,9 @@ public enum OpenBLASCore {
     @discardableResult
     public static func ensureSelected() -> String { selected }
 
-    /// Also where OpenBLAS is held at one thread, for good (as it already is from load on, see
-    /// `unimoe_openblas_single_thread`): `Sgemm` splits every product over our pool.
-    private static let selected: String = {
-        let name = select()
-        unimoe_openblas_single_thread()
-        return name
-    }()
+    /// OpenBLAS is already at one thread, its own threads joined, from load on
+    /// (`unimoe_openblas_single_thread`, before main): `Sgemm` splits every product over our pool.
+    private static let selected: String = select()
 
     /// Capability rank of the x86 kernel families we may switch between; unknown names are never replaced.
     public static func rank(_ name: String) -> Int? {

@@ -6,7 +6,7 @@ import COpenBLAS
 /// after each job (OpenBLAS's workers ~0.1 s with `sched_yield`, ours ~1 ms). A prefill alternates
 /// sgemm (attention projections) with pool jobs (experts, attention) every layer, so on two cores
 /// three threads kept fighting: 13% of the prefill's samples were in `sched_yield`. OpenBLAS is
-/// kept at one thread (`OpenBLASCore`, at first use) and every sgemm goes through here: C is cut into as many
+/// kept at one thread (`unimoe_openblas_single_thread`, before main) and every sgemm goes through here: C is cut into as many
 /// column runs (or row runs, when it is narrow) as there are threads, each one single-threaded
 /// sgemm. Bench model f32 prefill, 19–20 interleaved rounds in one process: 250 tokens/s mean
 /// against 211 with OpenBLAS's threads; three (f32) and two (bf16) interleaved `unimoe bench lm` runs

@@ -49,20 +49,15 @@ public enum MediaCommand: Command {
         printLine(jsonLine(["samples": samples.count, "seconds": Double(samples.count) / 16000]))
     }
 
-    /// Writes `bytes` to `path` (created or truncated) straight from the caller's buffer: 10 min of
-    /// audio is 38 MB, and each copy into a fresh `Data` cost page faults on all of it.
+    /// Writes `bytes` to `path` straight from the caller's buffer (no `Data` copy: 10 min of audio
+    /// is 38 MB, and each copy into fresh memory cost page faults on all of it).
     private static func write(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
-        func failure() -> MediaCommandError { .cannotWrite(path, String(cString: strerror(errno))) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw failure() }
-        var written = 0
-        while written < bytes.count {
-            let n = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { let error = failure(); close(fd); throw error }
-            written += n
+        let data = bytes.baseAddress.map { Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: bytes.count, deallocator: .none) } ?? Data()
+        do {
+            try data.write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw MediaCommandError.cannotWrite(path, (error as NSError).localizedDescription)
         }
-        guard close(fd) == 0 else { throw failure() }
     }
 }
 
