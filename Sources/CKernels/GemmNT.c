@@ -31,8 +31,13 @@ AVX512 INLINE __m512 load_w(const void *row, int dtype, long i, __mmask16 m) {
 }
 
 /// One step along k: 16 elements (those in `m`) of each weight row into every row's accumulators.
+/// With `pf` (bytes) set, first a prefetch of the line at the same place `pf` further on in each
+/// weight row (the next tile's rows), once per 64-byte line.
 AVX512 INLINE void step(int dtype, int mr, const float *x, long ldx, const void *const w[NR], long kk,
-                        __mmask16 m, __m512 acc[MR][NR]) {
+                        __mmask16 m, __m512 acc[MR][NR], long pf) {
+    const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
+    if (pf && ((kk * size) & 63) == 0)
+        for (int j = 0; j < NR; j++) _mm_prefetch((const char *)w[j] + pf + kk * size, _MM_HINT_T1);
     __m512 wv[NR];
     for (int j = 0; j < NR; j++) wv[j] = load_w(w[j], dtype, kk, m);
     for (int i = 0; i < mr; i++) {
@@ -53,44 +58,61 @@ AVX512 INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
 }
 
 /// One tile: `mr` activation rows (x, ldx apart) against the weight rows w[0..<4] (rows past the
-/// `nr` real ones repeat the last, their sums are not stored), k elements, into y (ldy apart).
+/// `nr` real ones repeat the last, their sums are not stored), k elements, into y (ldy apart);
+/// `pf` as in `step`.
 AVX512 INLINE void tile(int dtype, int mr, int nr, const float *x, long ldx, const void *const w[NR],
-                        long k, float *y, long ldy) {
+                        long k, float *y, long ldy, long pf) {
     __m512 acc[MR][NR];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     long kk = 0;
-    for (; kk + 16 <= k; kk += 16) step(dtype, mr, x, ldx, w, kk, (__mmask16)0xFFFF, acc);
-    if (kk < k) step(dtype, mr, x, ldx, w, kk, (__mmask16)((1u << (k - kk)) - 1), acc);
+    for (; kk + 16 <= k; kk += 16) step(dtype, mr, x, ldx, w, kk, (__mmask16)0xFFFF, acc, pf);
+    if (kk < k) step(dtype, mr, x, ldx, w, kk, (__mmask16)((1u << (k - kk)) - 1), acc, 0);
     const __mmask8 store = (__mmask8)((1u << nr) - 1);
     for (int i = 0; i < mr; i++)
         _mm_mask_storeu_ps(y + i * ldy, store, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
 }
 
-/// `tile` with the row count and dtype as constants, so each instance keeps its accumulators in
-/// registers.
-#define TILE_CASES(DT)                                                                               \
-    switch (mr) {                                                                                    \
-    case 1: tile(DT, 1, nr, x, ldx, w, k, y, ldy); break;                                            \
-    case 2: tile(DT, 2, nr, x, ldx, w, k, y, ldy); break;                                            \
-    case 3: tile(DT, 3, nr, x, ldx, w, k, y, ldy); break;                                            \
-    case 4: tile(DT, 4, nr, x, ldx, w, k, y, ldy); break;                                            \
-    case 5: tile(DT, 5, nr, x, ldx, w, k, y, ldy); break;                                            \
-    default: tile(DT, 6, nr, x, ldx, w, k, y, ldy); break;                                           \
+/// Output rows [o0, o1) against every activation row, for one dtype (a constant after inlining, so
+/// each dtype and row count gets its own loop with its accumulators in registers).
+AVX512 INLINE void sweep(int dtype, const float *x, long rows, long ldx, const void *w, long k, long o0, long o1,
+                         float *y, long ldy, int prefetch) {
+    const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
+    // Row tiles as even as possible (32 rows: 6, 6, 5, 5, 5, 5), so no tile runs nearly empty.
+    const long tiles = (rows + MR - 1) / MR;
+    for (long o = o0; o < o1; o += NR) {
+        const int nr = (int)(o1 - o < NR ? o1 - o : NR);
+        const void *wr[NR];
+        for (int j = 0; j < NR; j++) wr[j] = (const char *)w + (o + (j < nr ? j : nr - 1)) * k * size;
+        long r = 0;
+        for (long t = 0; t < tiles; t++) {
+            const int mr = (int)(rows / tiles + (t < rows % tiles ? 1 : 0));
+            const float *xr = x + r * ldx;
+            float *yr = y + r * ldy + o;
+            // The first row tile over these weight rows brings in the next four rows' lines.
+            const long pf = prefetch && t == 0 ? NR * k * size : 0;
+            switch (mr) {
+            case 1: tile(dtype, 1, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            case 2: tile(dtype, 2, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            case 3: tile(dtype, 3, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            case 4: tile(dtype, 4, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            case 5: tile(dtype, 5, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            default: tile(dtype, 6, nr, xr, ldx, wr, k, yr, ldy, pf); break;
+            }
+            r += mr;
+        }
     }
+}
 
-AVX512 __attribute__((noinline)) static void tile_f32(int mr, int nr, const float *x, long ldx,
-                                                      const void *const w[NR], long k, float *y, long ldy) {
-    TILE_CASES(UNIMOE_GEMM_F32)
-}
-AVX512 __attribute__((noinline)) static void tile_bf16(int mr, int nr, const float *x, long ldx,
-                                                       const void *const w[NR], long k, float *y, long ldy) {
-    TILE_CASES(UNIMOE_GEMM_BF16)
-}
-AVX512 __attribute__((noinline)) static void tile_f16(int mr, int nr, const float *x, long ldx,
-                                                      const void *const w[NR], long k, float *y, long ldy) {
-    TILE_CASES(UNIMOE_GEMM_F16)
-}
+#define SWEEP_FOR(NAME, DT)                                                                           \
+    AVX512 __attribute__((noinline)) static void NAME(const float *x, long rows, long ldx, const void *w,  \
+                                                      long k, long o0, long o1, float *y, long ldy,      \
+                                                      int prefetch) {                                    \
+        sweep(DT, x, rows, ldx, w, k, o0, o1, y, ldy, prefetch);                                         \
+    }
+SWEEP_FOR(sweep_f32, UNIMOE_GEMM_F32)
+SWEEP_FOR(sweep_bf16, UNIMOE_GEMM_BF16)
+SWEEP_FOR(sweep_f16, UNIMOE_GEMM_F16)
 
 /// -1 until checked; threads that race to check store the same answer.
 static int avx512_checked = -1;
@@ -107,26 +129,13 @@ int unimoe_gemm_nt_available(void) {
 }
 
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy) {
+                   float *y, long ldy, int prefetch) {
     if (!unimoe_gemm_nt_available() || dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
     if (rows <= 0 || o1 <= o0) return 1;
-    const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
-    void (*const tileFor)(int, int, const float *, long, const void *const[NR], long, float *, long) =
-        dtype == UNIMOE_GEMM_F32 ? tile_f32 : dtype == UNIMOE_GEMM_BF16 ? tile_bf16 : tile_f16;
-    // Row tiles as even as possible (32 rows: 6, 6, 5, 5, 5, 5), so no tile runs nearly empty.
-    const long tiles = (rows + MR - 1) / MR;
-    for (long o = o0; o < o1; o += NR) {
-        const int nr = (int)(o1 - o < NR ? o1 - o : NR);
-        const void *wr[NR];
-        for (int j = 0; j < NR; j++) wr[j] = (const char *)w + (o + (j < nr ? j : nr - 1)) * k * size;
-        long r = 0;
-        for (long t = 0; t < tiles; t++) {
-            const int mr = (int)(rows / tiles + (t < rows % tiles ? 1 : 0));
-            const float *xr = x + r * ldx;
-            float *yr = y + r * ldy + o;
-            tileFor(mr, nr, xr, ldx, wr, k, yr, ldy);
-            r += mr;
-        }
+    switch (dtype) {
+    case UNIMOE_GEMM_F32: sweep_f32(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
+    case UNIMOE_GEMM_BF16: sweep_bf16(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
+    default: sweep_f16(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
     }
     return 1;
 }
@@ -135,8 +144,9 @@ int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype
 
 int unimoe_gemm_nt_available(void) { return 0; }
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy) {
+                   float *y, long ldy, int prefetch) {
     (void)x; (void)rows; (void)ldx; (void)w; (void)dtype; (void)k; (void)o0; (void)o1; (void)y; (void)ldy;
+    (void)prefetch;
     return 0;
 }
 

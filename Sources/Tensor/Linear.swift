@@ -154,4 +154,12 @@ public enum Linear {
 
     /// Threads our worker pool uses.
     public static var threads: Int { Parallel.threads }
+
+    /// Whether decode's mat-vec (1–8 rows, f32 / bf16 / f16) runs in `GemmNT`'s AVX-512 kernel
+    /// (true wherever the CPU has it) or in the portable Swift tiles. Settable so that tests can run
+    /// the portable path on an AVX-512 machine too; nothing else sets it.
+    public static var matVecUsesAVX512: Bool {
+        get { MatVec.avx512 }
+        set { MatVec.avx512 = newValue && GemmNT.available }
+    }
 }

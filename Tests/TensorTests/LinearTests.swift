@@ -88,21 +88,27 @@ final class LinearTests: XCTestCase {
 
     /// f16 weights are widened in registers (`vcvtph2ps`) in the same lane order as f32 ones, so the
     /// mat-vec of f16 weights gives exactly the bits of the same weights stored as f32: 1…8 rows,
-    /// widths with and without a tail past the last 16, any thread count.
+    /// widths with and without a tail past the last 16, any thread count; in the AVX-512 kernel and
+    /// in the portable tiles.
     func testHalfWeightsGiveTheBitsOfTheirF32Widening() throws {
-        var rng = SplitMix(11)
-        try withThreadCounts { _ in
-            for (outF, inF, rows) in [(70, 64, 1), (33, 100, 3), (130, 257, 8)] {
-                let half = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: .f16)
-                let wide = half.converted(to: .f32)
-                let x = (0..<rows * inF).map { _ in rng.next() }
-                var a = [Float](repeating: .nan, count: rows * outF), b = a
-                x.withUnsafeBufferPointer { xp in
-                    a.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: half, into: $0.baseAddress!) }
-                    b.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: wide, into: $0.baseAddress!) }
+        let before = Linear.matVecUsesAVX512
+        defer { Linear.matVecUsesAVX512 = before }
+        for avx512 in [true, false] {
+            Linear.matVecUsesAVX512 = avx512
+            var rng = SplitMix(11)
+            try withThreadCounts { _ in
+                for (outF, inF, rows) in [(70, 64, 1), (33, 100, 3), (130, 257, 8)] {
+                    let half = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: .f16)
+                    let wide = half.converted(to: .f32)
+                    let x = (0..<rows * inF).map { _ in rng.next() }
+                    var a = [Float](repeating: .nan, count: rows * outF), b = a
+                    x.withUnsafeBufferPointer { xp in
+                        a.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: half, into: $0.baseAddress!) }
+                        b.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: wide, into: $0.baseAddress!) }
+                    }
+                    let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
+                    XCTAssertEqual(differing, 0, "\(outF)×\(inF), \(rows) rows, AVX-512 \(avx512): \(differing) of \(a.count) outputs differ")
                 }
-                let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
-                XCTAssertEqual(differing, 0, "\(outF)×\(inF), \(rows) rows: \(differing) of \(a.count) outputs differ")
             }
         }
     }

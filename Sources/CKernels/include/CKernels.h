@@ -46,6 +46,7 @@ int unimoe_q8_vnni(void);
 /// next tile's prefetches; a longer prefetch distance with the loop left tight gained less.
 void unimoe_prefetch_rows(const void *line, long stride, long rows);
 
+
 /// Sets OpenBLAS to one thread and joins its server threads; also run once at load, before main
 /// (OpenBLASThreads.c). Idempotent. Our products split over our own pool (`Sgemm`), so OpenBLAS's
 /// threads only ever spin: at load its pthread build starts one per core, each spinning in
@@ -70,8 +71,11 @@ int unimoe_gemm_nt_available(void);
 /// packing either operand (GemmNT.c says why). Each output's summation order is fixed by k alone:
 /// the same bits for any row count, tile split or [o0, o1) share. Returns 0, touching nothing, when
 /// the CPU lacks AVX-512 (the caller then uses sgemm), 1 when done.
+/// `prefetch` 1: while the first tile of activation rows passes over four weight rows, each line
+/// of the next four rows is prefetched — for decode's few rows (`MatVec`), where the product is a
+/// stream of weights from memory; prefill's products (0) read each weight line many times.
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy);
+                   float *y, long ldy, int prefetch);
 
 /// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · 16 · ⌈rows / 16⌉.
 long unimoe_gemm_row_lanes_packed_count(long rows, long k);
