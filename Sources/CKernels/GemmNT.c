@@ -10,6 +10,9 @@
 // Every output is summed in the same order wherever it falls in a tile: lane-wise along k (the
 // k tail through a masked, zero-filled load), then one fixed reduction tree. So results do not
 // depend on the row count, the tile split or how the output rows are shared among threads.
+//
+// The weights stream from memory once per call, so the first row tile over four weight rows
+// prefetches the same lines of the next four. With that this is decode's mat-vec too (`MatVec`).
 #include "CKernels.h"
 
 #if defined(__x86_64__)
@@ -76,7 +79,7 @@ AVX512 INLINE void tile(int dtype, int mr, int nr, const float *x, long ldx, con
 /// Output rows [o0, o1) against every activation row, for one dtype (a constant after inlining, so
 /// each dtype and row count gets its own loop with its accumulators in registers).
 AVX512 INLINE void sweep(int dtype, const float *x, long rows, long ldx, const void *w, long k, long o0, long o1,
-                         float *y, long ldy, int prefetch) {
+                         float *y, long ldy) {
     const long size = dtype == UNIMOE_GEMM_F32 ? 4 : 2;
     // Row tiles as even as possible (32 rows: 6, 6, 5, 5, 5, 5), so no tile runs nearly empty.
     const long tiles = (rows + MR - 1) / MR;
@@ -90,7 +93,7 @@ AVX512 INLINE void sweep(int dtype, const float *x, long rows, long ldx, const v
             const float *xr = x + r * ldx;
             float *yr = y + r * ldy + o;
             // The first row tile over these weight rows brings in the next four rows' lines.
-            const long pf = prefetch && t == 0 ? NR * k * size : 0;
+            const long pf = t == 0 ? NR * k * size : 0;
             switch (mr) {
             case 1: tile(dtype, 1, nr, xr, ldx, wr, k, yr, ldy, pf); break;
             case 2: tile(dtype, 2, nr, xr, ldx, wr, k, yr, ldy, pf); break;
@@ -106,9 +109,8 @@ AVX512 INLINE void sweep(int dtype, const float *x, long rows, long ldx, const v
 
 #define SWEEP_FOR(NAME, DT)                                                                           \
     AVX512 __attribute__((noinline)) static void NAME(const float *x, long rows, long ldx, const void *w,  \
-                                                      long k, long o0, long o1, float *y, long ldy,      \
-                                                      int prefetch) {                                    \
-        sweep(DT, x, rows, ldx, w, k, o0, o1, y, ldy, prefetch);                                         \
+                                                      long k, long o0, long o1, float *y, long ldy) {    \
+        sweep(DT, x, rows, ldx, w, k, o0, o1, y, ldy);                                                   \
     }
 SWEEP_FOR(sweep_f32, UNIMOE_GEMM_F32)
 SWEEP_FOR(sweep_bf16, UNIMOE_GEMM_BF16)
@@ -129,13 +131,13 @@ int unimoe_gemm_nt_available(void) {
 }
 
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy, int prefetch) {
+                   float *y, long ldy) {
     if (!unimoe_gemm_nt_available() || dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
     if (rows <= 0 || o1 <= o0) return 1;
     switch (dtype) {
-    case UNIMOE_GEMM_F32: sweep_f32(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
-    case UNIMOE_GEMM_BF16: sweep_bf16(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
-    default: sweep_f16(x, rows, ldx, w, k, o0, o1, y, ldy, prefetch); break;
+    case UNIMOE_GEMM_F32: sweep_f32(x, rows, ldx, w, k, o0, o1, y, ldy); break;
+    case UNIMOE_GEMM_BF16: sweep_bf16(x, rows, ldx, w, k, o0, o1, y, ldy); break;
+    default: sweep_f16(x, rows, ldx, w, k, o0, o1, y, ldy); break;
     }
     return 1;
 }
@@ -144,9 +146,8 @@ int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype
 
 int unimoe_gemm_nt_available(void) { return 0; }
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy, int prefetch) {
+                   float *y, long ldy) {
     (void)x; (void)rows; (void)ldx; (void)w; (void)dtype; (void)k; (void)o0; (void)o1; (void)y; (void)ldy;
-    (void)prefetch;
     return 0;
 }
 

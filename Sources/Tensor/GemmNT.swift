@@ -83,7 +83,7 @@ public enum GemmNT {
 
         func run(task: Int, worker: Int) {
             let o0 = min(outF, task * tilesPerTask * 4), o1 = min(outF, o0 + tilesPerTask * 4)
-            _ = unimoe_gemm_nt(x, rows, inF, weight, dtype, inF, o0, o1, y, outF, 0)
+            _ = unimoe_gemm_nt(x, rows, inF, weight, dtype, inF, o0, o1, y, outF)
         }
     }
 }

@@ -20,12 +20,12 @@ enum MatVec {
     /// Largest row count this kernel is used for; more rows go to sgemm.
     static let maxRows = 8
 
-    /// Whether each chunk goes through `GemmNT`'s kernel (`unimoe_gemm_nt` with its prefetch on,
-    /// 512-bit vectors) rather than the Swift tiles below (the package's CPU level is AVX2, so
-    /// SIMD8 halves), which remain for CPUs without AVX-512. Same loads and prefetches, yet in
-    /// interleaved f32 decodes of the bench model (2 threads) 22.9–26.6 tokens/s against
-    /// 20.5–24.6, f16 +4%, bf16 +3%; and a row now gets the same bits here as in `GemmNT` (prefill,
-    /// batches of 9+ rows). A `var` so tests can hold the two paths to each other.
+    /// Whether each chunk goes through `GemmNT`'s kernel (`unimoe_gemm_nt`: 512-bit vectors, the
+    /// same prefetches) rather than the Swift tiles below (the package's CPU level is AVX2, so SIMD8
+    /// halves), which remain for CPUs without AVX-512. In interleaved f32 decodes of the bench model
+    /// (2 threads) 22.9–26.6 tokens/s against 20.5–24.6, f16 +4%, bf16 +3%; and a row now gets the
+    /// same bits here as in `GemmNT` (prefill, batches of 9+ rows). A `var` so tests can hold the
+    /// two paths to each other.
     nonisolated(unsafe) static var avx512 = GemmNT.available
 
     /// Computes `count` independent products `y = x · Wᵀ (+ bias)` (`product(i)`, each with
@@ -123,7 +123,7 @@ enum MatVec {
             let p = plans[i]
             let o0 = (task - p.firstTask) * p.chunk, o1 = min(p.outF, o0 + p.chunk)
             let (w, wStride, a, y) = (p.w, p.wStride, p.a, p.y)
-            if !avx512 || unimoe_gemm_nt(a.xTail, a.rows, a.ldxTail, w, L.kernelCode, a.k, o0, o1, y, a.ldy, 1) == 0 {
+            if !avx512 || unimoe_gemm_nt(a.xTail, a.rows, a.ldxTail, w, L.kernelCode, a.k, o0, o1, y, a.ldy) == 0 {
                 sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
             if let (bp, bt) = p.bias {

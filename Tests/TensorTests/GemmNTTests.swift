@@ -61,7 +61,7 @@ final class GemmNTTests: XCTestCase {
         }
     }
 
-    /// Decode's mat-vec (1–8 rows through `Linear`) runs in this kernel with its prefetch on, so a
+    /// Decode's mat-vec (1–8 rows through `Linear`) runs in this kernel, so a
     /// row gets the same bits whether it is decoded alone, in a batch of up to 8, or in a product of
     /// 9–24 rows here (batched decode, a prefill expert): f32, bf16 and f16, k with and without a
     /// tail, any thread count. The portable Swift tiles (CPUs without AVX-512) stay within 4e-6 of

@@ -71,11 +71,12 @@ int unimoe_gemm_nt_available(void);
 /// packing either operand (GemmNT.c says why). Each output's summation order is fixed by k alone:
 /// the same bits for any row count, tile split or [o0, o1) share. Returns 0, touching nothing, when
 /// the CPU lacks AVX-512 (the caller then uses sgemm), 1 when done.
-/// `prefetch` 1: while the first tile of activation rows passes over four weight rows, each line
-/// of the next four rows is prefetched — for decode's few rows (`MatVec`), where the product is a
-/// stream of weights from memory; prefill's products (0) read each weight line many times.
+/// While the first tile of activation rows passes over four weight rows, each line of the next
+/// four rows is prefetched: the weights stream from memory, once per call, in decode (`MatVec`:
+/// f32 decode of the bench model 22.9–26.6 tokens/s against 20.5–24.6 for the Swift tiles before)
+/// and in prefill (bf16 prefill 281–327 tokens/s against 255–292 without the prefetch).
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
-                   float *y, long ldy, int prefetch);
+                   float *y, long ldy);
 
 /// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · 16 · ⌈rows / 16⌉.
 long unimoe_gemm_row_lanes_packed_count(long rows, long k);
