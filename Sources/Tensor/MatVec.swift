@@ -123,7 +123,7 @@ enum MatVec {
             let p = plans[i]
             let o0 = (task - p.firstTask) * p.chunk, o1 = min(p.outF, o0 + p.chunk)
             let (w, wStride, a, y) = (p.w, p.wStride, p.a, p.y)
-            if !avx512 || unimoe_gemm_nt(a.xTail, a.rows, a.ldxTail, w, L.kernelCode, a.k, o0, o1, y, a.ldy) == 0 {
+            if !avx512 || unimoe_gemm_nt(a.xTail, a.rows, a.ldxTail, w, GemmNT.code(L.dtype)!, a.k, o0, o1, y, a.ldy) == 0 {
                 sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
             if let (bp, bt) = p.bias {
@@ -288,8 +288,8 @@ enum T1x4: TileShape { static var o: Int { 1 }; static var g: Int { 4 } }
 protocol WeightLanes {
     static var bytes: Int { get }
     static var splitsPairs: Bool { get }
-    /// The dtype code of the AVX-512 kernel (`unimoe_matvec`).
-    static var kernelCode: Int32 { get }
+    /// The storage dtype these lanes read (which `GemmNT`'s kernel is told).
+    static var dtype: DType { get }
     static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
     static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
 }
@@ -297,7 +297,7 @@ protocol WeightLanes {
 enum F32Weights: WeightLanes {
     static var bytes: Int { 4 }
     static var splitsPairs: Bool { false }
-    static var kernelCode: Int32 { Int32(UNIMOE_GEMM_F32) }
+    static var dtype: DType { .f32 }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (row.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
          row.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
@@ -310,7 +310,7 @@ enum F32Weights: WeightLanes {
 enum BF16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { true }
-    static var kernelCode: Int32 { Int32(UNIMOE_GEMM_BF16) }
+    static var dtype: DType { .bf16 }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
         return (unsafeBitCast(u &<< 16, to: SIMD8<Float>.self),
@@ -325,7 +325,7 @@ enum BF16Weights: WeightLanes {
 enum F16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { false }
-    static var kernelCode: Int32 { Int32(UNIMOE_GEMM_F16) }
+    static var dtype: DType { .f16 }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self)),
          SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2 + 16, as: SIMD8<Float16>.self)))
