@@ -15,6 +15,14 @@
 // prefetches the same lines of the next four. With that this is decode's mat-vec too (`MatVec`).
 #include "CKernels.h"
 
+void unimoe_split_pairs32(const float *x, long k, float *out) {
+    for (long b = 0; b < k; b += 32)
+        for (int j = 0; j < 16; j++) {
+            out[b + j] = b + 2 * j < k ? x[b + 2 * j] : 0;
+            out[b + 16 + j] = b + 2 * j + 1 < k ? x[b + 2 * j + 1] : 0;
+        }
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -60,6 +68,30 @@ AVX512 INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, s));
 }
 
+/// `step` for bf16 weights, 32 elements (those in the low `m` of them) along k: one 512-bit load
+/// per weight row gives its even elements (`<< 16`) and odd ones (`& 0xFFFF0000`) as f32 in two
+/// shifts, where widening 16 at a time in natural order takes a shuffle and a shift per 16. The
+/// activation comes pair-split to match (`unimoe_split_pairs32`). Bench model bf16, interleaved
+/// against natural order: prefill 308–399 tokens/s against 257–369 (8 pairs, 6 won); decode about
+/// alike (13 pairs, 8 won, means 46.0 against 44.6).
+AVX512 INLINE void step_bf16(int mr, const float *x, long ldx, const void *const w[NR], long kk, __mmask32 m,
+                             int whole, __m512 acc[MR][NR], long pf) {
+    if (pf)
+        for (int j = 0; j < NR; j++) _mm_prefetch((const char *)w[j] + pf + kk * 2, _MM_HINT_T1);
+    __m512 we[NR], wo[NR];
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000);
+    for (int j = 0; j < NR; j++) {
+        const uint16_t *row = (const uint16_t *)w[j] + kk;
+        const __m512i v = whole ? _mm512_loadu_si512((const void *)row) : _mm512_maskz_loadu_epi16(m, row);
+        we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+    }
+    for (int i = 0; i < mr; i++) {
+        const __m512 xe = _mm512_loadu_ps(x + i * ldx + kk), xo = _mm512_loadu_ps(x + i * ldx + kk + 16);
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xo, wo[j], _mm512_fmadd_ps(xe, we[j], acc[i][j]));
+    }
+}
+
 /// One tile: `mr` activation rows (x, ldx apart) against the weight rows w[0..<4] (rows past the
 /// `nr` real ones repeat the last, their sums are not stored), k elements, into y (ldy apart);
 /// `pf` as in `step`.
@@ -69,8 +101,13 @@ AVX512 INLINE void tile(int dtype, int mr, int nr, const float *x, long ldx, con
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     long kk = 0;
-    for (; kk + 16 <= k; kk += 16) step(dtype, mr, x, ldx, w, kk, (__mmask16)0xFFFF, acc, pf);
-    if (kk < k) step(dtype, mr, x, ldx, w, kk, (__mmask16)((1u << (k - kk)) - 1), acc, 0);
+    if (dtype == UNIMOE_GEMM_BF16) {
+        for (; kk + 32 <= k; kk += 32) step_bf16(mr, x, ldx, w, kk, (__mmask32)0xFFFFFFFF, 1, acc, pf);
+        if (kk < k) step_bf16(mr, x, ldx, w, kk, (__mmask32)((1u << (k - kk)) - 1), 0, acc, 0);
+    } else {
+        for (; kk + 16 <= k; kk += 16) step(dtype, mr, x, ldx, w, kk, (__mmask16)0xFFFF, acc, pf);
+        if (kk < k) step(dtype, mr, x, ldx, w, kk, (__mmask16)((1u << (k - kk)) - 1), acc, 0);
+    }
     const __mmask8 store = (__mmask8)((1u << nr) - 1);
     for (int i = 0; i < mr; i++)
         _mm_mask_storeu_ps(y + i * ldy, store, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));

@@ -66,24 +66,36 @@ public enum GemmNT {
                                into y: UnsafeMutablePointer<Float>) -> Bool {
         guard available, let dtype = code(weight.dtype), weight.rank == 2 else { return false }
         let outF = weight.shape[0], inF = weight.shape[1]
+        let (xk, ldx) = layout(x, rows: rows, k: inF, dtype: weight.dtype)
         // Whole 4-row tiles per task, so a split never changes which rows share a tile.
         let tiles = (outF + 3) / 4
         let tasks = max(1, min(Parallel.threads, tiles))
-        let job = Job(x: x, rows: rows, weight: UnsafeRawPointer(weight.raw), dtype: dtype, inF: inF, outF: outF,
+        let job = Job(x: xk, ldx: ldx, rows: rows, weight: UnsafeRawPointer(weight.raw), dtype: dtype, inF: inF, outF: outF,
                       tilesPerTask: (tiles + tasks - 1) / tasks, y: y)
         Parallel.forEach(tasks: tasks, job: job)
         return true
     }
 
+    /// The activation as the kernel reads it against `dtype` weights, and its row stride: bf16 wants
+    /// each row pair-split (`unimoe_split_pairs32`, k rounded up to 32), written to this thread's
+    /// `.input` scratch; other dtypes read the rows where they are.
+    static func layout(_ x: UnsafePointer<Float>, rows: Int, k: Int, dtype: DType) -> (UnsafePointer<Float>, Int) {
+        guard dtype == .bf16 else { return (x, k) }
+        let ldx = (k + 31) & ~31
+        let out = ThreadScratch.floats(.input, count: rows * ldx)
+        for r in 0..<rows { unimoe_split_pairs32(x + r * k, k, out + r * ldx) }
+        return (UnsafePointer(out), ldx)
+    }
+
     /// One task: a run of output rows. A value so that handing it to the pool allocates nothing.
     private struct Job: ParallelJob {
-        let x: UnsafePointer<Float>, rows: Int
+        let x: UnsafePointer<Float>, ldx: Int, rows: Int
         let weight: UnsafeRawPointer, dtype: Int32, inF: Int, outF: Int, tilesPerTask: Int
         let y: UnsafeMutablePointer<Float>
 
         func run(task: Int, worker: Int) {
             let o0 = min(outF, task * tilesPerTask * 4), o1 = min(outF, o0 + tilesPerTask * 4)
-            _ = unimoe_gemm_nt(x, rows, inF, weight, dtype, inF, o0, o1, y, outF)
+            _ = unimoe_gemm_nt(x, rows, ldx, weight, dtype, inF, o0, o1, y, outF)
         }
     }
 }

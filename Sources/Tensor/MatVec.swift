@@ -71,7 +71,7 @@ enum MatVec {
         for i in 0..<count {
             let p = product(i)
             work += p.weight.shape[0] * p.weight.shape[1] * p.rows
-            if L.splitsPairs && !avx512 { relaid += p.rows * (p.weight.shape[1] & ~15) }
+            if L.splitsPairs { relaid += p.rows * splitStride(p.weight.shape[1]) }
         }
         let threads = work >= 1 << 16 ? Parallel.threads : 1
         // Activations in the weight's lane order (bf16 only; f32 and f16 keep the natural
@@ -84,17 +84,24 @@ enum MatVec {
                 let p = product(i)
                 let outF = p.weight.shape[0], inF = p.weight.shape[1], kMain = inF & ~15
                 var xp = p.x, ldxp = inF
-                if let buf, kMain > 0 {
+                let stride = splitStride(inF)
+                if let buf, stride > 0 {
                     if let l = last, l.x == p.x, l.rows == p.rows, l.k == inF {
                         xp = l.at
                     } else {
                         let at = buf + used
-                        for r in 0..<p.rows { splitPairs(p.x + r * inF, count: kMain, into: at + r * kMain) }
-                        used += p.rows * kMain
+                        for r in 0..<p.rows {
+                            if avx512 {
+                                unimoe_split_pairs32(p.x + r * inF, inF, at + r * stride)
+                            } else {
+                                splitPairs(p.x + r * inF, count: kMain, into: at + r * stride)
+                            }
+                        }
+                        used += p.rows * stride
                         xp = UnsafePointer(at)
                         last = (p.x, p.rows, inF, xp)
                     }
-                    ldxp = kMain
+                    ldxp = stride
                 }
                 // Chunks of output rows, multiples of 4 so the 4-row tile applies; a few per thread for balance.
                 let parts = threads == 1 ? 1 : min(threads * 4, max(1, outF / 16))
@@ -123,7 +130,9 @@ enum MatVec {
             let p = plans[i]
             let o0 = (task - p.firstTask) * p.chunk, o1 = min(p.outF, o0 + p.chunk)
             let (w, wStride, a, y) = (p.w, p.wStride, p.a, p.y)
-            if !avx512 || unimoe_gemm_nt(a.xTail, a.rows, a.ldxTail, w, GemmNT.code(L.dtype)!, a.k, o0, o1, y, a.ldy) == 0 {
+            // The kernel reads bf16 against the pair-split activation, other dtypes the natural one.
+            let (x, ldx) = L.splitsPairs ? (a.x, a.ldx) : (a.xTail, a.ldxTail)
+            if !avx512 || unimoe_gemm_nt(x, a.rows, ldx, w, GemmNT.code(L.dtype)!, a.k, o0, o1, y, a.ldy) == 0 {
                 sweep(L.self, w + o0 * wStride, wStride, o1 - o0, a, y + o0)
             }
             if let (bp, bt) = p.bias {
@@ -178,6 +187,10 @@ enum MatVec {
         case .q8_0: preconditionFailure("a bias cannot be q8_0 (checkpoints hold q8_0 matrices only)")
         }
     }
+
+    /// The row stride of a pair-split activation of `k` elements: k rounded up to 32 for `GemmNT`'s
+    /// kernel (`unimoe_split_pairs32`), its whole 16-element blocks for the Swift tiles (`splitPairs`).
+    static func splitStride(_ k: Int) -> Int { avx512 ? (k + 31) & ~31 : k & ~15 }
 
     /// Re-lays 16-element blocks as [even elements, odd elements] (the 16-bit weights' lane order).
     @inline(__always)

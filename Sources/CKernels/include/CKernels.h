@@ -75,8 +75,15 @@ int unimoe_gemm_nt_available(void);
 /// four rows is prefetched: the weights stream from memory, once per call, in decode (`MatVec`:
 /// f32 decode of the bench model 22.9–26.6 tokens/s against 20.5–24.6 for the Swift tiles before)
 /// and in prefill (bf16 prefill 281–327 tokens/s against 255–292 without the prefetch).
+/// For bf16 weights x must come pair-split (`unimoe_split_pairs32`), rows ldx ≥ k rounded up to 32
+/// apart: each weight line is widened as its even and odd elements.
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
                    float *y, long ldy);
+
+/// One activation row of k floats in the layout `unimoe_gemm_nt` reads for bf16 weights: each
+/// block of 32 as its 16 even elements, then its 16 odd ones, the last block zero-padded
+/// (out holds k rounded up to 32).
+void unimoe_split_pairs32(const float *x, long k, float *out);
 
 /// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · 16 · ⌈rows / 16⌉.
 long unimoe_gemm_row_lanes_packed_count(long rows, long k);
