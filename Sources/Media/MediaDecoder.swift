@@ -37,7 +37,7 @@ public enum MediaDecoder {
         var sampler = try VideoSampler(input: input, decoderThreads: probeThreads)
         let converter = FrameConverter(file: input.name)
         var first = try sampler.first()
-        var duration = sampler.declaredDuration
+        var duration = sampler.decoder.declaredDuration
         if duration == nil {
             // No declared length (a raw stream): measure it by decoding once, then start over.
             duration = try sampler.measureDuration()

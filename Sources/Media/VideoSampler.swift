@@ -34,9 +34,6 @@ final class VideoSampler {
         }
     }
 
-    /// The stream's declared duration (`StreamDecoder.declaredDuration`).
-    var declaredDuration: (num: Int128, den: Int128)? { decoder.declaredDuration }
-
     /// For each of `count` samples, the largest frame time (in stream ticks after the first frame)
     /// still on screen at t_i = D·(2i + 1)/(2N): exact integer arithmetic, so a frame exactly at t_i
     /// is chosen, as the contract's "≤" says.

@@ -46,7 +46,7 @@ final class VideoFrameTests: XCTestCase {
         let file = try TestMedia.h264()   // 2 s at 25 fps, a keyframe every 12 frames
         let sampler = try VideoSampler(input: MediaInput(.file(file), limits: .default), decoderThreads: 1)
         _ = try sampler.first()
-        let targets = sampler.targetTicks(count: 8, duration: try XCTUnwrap(sampler.declaredDuration))
+        let targets = sampler.targetTicks(count: 8, duration: try XCTUnwrap(sampler.decoder.declaredDuration))
         XCTAssertEqual(sampler.independentRuns(targets, ways: 1), [0..<8])
         for ways in [2, 3] {
             let runs = sampler.independentRuns(targets, ways: ways)
@@ -78,7 +78,7 @@ final class VideoFrameTests: XCTestCase {
                 let sampler = try VideoSampler(input: input, decoderThreads: 1)
                 sampler.readsAhead = readsAhead
                 let first = try sampler.first()
-                let targets = sampler.targetTicks(count: count, duration: try XCTUnwrap(sampler.declaredDuration))
+                let targets = sampler.targetTicks(count: count, duration: try XCTUnwrap(sampler.decoder.declaredDuration))
                 let frames = try sampler.frames(at: targets, first: first)
                 let converter = FrameConverter(file: file)
                 results.append(try frames.map { ($0.pts, try sampler.image($0, converter: converter, width: nil, height: nil).pixels) })

@@ -34,8 +34,8 @@ void unimoe_q8_dot_using(const int8_t *wq, const uint16_t *wd, long blocks, long
 int unimoe_q8_vnni(void);
 
 /// Prefetches, into the outer caches, one 64-byte line in each of `rows` weight rows `stride`
-/// bytes apart: the line the mat-vec tile will read next in the rows of its next tile (Swift has
-/// no prefetch of its own). Streaming mat-vec kernels reach DRAM speed only with lines in flight
+/// bytes apart: the line the portable Swift mat-vec tile (CPUs without AVX-512; the others run
+/// `unimoe_gemm_nt`) will read next in the rows of its next tile (Swift has no prefetch of its own). Streaming mat-vec kernels reach DRAM speed only with lines in flight
 /// ahead of the loads.
 ///
 /// Out of line on purpose (Prefetch.c). Against the same prefetches inlined, interleaved
@@ -45,7 +45,6 @@ int unimoe_q8_vnni(void);
 /// from running far ahead with demand misses of the current tile, so the miss buffers go to the
 /// next tile's prefetches; a longer prefetch distance with the loop left tight gained less.
 void unimoe_prefetch_rows(const void *line, long stride, long rows);
-
 
 /// Sets OpenBLAS to one thread and joins its server threads; also run once at load, before main
 /// (OpenBLASThreads.c). Idempotent. Our products split over our own pool (`Sgemm`), so OpenBLAS's
