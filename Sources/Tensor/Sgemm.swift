@@ -12,22 +12,40 @@ import COpenBLAS
 /// against 211 with OpenBLAS's threads; three (f32) and two (bf16) interleaved `unimoe bench lm` runs
 /// against the build before: f32 265–305 against 218–286, bf16 272–300 against 210–271.
 ///
-/// A call from inside a pool job (one expert per thread) runs its runs one after another on that
-/// thread. Each element is summed by the same kernel over the same k blocks wherever the cut falls.
+/// The cut depends on C's shape only, never on the thread count: OpenBLAS's AVX2 kernels (`Haswell`,
+/// `Zen`) sum an element differently depending on the width of the call it falls in and on where
+/// in it it lies (a 37×300×70 product cut 160 + 140 differed from the whole in 3526 of 11100
+/// elements on a Zen 3 EPYC), so a cut per thread gave 1, 2 and 3 threads different bits there
+/// (`SkylakeX`'s kernels happened not to). Runs are a power of two up to `maxRuns`, at least
+/// `minRun` wide: they divide evenly over 1, 2, 4 … threads, and a product cut into 8 or 16 runs
+/// of 128–176 columns ran as fast on one thread as one call (128 × 1024 × 1024 and
+/// 128 × 2816 × 1024 on that EPYC). A call from inside a pool job (one expert per thread) runs its
+/// runs one after another on that thread.
 public enum Sgemm {
-    /// Runs no narrower than this many columns (or rows), so each keeps the micro-kernel's tiles full.
-    static let minRun = 64
+    /// Runs no narrower than this many columns (or rows): narrower calls lose to packing A again
+    /// (64-column runs of a 128 × 256 × 1024 product: 1.13× the time of one call on one thread).
+    static let minRun = 128
+    /// The most runs a product is cut into, so more threads than this share no product.
+    static let maxRuns = 16
+
+    /// How many runs a product whose cut dimension is `length` long is cut into: the largest power
+    /// of two up to `maxRuns` whose runs are at least `minRun` long (1 below 2 · `minRun`).
+    static func runs(length: Int) -> Int {
+        var runs = 1
+        while runs * 2 <= maxRuns && length / (runs * 2) >= minRun { runs *= 2 }
+        return runs
+    }
 
     /// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, row-major with leading dimensions
-    /// (op = transpose where asked), cut into at most `Parallel.threads` runs of C's columns, or of
-    /// its rows when C is taller than wide and narrower than a run per thread.
+    /// (op = transpose where asked), cut into `runs(length:)` runs of C's columns, or of its rows
+    /// when C is taller than wide, spread over the pool.
     public static func product(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
                                c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m <= 0 || n <= 0 { return }
         OpenBLASCore.ensureSelected()
-        let byColumns = n >= m || n >= minRun * Parallel.threads
-        let runs = max(1, min(Parallel.threads, (byColumns ? n : m) / minRun))
+        let byColumns = n >= m
+        let runs = runs(length: byColumns ? n : m)
         let job = Job(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                       beta: beta, c: c, ldc: ldc, byColumns: byColumns, runs: runs)
         if runs == 1 { job.run(task: 0, worker: 0) } else { Parallel.forEach(tasks: runs, job: job) }
