@@ -20,14 +20,22 @@ import CKernels
 /// pay (the tile against every 64-row chunk in turn, so the weights come from memory once): on one
 /// thread 1.1–1.25× sgemm at 65–128 rows for 2816 × 1024 weights but 0.87–1.08× for 1024 × 2816,
 /// whose x^T outgrows L2, and end to end 240 against 245 tokens/s over 14 interleaved rounds.
+///
+/// Without AVX-512 (AVX2 + FMA) the kernel takes 9–64 rows in 8-lane vectors, walking k in blocks
+/// (GemmRowLanes.c), and `GemmNT` does not run, so it starts above the mat-vec. On a Zen 3 EPYC,
+/// one thread, 8 different 2816 × 1024 weights in turn, GFLOP/s against sgemm: 8 rows 28 / 25,
+/// 16 rows 48 / 37, 24 rows 66–76 / 47–51, 32 rows 71–77 / 54–58, 48 rows 66–70 / 62–68, 64 rows
+/// 72–78 / 69–70; 32 rows of the 1024 × 2816 down projection 77–80 / 65–66.
 public enum GemmRowLanes {
-    /// The fewest rows sent here (fewer go to `GemmNT`, which is faster there).
-    public static let minRows = GemmNT.maxRowsF32 + 1
-    /// The most rows the kernel takes (four 16-lane vectors).
-    public static let maxRows = 64
+    /// The fewest rows sent here: fewer go to `GemmNT` where it runs (faster there), else to the
+    /// mat-vec.
+    public static let minRows = (GemmNT.available ? GemmNT.maxRowsF32 : MatVec.maxRows) + 1
+    /// The most rows the kernel takes on this CPU: 64 (four 16-lane vectors with AVX-512, eight
+    /// 8-lane ones with AVX2), 0 without either.
+    public static let maxRows = unimoe_gemm_row_lanes_max_rows()
 
-    /// Whether this CPU runs the kernel (AVX-512, as `GemmNT`).
-    public static let available = unimoe_gemm_nt_available() != 0
+    /// Whether this CPU runs the kernel (AVX-512, or AVX2 with FMA).
+    public static let available = maxRows > 0
 
     /// Whether `Linear` sends a product of `rows` rows with weights stored as `dtype` here.
     public static func takes(rows: Int, dtype: DType) -> Bool {

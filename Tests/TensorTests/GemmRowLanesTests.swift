@@ -14,38 +14,52 @@ final class GemmRowLanesTests: XCTestCase {
     }
 
     /// Every output within 4e-6 of Σ|x·w| of the float64 product: 1, 2, 3 and 4 lane vectors, full
-    /// and partial; weight tiles full and partial (24, 12, 8 and 6 rows); k with and without a tail
-    /// of 16, down to 1; one to three threads.
+    /// and partial (AVX2: 1 to 8, in one or two 32-row chunks); weight tiles full and partial (24,
+    /// 12, 8 and 6 rows with AVX-512, 7, 5 and 3 with AVX2); k with and without a tail of 16, down
+    /// to 1, and past the AVX2 path's k block (256–2048 steps); one to three threads.
     func testMatchesFloat64Product() throws {
         var rng = SplitMix(21)
         let shapes = [(1, 1, 1), (13, 17, 5), (16, 16, 25), (17, 300, 13), (25, 64, 49), (32, 33, 12),
-                      (33, 130, 9), (48, 15, 100), (49, 40, 7), (64, 257, 30)]
+                      (9, 2100, 37), (24, 700, 11), (40, 300, 40), (33, 130, 9), (48, 15, 100), (49, 40, 7), (64, 257, 30)]
         try withThreadCounts { threads in
             for (rows, k, n) in shapes {
                 let xf = random(rows * k, &rng), wf = random(n * k, &rng)
                 let w = try Tensor(shape: [n, k], values: wf)
-                guard let y = product(xf, rows: rows, w) else { XCTAssertFalse(GemmRowLanes.available); return }
+                guard let y = product(xf, rows: rows, w) else {
+                    XCTAssertGreaterThan(rows, GemmRowLanes.maxRows, "\(rows) rows declined")
+                    continue
+                }
                 assertMatchesFloat64(y, x: xf, w: wf, rows: rows, k: k, n: n, relative: 4e-6,
                                      "\(rows)×\(k)×\(n) threads \(threads)")
             }
         }
     }
 
-    /// The same bits for a row however many rows share the call (1 to 64, so 1 to 4 lane vectors
-    /// and tile heights) and for any thread split: what keeps an expert's output the same in
-    /// prefill, in a batched step and on an expert worker.
+    /// The same bits for a row however many rows share the call (1 to 64, so every lane vector
+    /// count and tile height) and for any thread split: what keeps an expert's output the same in
+    /// prefill, in a batched step and on an expert worker. Those bits are FMAs in k order, one
+    /// output at a time, on either path (k = 700 spans several of AVX2's k blocks).
     func testOutputsDependOnKAlone() throws {
         var rng = SplitMix(22)
-        let k = 131, n = 53
-        let xf = random(64 * k, &rng)
-        let w = try Tensor(shape: [n, k], values: random(n * k, &rng))
-        var whole: [[Float]] = []
-        withThreadCounts { _ in if let y = product(xf, rows: 64, w) { whole.append(y) } }
-        guard let first = whole.first else { XCTAssertFalse(GemmRowLanes.available); return }
-        for y in whole { XCTAssertEqual(y, first, "thread counts disagree") }
-        for rows in [1, 16, 17, 33, 49] {
-            let part = product(Array(xf[0..<(rows * k)]), rows: rows, w)!
-            XCTAssertEqual(part, Array(first[0..<(rows * n)]), "the first \(rows) rows alone")
+        for (k, n) in [(131, 53), (700, 9)] {
+            let most = max(1, GemmRowLanes.maxRows)
+            let xf = random(most * k, &rng), wf = random(n * k, &rng)
+            let w = try Tensor(shape: [n, k], values: wf)
+            var whole: [[Float]] = []
+            withThreadCounts { _ in if let y = product(xf, rows: most, w) { whole.append(y) } }
+            guard let first = whole.first else { XCTAssertFalse(GemmRowLanes.available); return }
+            for y in whole { XCTAssertEqual(y, first, "thread counts disagree") }
+            for rows in [1, 16, 17, 33, 49] where rows <= most {
+                let part = product(Array(xf[0..<(rows * k)]), rows: rows, w)!
+                XCTAssertEqual(part, Array(first[0..<(rows * n)]), "the first \(rows) rows alone")
+            }
+            for r in 0..<most {
+                for o in 0..<n {
+                    var sum: Float = 0
+                    for i in 0..<k { sum = sum.addingProduct(xf[r * k + i], wf[o * k + i]) }
+                    XCTAssertEqual(first[r * n + o], sum, "[\(r), \(o)] k \(k): FMAs in k order")
+                }
+            }
         }
     }
 
@@ -57,20 +71,21 @@ final class GemmRowLanesTests: XCTestCase {
         var rng = SplitMix(24)
         let k = 1000, n = 40
         let w = try Tensor(shape: [n, k], values: random(n * k, &rng))
-        for rows in [GemmRowLanes.minRows, 40, GemmRowLanes.maxRows, GemmRowLanes.maxRows + 1] {
+        let most = GemmRowLanes.maxRows
+        for rows in [GemmRowLanes.minRows, (GemmRowLanes.minRows + most) / 2, most, most + 1] {
             let xf = random(rows * k, &rng)
             let viaLinear = productOrNil(xf, outputs: rows * n) { Linear.forward($0, rows: rows, weight: w, into: $1); return true }!
             if rows <= GemmRowLanes.maxRows {
                 XCTAssertEqual(viaLinear, product(xf, rows: rows, w), "\(rows) rows")
             } else {
-                // The kernel itself on the first 64 rows: Linear's product of one row more differs somewhere.
-                let kernel = productOrNil(xf, outputs: 64 * n) { x, y in
-                    let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(64, k))
+                // The kernel itself on the first `most` rows: Linear's product of one row more differs somewhere.
+                let kernel = productOrNil(xf, outputs: most * n) { x, y in
+                    let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(most, k))
                     defer { xt.deallocate() }
-                    unimoe_gemm_row_lanes_pack(x, 64, k, k, xt)
-                    return unimoe_gemm_row_lanes(xt, 64, w.floats, k, 0, n, y, n) != 0
+                    unimoe_gemm_row_lanes_pack(x, most, k, k, xt)
+                    return unimoe_gemm_row_lanes(xt, most, w.floats, k, 0, n, y, n) != 0
                 }!
-                XCTAssertNotEqual(Array(viaLinear[0..<(64 * n)]), kernel, "\(rows) rows went to the kernel")
+                XCTAssertNotEqual(Array(viaLinear[0..<(most * n)]), kernel, "\(rows) rows went to the kernel")
             }
         }
     }
@@ -80,14 +95,18 @@ final class GemmRowLanesTests: XCTestCase {
     func testDeclinesWhatItDoesNotTake() throws {
         var rng = SplitMix(23)
         let w = try Tensor(shape: [8, 16], values: random(128, &rng))
-        XCTAssertNil(product(random(65 * 16, &rng), rows: 65, w))
+        let most = GemmRowLanes.maxRows
+        XCTAssertEqual(most, GemmRowLanes.available ? 64 : 0)
+        XCTAssertNil(product(random((most + 1) * 16, &rng), rows: most + 1, w))
         XCTAssertNil(product(random(32 * 16, &rng), rows: 32, w.converted(to: .bf16)))
         XCTAssertNil(product(random(32 * 16, &rng), rows: 32, try Tensor(shape: [128], values: random(128, &rng))))
-        XCTAssertEqual(unimoe_gemm_row_lanes(nil, 65, nil, 16, 0, 8, nil, 8), 0)
-        XCTAssertFalse(GemmRowLanes.takes(rows: GemmNT.maxRowsF32, dtype: .f32))
-        XCTAssertEqual(GemmRowLanes.takes(rows: GemmNT.maxRowsF32 + 1, dtype: .f32), GemmRowLanes.available)
-        XCTAssertEqual(GemmRowLanes.takes(rows: 64, dtype: .f32), GemmRowLanes.available)
-        XCTAssertFalse(GemmRowLanes.takes(rows: 65, dtype: .f32))
+        XCTAssertEqual(unimoe_gemm_row_lanes(nil, most + 1, nil, 16, 0, 8, nil, 8), 0)
+        // Below it: GemmNT's rows where it runs, else the mat-vec's.
+        XCTAssertEqual(GemmRowLanes.minRows, (GemmNT.available ? GemmNT.maxRowsF32 : 8) + 1)
+        XCTAssertFalse(GemmRowLanes.takes(rows: GemmRowLanes.minRows - 1, dtype: .f32))
+        XCTAssertEqual(GemmRowLanes.takes(rows: GemmRowLanes.minRows, dtype: .f32), GemmRowLanes.available)
+        XCTAssertEqual(GemmRowLanes.takes(rows: most, dtype: .f32), GemmRowLanes.available)
+        XCTAssertFalse(GemmRowLanes.takes(rows: most + 1, dtype: .f32))
         XCTAssertFalse(GemmRowLanes.takes(rows: 32, dtype: .bf16))
     }
 }

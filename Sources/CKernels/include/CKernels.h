@@ -84,19 +84,25 @@ int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype
 /// (out holds k rounded up to 32).
 void unimoe_split_pairs32(const float *x, long k, float *out);
 
-/// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · 16 · ⌈rows / 16⌉.
+/// The most activation rows `unimoe_gemm_row_lanes` takes on this CPU: 64 with AVX-512 or with
+/// AVX2 and FMA, 0 without either.
+long unimoe_gemm_row_lanes_max_rows(void);
+
+/// Floats the transposed activation of `unimoe_gemm_row_lanes` takes: k · L · ⌈rows / L⌉, with L
+/// the lanes of this CPU's path (16 with AVX-512, else 8).
 long unimoe_gemm_row_lanes_packed_count(long rows, long k);
 
-/// x `[rows, k]` (rows ldx apart) transposed into `xt` `[k, 16·⌈rows / 16⌉]`, rows past `rows`
+/// x `[rows, k]` (rows ldx apart) transposed into `xt` `[k, L·⌈rows / L⌉]`, rows past `rows`
 /// zero (any alignment; the kernel loads it unaligned, which costs nothing on 64-byte boundaries).
 void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, float *xt);
 
 /// y[r·ldy + o] = Σ_i x[r, i] · w[o·k + i] for f32 weights `[out, k]`, output rows o in [o0, o1)
-/// and up to 64 activation rows, from the activation `unimoe_gemm_row_lanes_pack` laid out: the
-/// rows in the vector lanes, each weight broadcast, so the weight is read once and nothing of it is
-/// packed (GemmRowLanes.c says why). Each output is summed in k order, alone in its lane: the same
-/// bits for any row count, tile split or [o0, o1) share. Returns 0, touching nothing, without
-/// AVX-512, for more than 64 rows or when rows · ldy passes 2³¹; 1 when done.
+/// and up to `unimoe_gemm_row_lanes_max_rows()` activation rows, from the activation
+/// `unimoe_gemm_row_lanes_pack` laid out: the rows in the vector lanes, each weight broadcast, so
+/// the weight is read once and nothing of it is packed (GemmRowLanes.c says why). Each output is
+/// summed in k order by FMAs, alone in its lane: the same bits for any row count, tile split,
+/// [o0, o1) share or CPU path. Returns 0, touching nothing, for more rows than this CPU's path
+/// takes or when rows · ldy passes 2³¹; 1 when done.
 int unimoe_gemm_row_lanes(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
                           long ldy);
 
