@@ -14,6 +14,7 @@
 // The weights stream from memory once per call, so the first row tile over four weight rows
 // prefetches the same lines of the next four. With that this is decode's mat-vec too (`MatVec`).
 #include "CKernels.h"
+#include "CPUCheck.h"
 
 void unimoe_split_pairs32(const float *x, long k, float *out) {
     for (long b = 0; b < k; b += 32)
@@ -153,19 +154,14 @@ SWEEP_FOR(sweep_f32, UNIMOE_GEMM_F32)
 SWEEP_FOR(sweep_bf16, UNIMOE_GEMM_BF16)
 SWEEP_FOR(sweep_f16, UNIMOE_GEMM_F16)
 
-/// -1 until checked; threads that race to check store the same answer.
+static int has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
 static int avx512_checked = -1;
 
-int unimoe_gemm_nt_available(void) {
-    int known = __atomic_load_n(&avx512_checked, __ATOMIC_RELAXED);
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-        __atomic_store_n(&avx512_checked, known, __ATOMIC_RELAXED);
-    }
-    return known;
-}
+int unimoe_gemm_nt_available(void) { return unimoe_check_once(&avx512_checked, has_avx512); }
 
 int unimoe_gemm_nt(const float *x, long rows, long ldx, const void *w, int dtype, long k, long o0, long o1,
                    float *y, long ldy) {

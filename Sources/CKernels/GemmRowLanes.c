@@ -18,6 +18,7 @@
 // sums in a small buffer between k blocks (stored and reloaded exactly, so the bits are the
 // one-lane k-order sums as above); past 32 rows each tile runs once per 32-row chunk.
 #include "CKernels.h"
+#include "CPUCheck.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -173,21 +174,12 @@ static void row_lanes_avx2(const float *xt, long rows, const float *w, long k, l
     }
 }
 
-/// -1 until checked; threads that race to check store the same answer.
+static int has_avx2_fma(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
 static int avx2_checked = -1;
 
-static int avx2_available(void) {
-    int known = __atomic_load_n(&avx2_checked, __ATOMIC_RELAXED);
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&avx2_checked, known, __ATOMIC_RELAXED);
-    }
-    return known;
-}
-
 long unimoe_gemm_row_lanes_max_rows(void) {
-    return unimoe_gemm_nt_available() || avx2_available() ? 16 * V_MAX : 0;
+    return unimoe_gemm_nt_available() || unimoe_check_once(&avx2_checked, has_avx2_fma) ? 16 * V_MAX : 0;
 }
 
 /// Lanes per vector of the path this CPU takes, which x^T's rows are padded to.

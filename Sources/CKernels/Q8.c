@@ -1,6 +1,7 @@
 // q8_0 kernels (see include/CKernels.h). The AVX2 path is the one this project is measured on; the
 // portable path serves other CPUs and is the readable statement of what both compute.
 #include "CKernels.h"
+#include "CPUCheck.h"
 #include <math.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -186,16 +187,11 @@ AVX512VNNI __attribute__((noinline)) static void dotRows512(int g, const int8_t 
     EACH_OUTPUT(dotRow512)
 }
 
+static int has_vnni(void) { return unimoe_gemm_nt_available() && __builtin_cpu_supports("avx512vnni"); }
+
 static int vnni_checked = -1;
 
-int unimoe_q8_vnni(void) {
-    int known = __atomic_load_n(&vnni_checked, __ATOMIC_RELAXED);
-    if (known < 0) {
-        known = unimoe_gemm_nt_available() && __builtin_cpu_supports("avx512vnni");
-        __atomic_store_n(&vnni_checked, known, __ATOMIC_RELAXED);
-    }
-    return known;
-}
+int unimoe_q8_vnni(void) { return unimoe_check_once(&vnni_checked, has_vnni); }
 
 void unimoe_q8_dot(const int8_t *wq, const uint16_t *wd, long blocks, long o0, long o1,
                    const int8_t *xq, const uint16_t *xd, long rows, float *y, long ldy) {
