@@ -16,7 +16,9 @@
 // (32 rows × 3 weight rows), so all of k per tile would re-read x^T for every 3 weight rows. That
 // path walks k in blocks (x^T slices of ≤ 64 KB) over blocks of 36 outputs, keeping their partial
 // sums in a small buffer between k blocks (stored and reloaded exactly, so the bits are the
-// one-lane k-order sums as above); past 32 rows each tile runs once per 32-row chunk.
+// one-lane k-order sums as above); past 32 rows each tile runs once per 32-row chunk. It also takes
+// bf16 / f16 weights (where AVX-512's `GemmNT` would): each block's weight segments are widened
+// into an L1/L2-sized f32 buffer first (exactly), then the same tiles run on it.
 #include "CKernels.h"
 #include "CPUCheck.h"
 
@@ -80,7 +82,7 @@ TILE_FOR(2)
 TILE_FOR(3)
 TILE_FOR(4)
 
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define NR2_MAX 7
 #define V2_MAX 4
 /// Outputs per block, whose partial sums stay in a stack buffer across the k blocks (with NR2_MAX
@@ -99,7 +101,7 @@ AVX2 INLINE void tile2(const int V, const int NR, const float *xt, long W, const
     __m256 a[NR2_MAX][V2_MAX];
     UNROLL for (int j = 0; j < NR; j++) UNROLL for (int v = 0; v < V; v++) a[j][v] = _mm256_loadu_ps(acc + j * W + 8 * v);
     for (long i = i0; i < i1; i++) {
-        // Each weight row's line 512 bytes on, once per line (i0 is a multiple of 16).
+        // Each weight row's line 512 bytes on, once per line (rows start on a k block, a multiple of 16).
         if ((i & 15) == 0) UNROLL for (int j = 0; j < NR; j++) _mm_prefetch((const char *)(w[j] + i + 128), _MM_HINT_T0);
         // Broadcasts first, then one x vector at a time: 16 registers without spills (x vectors
         // held across the weight rows spilled under clang).
@@ -143,30 +145,65 @@ AVX2 static void tile2_for(long vecs, int V, const float *xt, long W, const floa
     }
 }
 
+/// The most k steps of a 16-bit block, so its widened weights (OB2 rows) stay within 64 KB.
+#define KB16 448
+
+/// Weights [i0, i1) of `count` 16-bit rows (row r at w16 + r·k) widened exactly into f32 rows
+/// `stride` apart.
+AVX2 static void widen_block(const uint16_t *w16, int dtype, long k, long count, long i0, long i1, float *out,
+                             long stride) {
+    for (long r = 0; r < count; r++) {
+        const uint16_t *src = w16 + r * k;
+        float *dst = out + r * stride;
+        long i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            const __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+            const __m256 f = dtype == UNIMOE_GEMM_BF16
+                                 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                                 : _mm256_cvtph_ps(h);
+            _mm256_storeu_ps(dst + i - i0, f);
+        }
+        for (; i < i1; i++) {
+            const uint32_t b = (uint32_t)src[i] << 16;
+            float f;
+            if (dtype == UNIMOE_GEMM_BF16) __builtin_memcpy(&f, &b, 4);
+            else f = _cvtsh_ss(src[i]);
+            dst[i - i0] = f;
+        }
+    }
+}
+
 /// The AVX2 path: blocks of OB2 outputs; per block, k in blocks whose x^T slice is ≤ 64 KB (on a
 /// Zen 3 EPYC, 32 rows: 512-step blocks 77 GFLOP/s, 128-step 67, all of k 63; 64 rows: 64-step
 /// 44, 256-step 72), each block's tiles accumulating into `acc`; the block's sums then scattered
-/// into y.
-static void row_lanes_avx2(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
-                           long ldy) {
+/// into y. 16-bit weights: k blocks of at most KB16 steps, each block's rows widened first.
+static void row_lanes_avx2(const float *xt, long rows, const void *w, int dtype, long k, long o0, long o1,
+                           float *y, long ldy) {
     const long vecs = (rows + 7) / 8, W = 8 * vecs;
     const int NR = NR2_FOR(vecs < 4 ? vecs : 4);
     long kb = 65536 / (W * 4) & ~15L;
     if (kb < 16) kb = 16;
+    if (dtype != UNIMOE_GEMM_F32 && kb > KB16) kb = KB16;
     // Tiles past a block's last real output repeat it into the slack rows.
     float acc[(OB2 + NR2_MAX) * 8 * 2 * V2_MAX];
+    float wide[dtype == UNIMOE_GEMM_F32 ? 1 : OB2 * KB16];
     for (long ob = o0; ob < o1; ob += OB2) {
         const long n = o1 - ob < OB2 ? o1 - ob : OB2;
         for (long t = 0; t < (n + NR) * W; t++) acc[t] = 0;
         for (long i0 = 0; i0 < k; i0 += kb) {
             const long i1 = i0 + kb < k ? i0 + kb : k;
+            if (dtype != UNIMOE_GEMM_F32) widen_block((const uint16_t *)w + ob * k, dtype, k, n, i0, i1, wide, kb);
             for (long j0 = 0; j0 < n; j0 += NR) {
                 const long nr = n - j0 < NR ? n - j0 : NR;
                 const float *wr[NR2_MAX];
-                for (int j = 0; j < NR; j++) wr[j] = w + (ob + j0 + (j < nr ? j : nr - 1)) * k;
+                // Each tile runs over this k block's steps 0..<(i1 - i0), from its first element on.
+                for (int j = 0; j < NR; j++) {
+                    const long row = j0 + (j < nr ? j : nr - 1);
+                    wr[j] = dtype == UNIMOE_GEMM_F32 ? (const float *)w + (ob + row) * k + i0 : wide + row * kb;
+                }
                 for (long c = 0; c < vecs; c += V2_MAX)
-                    tile2_for(vecs, (int)(vecs - c < V2_MAX ? vecs - c : V2_MAX), xt + 8 * c, W, wr, i0, i1,
-                              acc + j0 * W + 8 * c);
+                    tile2_for(vecs, (int)(vecs - c < V2_MAX ? vecs - c : V2_MAX), xt + i0 * W + 8 * c, W, wr, 0,
+                              i1 - i0, acc + j0 * W + 8 * c);
             }
         }
         for (long j = 0; j < n; j++)
@@ -199,14 +236,17 @@ void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, flo
     }
 }
 
-int unimoe_gemm_row_lanes(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
-                          long ldy) {
+int unimoe_gemm_row_lanes(const float *xt, long rows, const void *weights, int dtype, long k, long o0, long o1,
+                          float *y, long ldy) {
     if (rows > unimoe_gemm_row_lanes_max_rows() || rows * ldy > 0x7FFFFFFF) return 0;
+    if (dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
+    if (unimoe_gemm_nt_available() && dtype != UNIMOE_GEMM_F32) return 0;
     if (rows <= 0 || o1 <= o0) return 1;
     if (!unimoe_gemm_nt_available()) {
-        row_lanes_avx2(xt, rows, w, k, o0, o1, y, ldy);
+        row_lanes_avx2(xt, rows, weights, dtype, k, o0, o1, y, ldy);
         return 1;
     }
+    const float *w = (const float *)weights;
     const int V = (int)((rows + 15) / 16), NR = NR_FOR(V);
     for (long o = o0; o < o1; o += NR) {
         const int nr = (int)(o1 - o < NR ? o1 - o : NR);
@@ -229,9 +269,9 @@ long unimoe_gemm_row_lanes_packed_count(long rows, long k) { return k * 16 * ((r
 void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, float *xt) {
     (void)x; (void)rows; (void)ldx; (void)k; (void)xt;
 }
-int unimoe_gemm_row_lanes(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
-                          long ldy) {
-    (void)xt; (void)rows; (void)w; (void)k; (void)o0; (void)o1; (void)y; (void)ldy;
+int unimoe_gemm_row_lanes(const float *xt, long rows, const void *weights, int dtype, long k, long o0, long o1,
+                          float *y, long ldy) {
+    (void)xt; (void)rows; (void)weights; (void)dtype; (void)k; (void)o0; (void)o1; (void)y; (void)ldy;
     return 0;
 }
 

@@ -36,43 +36,52 @@ public enum GemmRowLanes {
 
     /// Whether this CPU runs the kernel (AVX-512, or AVX2 with FMA).
     public static let available = maxRows > 0
+    /// Whether it also reads bf16 / f16 weights: on the AVX2 path, where `GemmNT` (which takes
+    /// them with AVX-512) does not run, instead of widening whole blocks for sgemm.
+    public static let reads16Bit = available && !GemmNT.available
 
     /// Whether `Linear` sends a product of `rows` rows with weights stored as `dtype` here.
     public static func takes(rows: Int, dtype: DType) -> Bool {
-        available && dtype == .f32 && rows >= minRows && rows <= maxRows
+        available && rows >= minRows && rows <= maxRows && reads(dtype)
     }
 
-    /// `y[rows, out] = x[rows, in] · Wᵀ` (no bias) for f32 W `[out, in]`, rows of x and y
-    /// contiguous, up to 64 rows; output rows split over `Parallel.threads`. The transposed
-    /// activation goes to this thread's `.input` scratch. Returns false, writing nothing, when the
-    /// kernel cannot run here. Allocates nothing once the scratch has grown.
+    private static func reads(_ dtype: DType) -> Bool {
+        dtype == .f32 || (reads16Bit && (dtype == .bf16 || dtype == .f16))
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ` (no bias) for W `[out, in]` (f32; bf16 / f16 where
+    /// `reads16Bit`), rows of x and y contiguous, up to 64 rows; output rows split over
+    /// `Parallel.threads`. The transposed activation goes to this thread's `.input` scratch.
+    /// Returns false, writing nothing, when the kernel cannot run here. Allocates nothing once the
+    /// scratch has grown.
     @discardableResult
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor,
                                into y: UnsafeMutablePointer<Float>) -> Bool {
-        guard available, weight.dtype == .f32, weight.rank == 2, rows <= maxRows else { return false }
+        guard available, reads(weight.dtype), let code = GemmNT.code(weight.dtype), weight.rank == 2,
+              rows <= maxRows else { return false }
         let outF = weight.shape[0], inF = weight.shape[1]
         guard rows * outF <= Int(Int32.max) else { return false }
         if rows <= 0 || outF == 0 { return true }
         let xt = ThreadScratch.floats(.input, count: unimoe_gemm_row_lanes_packed_count(rows, inF))
         unimoe_gemm_row_lanes_pack(x, rows, inF, inF, xt)
-        // Outputs are independent lanes, so any split gives the same bits; whole 48-output runs keep
-        // the tiles full.
-        let runs = (outF + 47) / 48
+        // Outputs are independent lanes, so any split gives the same bits; whole 72-output runs keep
+        // the tiles (24, 12, 8 or 6 outputs) and the AVX2 path's 36-output blocks full.
+        let runs = (outF + 71) / 72
         let tasks = max(1, min(Parallel.threads, runs))
-        Parallel.forEach(tasks: tasks, job: Job(xt: xt, rows: rows, weight: weight.floats, inF: inF, outF: outF,
-                                                runsPerTask: (runs + tasks - 1) / tasks, y: y))
+        Parallel.forEach(tasks: tasks, job: Job(xt: xt, rows: rows, weight: UnsafeRawPointer(weight.raw), dtype: code,
+                                                inF: inF, outF: outF, runsPerTask: (runs + tasks - 1) / tasks, y: y))
         return true
     }
 
     /// One task: a run of output rows. A value so that handing it to the pool allocates nothing.
     private struct Job: ParallelJob {
         let xt: UnsafePointer<Float>, rows: Int
-        let weight: UnsafePointer<Float>, inF: Int, outF: Int, runsPerTask: Int
+        let weight: UnsafeRawPointer, dtype: Int32, inF: Int, outF: Int, runsPerTask: Int
         let y: UnsafeMutablePointer<Float>
 
         func run(task: Int, worker: Int) {
-            let o0 = min(outF, task * runsPerTask * 48), o1 = min(outF, o0 + runsPerTask * 48)
-            _ = unimoe_gemm_row_lanes(xt, rows, weight, inF, o0, o1, y, outF)
+            let o0 = min(outF, task * runsPerTask * 72), o1 = min(outF, o0 + runsPerTask * 72)
+            _ = unimoe_gemm_row_lanes(xt, rows, weight, dtype, inF, o0, o1, y, outF)
         }
     }
 }

@@ -7,9 +7,9 @@ public enum Linear {
     /// read once in their stored dtype, split over `Parallel.threads`; q8_0 by `MatVecQ8`, which
     /// quantises the activation to q8_0 first, as prefill then does too); up to `GemmNT`'s limits
     /// (24 rows f32, 128 rows 16-bit) its packing-free kernel where the CPU has AVX-512, and f32
-    /// from there to 64 rows `GemmRowLanes` (9–64 rows with AVX2 only); more rows use sgemm split
-    /// over the pool (`Sgemm`; 16-bit and q8_0 weights widened block by block into per-thread
-    /// scratch). Allocates nothing per call.
+    /// from there to 64 rows `GemmRowLanes` (with AVX2 only: 9–64 rows, 16-bit weights too); more
+    /// rows use sgemm split over the pool (`Sgemm`; 16-bit and q8_0 weights widened block by block
+    /// into per-thread scratch). Allocates nothing per call.
     public static func forward(_ x: UnsafePointer<Float>, rows: Int, weight: Tensor, bias: Tensor? = nil,
                                into y: UnsafeMutablePointer<Float>) {
         precondition(weight.rank == 2, "linear weight must be 2-D, got \(weight.shape)")

@@ -63,6 +63,34 @@ final class GemmRowLanesTests: XCTestCase {
         }
     }
 
+    /// bf16 and f16 weights on the AVX2 path: each output is the FMAs in k order over the weights
+    /// widened exactly (the f32 path's bits on the widened matrix), across k blocks of 16-bit rows
+    /// (448 steps), any row count 9–64 and 1–3 threads; `Linear` sends them here.
+    func testSixteenBitWeightsAreTheWidenedProduct() throws {
+        guard GemmRowLanes.reads16Bit else { return }
+        var rng = SplitMix(25)
+        for dtype in [DType.bf16, .f16] {
+            for (rows, k, n) in [(9, 1000, 37), (32, 130, 75), (47, 33, 8)] {
+                let xf = random(rows * k, &rng)
+                let w = try Tensor(shape: [n, k], values: random(n * k, &rng)).converted(to: dtype)
+                let wf = w.converted(to: .f32).toArray()
+                var results: [[Float]] = []
+                withThreadCounts { _ in if let y = product(xf, rows: rows, w) { results.append(y) } }
+                guard let first = results.first else { return XCTFail("\(dtype) declined") }
+                for y in results { XCTAssertEqual(y, first, "\(dtype): thread counts disagree") }
+                let viaLinear = productOrNil(xf, outputs: rows * n) { Linear.forward($0, rows: rows, weight: w, into: $1); return true }!
+                XCTAssertEqual(viaLinear, first, "\(dtype) \(rows) rows through Linear")
+                for r in 0..<rows {
+                    for o in 0..<n {
+                        var sum: Float = 0
+                        for i in 0..<k { sum = sum.addingProduct(xf[r * k + i], wf[o * k + i]) }
+                        XCTAssertEqual(first[r * n + o], sum, "\(dtype) [\(r), \(o)] of \(rows)×\(k)×\(n)")
+                    }
+                }
+            }
+        }
+    }
+
     /// `Linear` routes f32 products of `minRows...maxRows` rows here: its output has this kernel's
     /// bits, and one row more goes elsewhere. (k is past sgemm's k block, ~300 here, so sgemm sums
     /// differently; within one block it sums each element in k order too, the same bits.)
@@ -83,7 +111,7 @@ final class GemmRowLanesTests: XCTestCase {
                     let xt = UnsafeMutablePointer<Float>.allocate(capacity: unimoe_gemm_row_lanes_packed_count(most, k))
                     defer { xt.deallocate() }
                     unimoe_gemm_row_lanes_pack(x, most, k, k, xt)
-                    return unimoe_gemm_row_lanes(xt, most, w.floats, k, 0, n, y, n) != 0
+                    return unimoe_gemm_row_lanes(xt, most, w.raw, Int32(UNIMOE_GEMM_F32), k, 0, n, y, n) != 0
                 }!
                 XCTAssertNotEqual(Array(viaLinear[0..<(most * n)]), kernel, "\(rows) rows went to the kernel")
             }
@@ -98,15 +126,21 @@ final class GemmRowLanesTests: XCTestCase {
         let most = GemmRowLanes.maxRows
         XCTAssertEqual(most, GemmRowLanes.available ? 64 : 0)
         XCTAssertNil(product(random((most + 1) * 16, &rng), rows: most + 1, w))
-        XCTAssertNil(product(random(32 * 16, &rng), rows: 32, w.converted(to: .bf16)))
+        let bf16 = product(random(32 * 16, &rng), rows: 32, w.converted(to: .bf16))
+        XCTAssertEqual(bf16 != nil, GemmRowLanes.reads16Bit, "16-bit weights only on the AVX2 path")
+        XCTAssertEqual(GemmRowLanes.reads16Bit, GemmRowLanes.available && !GemmNT.available)
+        XCTAssertNil(product(random(32 * 16, &rng), rows: 32, w.converted(to: .q8_0)))
         XCTAssertNil(product(random(32 * 16, &rng), rows: 32, try Tensor(shape: [128], values: random(128, &rng))))
-        XCTAssertEqual(unimoe_gemm_row_lanes(nil, most + 1, nil, 16, 0, 8, nil, 8), 0)
+        XCTAssertEqual(unimoe_gemm_row_lanes(nil, most + 1, nil, Int32(UNIMOE_GEMM_F32), 16, 0, 8, nil, 8), 0)
+        XCTAssertEqual(unimoe_gemm_row_lanes(nil, 16, nil, 7, 16, 0, 8, nil, 8), 0, "an unknown dtype code")
         // Below it: GemmNT's rows where it runs, else the mat-vec's.
         XCTAssertEqual(GemmRowLanes.minRows, (GemmNT.available ? GemmNT.maxRowsF32 : 8) + 1)
         XCTAssertFalse(GemmRowLanes.takes(rows: GemmRowLanes.minRows - 1, dtype: .f32))
         XCTAssertEqual(GemmRowLanes.takes(rows: GemmRowLanes.minRows, dtype: .f32), GemmRowLanes.available)
         XCTAssertEqual(GemmRowLanes.takes(rows: most, dtype: .f32), GemmRowLanes.available)
         XCTAssertFalse(GemmRowLanes.takes(rows: most + 1, dtype: .f32))
-        XCTAssertFalse(GemmRowLanes.takes(rows: 32, dtype: .bf16))
+        XCTAssertEqual(GemmRowLanes.takes(rows: 32, dtype: .bf16), GemmRowLanes.reads16Bit)
+        XCTAssertEqual(GemmRowLanes.takes(rows: 32, dtype: .f16), GemmRowLanes.reads16Bit)
+        XCTAssertFalse(GemmRowLanes.takes(rows: 32, dtype: .q8_0))
     }
 }

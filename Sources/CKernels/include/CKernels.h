@@ -96,14 +96,15 @@ long unimoe_gemm_row_lanes_packed_count(long rows, long k);
 /// zero (any alignment; the kernel loads it unaligned, which costs nothing on 64-byte boundaries).
 void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, float *xt);
 
-/// y[r·ldy + o] = Σ_i x[r, i] · w[o·k + i] for f32 weights `[out, k]`, output rows o in [o0, o1)
+/// y[r·ldy + o] = Σ_i x[r, i] · w[o·k + i] for weights `[out, k]` stored as `dtype` (f32; bf16 and
+/// f16 on the AVX2 path only, widened exactly block by block), output rows o in [o0, o1)
 /// and up to `unimoe_gemm_row_lanes_max_rows()` activation rows, from the activation
 /// `unimoe_gemm_row_lanes_pack` laid out: the rows in the vector lanes, each weight broadcast, so
 /// the weight is read once and nothing of it is packed (GemmRowLanes.c says why). Each output is
 /// summed in k order by FMAs, alone in its lane: the same bits for any row count, tile split,
 /// [o0, o1) share or CPU path. Returns 0, touching nothing, for more rows than this CPU's path
-/// takes or when rows · ldy passes 2³¹; 1 when done.
-int unimoe_gemm_row_lanes(const float *xt, long rows, const float *w, long k, long o0, long o1, float *y,
-                          long ldy);
+/// takes, a dtype it does not read or when rows · ldy passes 2³¹; 1 when done.
+int unimoe_gemm_row_lanes(const float *xt, long rows, const void *weights, int dtype, long k, long o0, long o1,
+                          float *y, long ldy);
 
 #endif
