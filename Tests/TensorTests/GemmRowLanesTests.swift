@@ -8,6 +8,18 @@ import XCTest
 final class GemmRowLanesTests: XCTestCase {
     private func random(_ count: Int, _ rng: inout SplitMix) -> [Float] { (0..<count).map { _ in rng.next() } }
 
+    /// Every y[r, o] is exactly Σ_i x[r, i] · w[o, i] as FMAs in k order (w as f32 rows).
+    private func assertFMAsInKOrder(_ y: [Float], x: [Float], w: [Float], rows: Int, k: Int, n: Int, _ label: String,
+                                    line: UInt = #line) {
+        for r in 0..<rows {
+            for o in 0..<n {
+                var sum: Float = 0
+                for i in 0..<k { sum = sum.addingProduct(x[r * k + i], w[o * k + i]) }
+                XCTAssertEqual(y[r * n + o], sum, "\(label) [\(r), \(o)] of \(rows)×\(k)×\(n): FMAs in k order", line: line)
+            }
+        }
+    }
+
     /// Runs the kernel; nil when it declined (checked to have written nothing).
     private func product(_ x: [Float], rows: Int, _ w: Tensor) -> [Float]? {
         productOrNil(x, outputs: rows * w.shape[0]) { GemmRowLanes.forward($0, rows: rows, weight: w, into: $1) }
@@ -53,13 +65,7 @@ final class GemmRowLanesTests: XCTestCase {
                 let part = product(Array(xf[0..<(rows * k)]), rows: rows, w)!
                 XCTAssertEqual(part, Array(first[0..<(rows * n)]), "the first \(rows) rows alone")
             }
-            for r in 0..<most {
-                for o in 0..<n {
-                    var sum: Float = 0
-                    for i in 0..<k { sum = sum.addingProduct(xf[r * k + i], wf[o * k + i]) }
-                    XCTAssertEqual(first[r * n + o], sum, "[\(r), \(o)] k \(k): FMAs in k order")
-                }
-            }
+            assertFMAsInKOrder(first, x: xf, w: wf, rows: most, k: k, n: n, "f32")
         }
     }
 
@@ -80,13 +86,7 @@ final class GemmRowLanesTests: XCTestCase {
                 for y in results { XCTAssertEqual(y, first, "\(dtype): thread counts disagree") }
                 let viaLinear = productOrNil(xf, outputs: rows * n) { Linear.forward($0, rows: rows, weight: w, into: $1); return true }!
                 XCTAssertEqual(viaLinear, first, "\(dtype) \(rows) rows through Linear")
-                for r in 0..<rows {
-                    for o in 0..<n {
-                        var sum: Float = 0
-                        for i in 0..<k { sum = sum.addingProduct(xf[r * k + i], wf[o * k + i]) }
-                        XCTAssertEqual(first[r * n + o], sum, "\(dtype) [\(r), \(o)] of \(rows)×\(k)×\(n)")
-                    }
-                }
+                assertFMAsInKOrder(first, x: xf, w: wf, rows: rows, k: k, n: n, "\(dtype)")
             }
         }
     }
