@@ -94,14 +94,15 @@ TILE_FOR(4)
 /// 10 + 5 + 1, 9 + 3 + 1, 12 + 3 + 1).
 #define NR2_FOR(V) ((V) == 1 ? 7 : (V) == 2 ? 5 : 3)
 
-/// One AVX2 tile over k in [i0, i1): NR weight rows × V vectors of rows, partial sums loaded from and
-/// stored back to `acc` (row j of the tile at acc + j·W).
-AVX2 INLINE void tile2(const int V, const int NR, const float *xt, long W, const float *const w[], long i0,
-                       long i1, float *acc) {
+/// One AVX2 tile over `steps` of k (one k block: xt and each w[j] start at its first element): NR
+/// weight rows × V vectors of rows, partial sums loaded from and stored back to `acc` (row j of
+/// the tile at acc + j·W).
+AVX2 INLINE void tile2(const int V, const int NR, const float *xt, long W, const float *const w[], long steps,
+                       float *acc) {
     __m256 a[NR2_MAX][V2_MAX];
     UNROLL for (int j = 0; j < NR; j++) UNROLL for (int v = 0; v < V; v++) a[j][v] = _mm256_loadu_ps(acc + j * W + 8 * v);
-    for (long i = i0; i < i1; i++) {
-        // Each weight row's line 512 bytes on, once per line (rows start on a k block, a multiple of 16).
+    for (long i = 0; i < steps; i++) {
+        // Each weight row's line 512 bytes on, once per line (k blocks are multiples of 16 long).
         if ((i & 15) == 0) UNROLL for (int j = 0; j < NR; j++) _mm_prefetch((const char *)(w[j] + i + 128), _MM_HINT_T0);
         // Broadcasts first, then one x vector at a time: 16 registers without spills (x vectors
         // held across the weight rows spilled under clang).
@@ -117,8 +118,8 @@ AVX2 INLINE void tile2(const int V, const int NR, const float *xt, long W, const
 
 #define TILE2_FOR(V, NR)                                                                               \
     AVX2 __attribute__((noinline)) static void tile2_##V##_##NR(const float *xt, long W, const float *const w[], \
-                                                                long i0, long i1, float *acc) {        \
-        tile2(V, NR, xt, W, w, i0, i1, acc);                                                           \
+                                                                long steps, float *acc) {              \
+        tile2(V, NR, xt, W, w, steps, acc);                                                            \
     }
 TILE2_FOR(1, 7)
 TILE2_FOR(2, 5)
@@ -128,20 +129,20 @@ TILE2_FOR(1, 3)
 TILE2_FOR(2, 3)
 
 /// The tile for a chunk of V vectors when the first chunk has `vecs` (NR follows the first chunk).
-AVX2 static void tile2_for(long vecs, int V, const float *xt, long W, const float *const w[], long i0, long i1,
+AVX2 static void tile2_for(long vecs, int V, const float *xt, long W, const float *const w[], long steps,
                            float *acc) {
     if (vecs < 4) {
         switch (V) {
-        case 1: tile2_1_7(xt, W, w, i0, i1, acc); return;
-        case 2: tile2_2_5(xt, W, w, i0, i1, acc); return;
-        default: tile2_3_3(xt, W, w, i0, i1, acc); return;
+        case 1: tile2_1_7(xt, W, w, steps, acc); return;
+        case 2: tile2_2_5(xt, W, w, steps, acc); return;
+        default: tile2_3_3(xt, W, w, steps, acc); return;
         }
     }
     switch (V) {
-    case 1: tile2_1_3(xt, W, w, i0, i1, acc); return;
-    case 2: tile2_2_3(xt, W, w, i0, i1, acc); return;
-    case 3: tile2_3_3(xt, W, w, i0, i1, acc); return;
-    default: tile2_4_3(xt, W, w, i0, i1, acc); return;
+    case 1: tile2_1_3(xt, W, w, steps, acc); return;
+    case 2: tile2_2_3(xt, W, w, steps, acc); return;
+    case 3: tile2_3_3(xt, W, w, steps, acc); return;
+    default: tile2_4_3(xt, W, w, steps, acc); return;
     }
 }
 
@@ -164,10 +165,13 @@ AVX2 static void widen_block(const uint16_t *w16, int dtype, long k, long count,
             _mm256_storeu_ps(dst + i - i0, f);
         }
         for (; i < i1; i++) {
-            const uint32_t b = (uint32_t)src[i] << 16;
             float f;
-            if (dtype == UNIMOE_GEMM_BF16) __builtin_memcpy(&f, &b, 4);
-            else f = _cvtsh_ss(src[i]);
+            if (dtype == UNIMOE_GEMM_BF16) {
+                const uint32_t bits = (uint32_t)src[i] << 16;
+                __builtin_memcpy(&f, &bits, 4);
+            } else {
+                f = _cvtsh_ss(src[i]);
+            }
             dst[i - i0] = f;
         }
     }
@@ -202,7 +206,7 @@ static void row_lanes_avx2(const float *xt, long rows, const void *w, int dtype,
                     wr[j] = dtype == UNIMOE_GEMM_F32 ? (const float *)w + (ob + row) * k + i0 : wide + row * kb;
                 }
                 for (long c = 0; c < vecs; c += V2_MAX)
-                    tile2_for(vecs, (int)(vecs - c < V2_MAX ? vecs - c : V2_MAX), xt + i0 * W + 8 * c, W, wr, 0,
+                    tile2_for(vecs, (int)(vecs - c < V2_MAX ? vecs - c : V2_MAX), xt + i0 * W + 8 * c, W, wr,
                               i1 - i0, acc + j0 * W + 8 * c);
             }
         }

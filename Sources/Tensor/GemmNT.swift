@@ -81,10 +81,17 @@ public enum GemmNT {
     /// `.input` scratch; other dtypes read the rows where they are.
     static func layout(_ x: UnsafePointer<Float>, rows: Int, k: Int, dtype: DType) -> (UnsafePointer<Float>, Int) {
         guard dtype == .bf16 else { return (x, k) }
-        let ldx = (k + 31) & ~31
-        let out = ThreadScratch.floats(.input, count: rows * ldx)
-        for r in 0..<rows { unimoe_split_pairs32(x + r * k, k, out + r * ldx) }
-        return (UnsafePointer(out), ldx)
+        let out = ThreadScratch.floats(.input, count: rows * pairedStride(k))
+        splitPairs(x, rows: rows, k: k, into: out)
+        return (UnsafePointer(out), pairedStride(k))
+    }
+
+    /// The row stride of a pair-split activation of `k` elements: k rounded up to 32.
+    static func pairedStride(_ k: Int) -> Int { (k + 31) & ~31 }
+
+    /// `rows` rows of k floats (contiguous) pair-split into `out`, `pairedStride(k)` apart.
+    static func splitPairs(_ x: UnsafePointer<Float>, rows: Int, k: Int, into out: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows { unimoe_split_pairs32(x + r * k, k, out + r * pairedStride(k)) }
     }
 
     /// One task: a run of output rows. A value so that handing it to the pool allocates nothing.

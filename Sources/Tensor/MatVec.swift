@@ -90,12 +90,10 @@ enum MatVec {
                         xp = l.at
                     } else {
                         let at = buf + used
-                        for r in 0..<p.rows {
-                            if avx512 {
-                                unimoe_split_pairs32(p.x + r * inF, inF, at + r * stride)
-                            } else {
-                                splitPairs(p.x + r * inF, count: kMain, into: at + r * stride)
-                            }
+                        if avx512 {
+                            GemmNT.splitPairs(p.x, rows: p.rows, k: inF, into: at)
+                        } else {
+                            for r in 0..<p.rows { splitPairs(p.x + r * inF, count: kMain, into: at + r * stride) }
                         }
                         used += p.rows * stride
                         xp = UnsafePointer(at)
@@ -188,9 +186,9 @@ enum MatVec {
         }
     }
 
-    /// The row stride of a pair-split activation of `k` elements: k rounded up to 32 for `GemmNT`'s
-    /// kernel (`unimoe_split_pairs32`), its whole 16-element blocks for the Swift tiles (`splitPairs`).
-    static func splitStride(_ k: Int) -> Int { avx512 ? (k + 31) & ~31 : k & ~15 }
+    /// The row stride of a pair-split activation of `k` elements: `GemmNT.pairedStride` for its
+    /// kernel, the whole 16-element blocks for the Swift tiles (`splitPairs`).
+    static func splitStride(_ k: Int) -> Int { avx512 ? GemmNT.pairedStride(k) : k & ~15 }
 
     /// Re-lays 16-element blocks as [even elements, odd elements] (the 16-bit weights' lane order).
     @inline(__always)

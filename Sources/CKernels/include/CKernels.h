@@ -35,8 +35,8 @@ int unimoe_q8_vnni(void);
 
 /// Prefetches, into the outer caches, one 64-byte line in each of `rows` weight rows `stride`
 /// bytes apart: the line the portable Swift mat-vec tile (CPUs without AVX-512; the others run
-/// `unimoe_gemm_nt`) will read next in the rows of its next tile (Swift has no prefetch of its own). Streaming mat-vec kernels reach DRAM speed only with lines in flight
-/// ahead of the loads.
+/// `unimoe_gemm_nt`) will read next in the rows of its next tile (Swift has no prefetch of its
+/// own). Streaming mat-vec kernels reach DRAM speed only with lines in flight ahead of the loads.
 ///
 /// Out of line on purpose (Prefetch.c). Against the same prefetches inlined, interleaved
 /// `unimoe bench lm` runs on 2 threads decode 5-9% faster: f32 0.90-0.95 of the bandwidth ceiling
