@@ -68,6 +68,13 @@ public final class RemoteExperts: ExpertRunner, @unchecked Sendable {
         timings.add("moe_round_trip", seconds: rt)
         timings.add("moe_expert_compute", seconds: busiest)
         timings.add("moe_overhead", seconds: max(0, rt - busiest))
+        // Also apart for round trips of one row per expert (a lone sequence's decode step): the
+        // totals mix in prefill's, whose expert compute is many times longer.
+        if batches.allSatisfy({ $0.rows.shape[0] == 1 }) {
+            timings.add("moe_one_row_round_trip", seconds: rt)
+            timings.add("moe_one_row_expert_compute", seconds: busiest)
+            timings.add("moe_one_row_overhead", seconds: max(0, rt - busiest))
+        }
         timings.add("expert_messages", seconds: 0, count: shares.count)
         return outputs.map { $0! }
     }

@@ -121,6 +121,13 @@ func randomRows(_ n: Int, _ hidden: Int, seed: Int) throws -> Tensor {
                                       SequenceStep(cache: r2, embeddings: trunk.embed(ids: [4]))], experts: remote, allPositions: false)
         #expect(zip(wantB, gotB).allSatisfy { $0.toArray() == $1.toArray() })
         #expect(remote.timings.entries["moe_round_trip"]?.count ?? 0 >= 4)
+        // Multi-row round trips stay out of the one-row figures; a lone decode step adds one per MoE layer.
+        #expect(remote.timings.entries["moe_one_row_round_trip"] == nil)
+        let before = remote.timings.entries["moe_round_trip"]?.count ?? 0
+        _ = try trunk.forward([SequenceStep(cache: r2, embeddings: trunk.embed(ids: [5]))], experts: remote, allPositions: false)
+        let layers = (remote.timings.entries["moe_round_trip"]?.count ?? 0) - before
+        #expect(layers > 0 && remote.timings.entries["moe_one_row_round_trip"]?.count == layers)
+        #expect(remote.timings.entries["moe_one_row_overhead"]?.count == layers)
     }
 
     @Test func missingExpertIsAnErrorNamingIt() throws {
