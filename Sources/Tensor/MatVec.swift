@@ -160,6 +160,8 @@ enum MatVec {
             let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
             var o = 0
             switch g {
+            case 1 where L.dtype == .f16 && inF < f16RowByRowBelow:
+                while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 1:
                 while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
                 while o < n { tile(L.self, T1x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
@@ -173,6 +175,38 @@ enum MatVec {
             }
             r += g
         }
+    }
+
+    /// f16 weight rows shorter than this many elements go one at a time through `tileRow` when
+    /// one activation row is swept. Zen 3 (AVX2, 2 threads), the kernel bench's streamed f16
+    /// mat-vec: 2816×1024 25.7 / 23.1 GB/s in 4-row tiles against 33.1 / 25.2 row by row,
+    /// 1024×1024 27.1 / 18.6 against 24.9 / 27.1, but 1024×2816 32.8 / 25.9 against 29.4 / 24.3;
+    /// bf16 gained nothing in whole decodes, so it keeps the 4-row tiles.
+    static let f16RowByRowBelow = 2048
+
+    /// One weight row against one activation row, with the 4-row tile's sums (one accumulator pair
+    /// fed in k order, `finish`), so the same bits; unrolled 4× with one prefetch call per 64
+    /// elements, for the same offset of the next row. One weight stream per thread instead of four:
+    /// f16 decode of the bench model (Zen 3, 2 threads, interleaved pairs) 51.3–58.9 tokens/s
+    /// against 45.2–55.0 for the 4-row tiles, 6 of 6 pairs; with four accumulator pairs no faster,
+    /// with the generic tile's prefetch every 64 bytes 39–44.
+    @inline(__always)
+    private static func tileRow<L: WeightLanes>(_ l: L.Type, _ w: UnsafeRawPointer, _ wStride: Int,
+                                                _ x: UnsafePointer<Float>, _ xTail: UnsafePointer<Float>,
+                                                _ kMain: Int, _ k: Int, _ y: UnsafeMutablePointer<Float>) {
+        let z = SIMD8<Float>(repeating: 0)
+        var c = (z, z)
+        var i = 0
+        while i + 64 <= kMain {
+            unimoe_prefetch_rows(w + wStride + i * L.bytes, 64, L.bytes)
+            fma(&c, L.load16(w, i), load8x2(x + i))
+            fma(&c, L.load16(w, i + 16), load8x2(x + i + 16))
+            fma(&c, L.load16(w, i + 32), load8x2(x + i + 32))
+            fma(&c, L.load16(w, i + 48), load8x2(x + i + 48))
+            i += 64
+        }
+        while i < kMain { fma(&c, L.load16(w, i), load8x2(x + i)); i += 16 }
+        finish(L.self, c, 0, 0, (w, wStride, xTail, 0, kMain, k, y, 0))
     }
 
     /// Element `i` of a bias vector (f32/bf16/f16; q8_0 tensors are matrices, never biases).

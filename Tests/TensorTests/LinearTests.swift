@@ -89,7 +89,7 @@ final class LinearTests: XCTestCase {
     /// f16 weights are widened in registers (`vcvtph2ps`) in the same lane order as f32 ones, so the
     /// mat-vec of f16 weights gives exactly the bits of the same weights stored as f32: 1…8 rows,
     /// widths with and without a tail past the last 16, any thread count; in the AVX-512 kernel and
-    /// in the portable tiles.
+    /// in the portable tiles (one f16 row swept row by row gets the bits of the f32 4-row tile).
     func testHalfWeightsGiveTheBitsOfTheirF32Widening() throws {
         let before = Linear.matVecUsesAVX512
         defer { Linear.matVecUsesAVX512 = before }
@@ -97,7 +97,8 @@ final class LinearTests: XCTestCase {
             Linear.matVecUsesAVX512 = avx512
             var rng = SplitMix(11)
             try withThreadCounts { _ in
-                for (outF, inF, rows) in [(70, 64, 1), (33, 100, 3), (130, 257, 8)] {
+                // One row of fewer than 2048 goes row by row (`tileRow`), of more in 4-row tiles.
+                for (outF, inF, rows) in [(70, 64, 1), (37, 1000, 1), (9, 2100, 1), (33, 100, 3), (130, 257, 8)] {
                     let half = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: .f16)
                     let wide = half.converted(to: .f32)
                     let x = (0..<rows * inF).map { _ in rng.next() }
