@@ -179,9 +179,10 @@ enum MatVec {
 
     /// f16 weight rows shorter than this many elements go one at a time through `tileRow` when
     /// one activation row is swept. Zen 3 (AVX2, 2 threads), the kernel bench's streamed f16
-    /// mat-vec: 2816×1024 25.7 / 23.1 GB/s in 4-row tiles against 33.1 / 25.2 row by row,
-    /// 1024×1024 27.1 / 18.6 against 24.9 / 27.1, but 1024×2816 32.8 / 25.9 against 29.4 / 24.3;
-    /// bf16 gained nothing in whole decodes, so it keeps the 4-row tiles.
+    /// mat-vec, two runs each: 2816×1024 27.8 / 25.2 GB/s row by row against 23.7 / 19.4 in 4-row
+    /// tiles, 1024×1024 26.5 / 22.6 against 22.3 / 23.0; but 1024×2816 (k = 2816) lost, 29.4 / 24.3
+    /// against 32.8 / 25.9 (a first variant with four accumulator pairs). bf16 gained nothing in
+    /// whole decodes, f32 lost (25.8–32.7 tokens/s against 25.8–35.8): both keep the 4-row tiles.
     static let f16RowByRowBelow = 2048
 
     /// One weight row against one activation row, with the 4-row tile's sums (one accumulator pair
