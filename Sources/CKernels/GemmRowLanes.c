@@ -242,11 +242,12 @@ void unimoe_gemm_row_lanes_pack(const float *x, long rows, long ldx, long k, flo
 
 int unimoe_gemm_row_lanes(const float *xt, long rows, const void *weights, int dtype, long k, long o0, long o1,
                           float *y, long ldy) {
+    const int avx512 = unimoe_gemm_nt_available();
     if (rows > unimoe_gemm_row_lanes_max_rows() || rows * ldy > 0x7FFFFFFF) return 0;
     if (dtype < UNIMOE_GEMM_F32 || dtype > UNIMOE_GEMM_F16) return 0;
-    if (unimoe_gemm_nt_available() && dtype != UNIMOE_GEMM_F32) return 0;
+    if (avx512 && dtype != UNIMOE_GEMM_F32) return 0;
     if (rows <= 0 || o1 <= o0) return 1;
-    if (!unimoe_gemm_nt_available()) {
+    if (!avx512) {
         row_lanes_avx2(xt, rows, weights, dtype, k, o0, o1, y, ldy);
         return 1;
     }

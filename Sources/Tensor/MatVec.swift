@@ -164,7 +164,7 @@ enum MatVec {
                 while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 1:
                 while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
-                while o < n { tile(L.self, T1x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
+                while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 2:
                 while o + 2 <= n { tile(L.self, T2x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 2 }
                 while o < n { tile(L.self, T1x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 1 }
@@ -185,9 +185,10 @@ enum MatVec {
     /// whole decodes, f32 lost (25.8–32.7 tokens/s against 25.8–35.8): both keep the 4-row tiles.
     static let f16RowByRowBelow = 2048
 
-    /// One weight row against one activation row, with the 4-row tile's sums (one accumulator pair
-    /// fed in k order, `finish`), so the same bits; unrolled 4× with one prefetch call per 64
-    /// elements, for the same offset of the next row. One weight stream per thread instead of four:
+    /// One weight row against one activation row (every row of short f16 weights, the last n % 4
+    /// rows of the others), with the 4-row tile's sums (one accumulator pair fed in k order,
+    /// `finish`), so the same bits; unrolled 4× with one prefetch call per 64 elements, for the same
+    /// offset of the next row. One weight stream per thread instead of four:
     /// f16 decode of the bench model (Zen 3, 2 threads, interleaved pairs) 51.3–58.9 tokens/s
     /// against 45.2–55.0 for the 4-row tiles, 6 of 6 pairs; with four accumulator pairs no faster,
     /// with the generic tile's prefetch every 64 bytes 39–44.
@@ -324,7 +325,6 @@ enum MatVec {
 protocol TileShape { static var o: Int { get }; static var g: Int { get } }
 enum T4x1: TileShape { static var o: Int { 4 }; static var g: Int { 1 } }
 enum T2x2: TileShape { static var o: Int { 2 }; static var g: Int { 2 } }
-enum T1x1: TileShape { static var o: Int { 1 }; static var g: Int { 1 } }
 enum T1x2: TileShape { static var o: Int { 1 }; static var g: Int { 2 } }
 enum T1x3: TileShape { static var o: Int { 1 }; static var g: Int { 3 } }
 enum T1x4: TileShape { static var o: Int { 1 }; static var g: Int { 4 } }
