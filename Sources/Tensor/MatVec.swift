@@ -160,7 +160,7 @@ enum MatVec {
             let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
             var o = 0
             switch g {
-            case 1 where L.dtype == .f16 && inF < f16RowByRowBelow:
+            case 1 where L.bytes == 2 && inF < rowByRowBelow:
                 while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 1:
                 while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
@@ -177,16 +177,20 @@ enum MatVec {
         }
     }
 
-    /// f16 weight rows shorter than this many elements go one at a time through `tileRow` when
-    /// one activation row is swept. Zen 3 (AVX2, 2 threads), the kernel bench's streamed f16
-    /// mat-vec, two runs each: 2816×1024 27.8 / 25.2 GB/s row by row against 23.7 / 19.4 in 4-row
-    /// tiles, 1024×1024 26.5 / 22.6 against 22.3 / 23.0; but 1024×2816 (k = 2816) lost, 29.4 / 24.3
-    /// against 32.8 / 25.9 (a first variant with four accumulator pairs). bf16 gained nothing in
-    /// whole decodes, f32 lost (25.8–32.7 tokens/s against 25.8–35.8): both keep the 4-row tiles.
-    static let f16RowByRowBelow = 2048
+    /// 16-bit (f16, bf16) weight rows shorter than this many elements go one at a time through
+    /// `tileRow` when one activation row is swept. Zen 3 (AVX2, 2 threads), the kernel bench's
+    /// streamed f16 mat-vec, two runs each: 2816×1024 27.8 / 25.2 GB/s row by row against
+    /// 23.7 / 19.4 in 4-row tiles, 1024×1024 26.5 / 22.6 against 22.3 / 23.0; but 1024×2816
+    /// (k = 2816) lost, 29.4 / 24.3 against 32.8 / 25.9 (a first variant with four accumulator
+    /// pairs). bf16, the same bench: 2816×1024 26.6–30.5 against 23.5–27.6, 1024×1024 27.4–30.0
+    /// against 24.0–25.1 (three runs each); whole bf16 decodes of the bench model 45.2–58.0
+    /// tokens/s against 40.9–53.8, better in 10 of 10 interleaved pairs (an earlier trial, five
+    /// pairs, read even). f32 lost (25.8–32.7 against 25.8–35.8; again 28.2–33.2 against
+    /// 26.7–37.2, five pairs): it keeps the 4-row tiles.
+    static let rowByRowBelow = 2048
 
-    /// One weight row against one activation row (every row of short f16 weights, the last n % 4
-    /// rows of the others), with the 4-row tile's sums (one accumulator pair fed in k order,
+    /// One weight row against one activation row (every row of short 16-bit weights, the last
+    /// n % 4 rows of the others), with the 4-row tile's sums (one accumulator pair fed in k order,
     /// `finish`), so the same bits; unrolled 4× with one prefetch call per 64 elements, for the same
     /// offset of the next row. One weight stream per thread instead of four:
     /// f16 decode of the bench model (Zen 3, 2 threads, interleaved pairs) 51.3–58.9 tokens/s

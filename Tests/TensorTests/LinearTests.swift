@@ -114,6 +114,40 @@ final class LinearTests: XCTestCase {
         }
     }
 
+    /// A weight row against an activation row gives the same bits whichever mat-vec tile computes
+    /// it: one activation row (16-bit rows under `rowByRowBelow` row by row, others in 4-row tiles)
+    /// against the same row first among 2, 3 or 4 (the 2×2, 1×3 and 1×4 tiles). Every dtype the
+    /// tiles read, widths on both sides of the row-by-row limit, output counts with and without a
+    /// remainder past the last 4; in the AVX-512 kernel and in the portable tiles.
+    func testOneRowGetsTheBitsItGetsAmongSeveral() throws {
+        let before = Linear.matVecUsesAVX512
+        defer { Linear.matVecUsesAVX512 = before }
+        for avx512 in [true, false] {
+            Linear.matVecUsesAVX512 = avx512
+            var rng = SplitMix(13)
+            try withThreadCounts { _ in
+                for dtype in [DType.f32, .bf16, .f16] {
+                    for (outF, inF) in [(70, 64), (37, 1000), (9, 2100), (6, 40)] {
+                        let w = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: dtype)
+                        let x = (0..<4 * inF).map { _ in rng.next() }
+                        var alone = [Float](repeating: .nan, count: outF)
+                        x.withUnsafeBufferPointer { xp in
+                            alone.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: 1, weight: w, into: $0.baseAddress!) }
+                        }
+                        for rows in 2...4 {
+                            var among = [Float](repeating: .nan, count: rows * outF)
+                            x.withUnsafeBufferPointer { xp in
+                                among.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
+                            }
+                            let differing = zip(alone, among).filter { $0.bitPattern != $1.bitPattern }.count
+                            XCTAssertEqual(differing, 0, "\(dtype) \(outF)×\(inF), first of \(rows) rows, AVX-512 \(avx512): \(differing) of \(outF) differ")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A long run of mat-vec calls from several threads at once: the pool must serialise or share
     /// safely and every result must still be exact.
     func testConcurrentCallersGetCorrectResults() throws {
