@@ -67,7 +67,8 @@ static inline float hsum(__m256 v) {
 /// 4 KB 0.74, 16 KB 0.74). Into L2 (`T1`), not L1: q8_0 decodes of the bench model 72.7–84.2
 /// tokens/s against 63.9–81.9 for `T0` (four interleaved pairs, each won); a C read loop here with
 /// one stream per thread prefetched 4 KB ahead reads 15.0 GB/s on one thread with T1, 13.0 with T0.
-/// (4 KB and 8 KB ahead with T1 decode alike.)
+/// (4 KB and 8 KB ahead with T1 decode alike.) On a Zen 3 EPYC (AVX2, 2 threads) 16 KB read alike
+/// in the kernel bench (2816×1024, 1024×1024, 1024×2816: 22.0–33.9 GB/s against 22.0–32.2).
 enum { PREFETCH = 8192 };
 
 /// The end of a row's dot: blocks from `b8` on one at a time into the even accumulator (the tail
