@@ -187,7 +187,7 @@ enum MatVec {
     /// pairs). bf16, the same bench: 2816×1024 26.6–30.5 against 23.5–27.6, 1024×1024 27.4–30.0
     /// against 24.0–25.1 (three runs each); whole bf16 decodes of the bench model 45.2–58.0
     /// tokens/s against 40.9–53.8, better in 10 of 10 interleaved pairs (an earlier trial, five
-    /// pairs, read even). f32 lost (25.8–32.7 against 25.8–35.8; again 28.2–33.2 against
+    /// pairs, read even). f32 was no better (25.8–32.7 against 25.8–35.8; again 28.2–33.2 against
     /// 26.7–37.2, five pairs): it keeps the 4-row tiles.
     static let rowByRowBelow = 2048
 

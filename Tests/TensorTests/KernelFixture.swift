@@ -50,6 +50,22 @@ func productOrNil(_ x: [Float], outputs: Int,
     return y
 }
 
+/// `Linear.forward` of x `[rows, in]` against w `[out, in]`, as an array.
+func linearProduct(_ x: [Float], rows: Int, _ w: Tensor) -> [Float] {
+    productOrNil(x, outputs: rows * w.shape[0]) { xp, yp in Linear.forward(xp, rows: rows, weight: w, into: yp); return true }!
+}
+
+/// Runs `body` with decode's mat-vec in the AVX-512 kernel (where the CPU has it) and in the
+/// portable tiles, then restores the setting.
+func withEachMatVecPath(_ body: (_ avx512: Bool) throws -> Void) rethrows {
+    let before = Linear.matVecUsesAVX512
+    defer { Linear.matVecUsesAVX512 = before }
+    for avx512 in [true, false] {
+        Linear.matVecUsesAVX512 = avx512
+        try body(avx512)
+    }
+}
+
 /// Every `y[r, o]` of an x `[rows, k]` · wᵀ `[n, k]` product within `relative` of Σ|x·w| of the
 /// float64 product.
 func assertMatchesFloat64(_ y: [Float], x: [Float], w: [Float], rows: Int, k: Int, n: Int, relative: Double,

@@ -91,22 +91,14 @@ final class LinearTests: XCTestCase {
     /// widths with and without a tail past the last 16, any thread count; in the AVX-512 kernel and
     /// in the portable tiles (one f16 row swept row by row gets the bits of the f32 4-row tile).
     func testHalfWeightsGiveTheBitsOfTheirF32Widening() throws {
-        let before = Linear.matVecUsesAVX512
-        defer { Linear.matVecUsesAVX512 = before }
-        for avx512 in [true, false] {
-            Linear.matVecUsesAVX512 = avx512
+        try withEachMatVecPath { avx512 in
             var rng = SplitMix(11)
             try withThreadCounts { _ in
                 // One row of fewer than 2048 goes row by row (`tileRow`), of more in 4-row tiles.
                 for (outF, inF, rows) in [(70, 64, 1), (37, 1000, 1), (9, 2100, 1), (33, 100, 3), (130, 257, 8)] {
                     let half = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: .f16)
-                    let wide = half.converted(to: .f32)
                     let x = (0..<rows * inF).map { _ in rng.next() }
-                    var a = [Float](repeating: .nan, count: rows * outF), b = a
-                    x.withUnsafeBufferPointer { xp in
-                        a.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: half, into: $0.baseAddress!) }
-                        b.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: wide, into: $0.baseAddress!) }
-                    }
+                    let a = linearProduct(x, rows: rows, half), b = linearProduct(x, rows: rows, half.converted(to: .f32))
                     let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
                     XCTAssertEqual(differing, 0, "\(outF)×\(inF), \(rows) rows, AVX-512 \(avx512): \(differing) of \(a.count) outputs differ")
                 }
@@ -120,25 +112,16 @@ final class LinearTests: XCTestCase {
     /// tiles read, widths on both sides of the row-by-row limit, output counts with and without a
     /// remainder past the last 4; in the AVX-512 kernel and in the portable tiles.
     func testOneRowGetsTheBitsItGetsAmongSeveral() throws {
-        let before = Linear.matVecUsesAVX512
-        defer { Linear.matVecUsesAVX512 = before }
-        for avx512 in [true, false] {
-            Linear.matVecUsesAVX512 = avx512
+        try withEachMatVecPath { avx512 in
             var rng = SplitMix(13)
             try withThreadCounts { _ in
                 for dtype in [DType.f32, .bf16, .f16] {
                     for (outF, inF) in [(70, 64), (37, 1000), (9, 2100), (6, 40)] {
                         let w = try Tensor(shape: [outF, inF], values: (0..<outF * inF).map { _ in rng.next() }).converted(to: dtype)
                         let x = (0..<4 * inF).map { _ in rng.next() }
-                        var alone = [Float](repeating: .nan, count: outF)
-                        x.withUnsafeBufferPointer { xp in
-                            alone.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: 1, weight: w, into: $0.baseAddress!) }
-                        }
+                        let alone = linearProduct(x, rows: 1, w)
                         for rows in 2...4 {
-                            var among = [Float](repeating: .nan, count: rows * outF)
-                            x.withUnsafeBufferPointer { xp in
-                                among.withUnsafeMutableBufferPointer { Linear.forward(xp.baseAddress!, rows: rows, weight: w, into: $0.baseAddress!) }
-                            }
+                            let among = linearProduct(x, rows: rows, w)
                             let differing = zip(alone, among).filter { $0.bitPattern != $1.bitPattern }.count
                             XCTAssertEqual(differing, 0, "\(dtype) \(outF)×\(inF), first of \(rows) rows, AVX-512 \(avx512): \(differing) of \(outF) differ")
                         }
