@@ -162,10 +162,10 @@ enum MatVec {
             let xr = xp + r * ldxp, xt = x + r * ldx, yr = y + r * ldy
             var o = 0
             switch g {
-            case 1 where L.bytes == 2 && inF < rowByRowBelow:
-                while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 1:
-                while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
+                if inF >= L.rowByRowBelow {
+                    while o + 4 <= n { tile(L.self, T4x1.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 4 }
+                }
                 while o < n { tileRow(L.self, w + o * wStride, wStride, xr, xt, kMain, inF, yr + o); o += 1 }
             case 2:
                 while o + 2 <= n { tile(L.self, T2x2.self, w + o * wStride, wStride, xr, ldxp, xt, ldx, kMain, inF, yr + o, ldy); o += 2 }
@@ -180,15 +180,15 @@ enum MatVec {
     }
 
     /// 16-bit (f16, bf16) weight rows shorter than this many elements go one at a time through
-    /// `tileRow` when one activation row is swept. Zen 3 (AVX2, 2 threads), the kernel bench's
-    /// streamed f16 mat-vec, two runs each: 2816×1024 27.8 / 25.2 GB/s row by row against
-    /// 23.7 / 19.4 in 4-row tiles, 1024×1024 26.5 / 22.6 against 22.3 / 23.0; but 1024×2816
-    /// (k = 2816) lost, 29.4 / 24.3 against 32.8 / 25.9 (a first variant with four accumulator
-    /// pairs). bf16, the same bench: 2816×1024 26.6–30.5 against 23.5–27.6, 1024×1024 27.4–30.0
-    /// against 24.0–25.1 (three runs each); whole bf16 decodes of the bench model 45.2–58.0
-    /// tokens/s against 40.9–53.8, better in 10 of 10 interleaved pairs (an earlier trial, five
-    /// pairs, read even). f32 was no better (25.8–32.7 against 25.8–35.8; again 28.2–33.2 against
-    /// 26.7–37.2, five pairs): it keeps the 4-row tiles.
+    /// `tileRow` when one activation row is swept (their `WeightLanes.rowByRowBelow`). Zen 3 (AVX2,
+    /// 2 threads), the kernel bench's streamed f16 mat-vec, two runs each: 2816×1024 27.8 / 25.2
+    /// GB/s row by row against 23.7 / 19.4 in 4-row tiles, 1024×1024 26.5 / 22.6 against
+    /// 22.3 / 23.0; but 1024×2816 (k = 2816) lost, 29.4 / 24.3 against 32.8 / 25.9 (a first variant
+    /// with four accumulator pairs). bf16, the same bench: 2816×1024 26.6–30.5 against 23.5–27.6,
+    /// 1024×1024 27.4–30.0 against 24.0–25.1 (three runs each); whole bf16 decodes of the bench
+    /// model 45.2–58.0 tokens/s against 40.9–53.8, better in 10 of 10 interleaved pairs (an earlier
+    /// trial, five pairs, read even). f32 was no better (25.8–32.7 against 25.8–35.8; again
+    /// 28.2–33.2 against 26.7–37.2, five pairs): it keeps the 4-row tiles.
     static let rowByRowBelow = 2048
 
     /// One weight row against one activation row (every row of short 16-bit weights, the last
@@ -342,6 +342,9 @@ protocol WeightLanes {
     static var splitsPairs: Bool { get }
     /// The storage dtype these lanes read (which `GemmNT`'s kernel is told).
     static var dtype: DType { get }
+    /// Rows shorter than this go through `tileRow` one at a time when one activation row is swept
+    /// (4-row tiles otherwise): `MatVec.rowByRowBelow` for 16-bit weights, 0 for f32.
+    static var rowByRowBelow: Int { get }
     static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
     static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
 }
@@ -350,6 +353,7 @@ enum F32Weights: WeightLanes {
     static var bytes: Int { 4 }
     static var splitsPairs: Bool { false }
     static var dtype: DType { .f32 }
+    static var rowByRowBelow: Int { 0 }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (row.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
          row.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
@@ -363,6 +367,7 @@ enum BF16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { true }
     static var dtype: DType { .bf16 }
+    static var rowByRowBelow: Int { MatVec.rowByRowBelow }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         let u = row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt32>.self)
         return (unsafeBitCast(u &<< 16, to: SIMD8<Float>.self),
@@ -378,6 +383,7 @@ enum F16Weights: WeightLanes {
     static var bytes: Int { 2 }
     static var splitsPairs: Bool { false }
     static var dtype: DType { .f16 }
+    static var rowByRowBelow: Int { MatVec.rowByRowBelow }
     @inline(__always) static func load16(_ row: UnsafeRawPointer, _ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         (SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self)),
          SIMD8<Float>(row.loadUnaligned(fromByteOffset: i * 2 + 16, as: SIMD8<Float16>.self)))
